@@ -1,0 +1,5 @@
+import sys
+
+from bloatguard.cli import main
+
+sys.exit(main())

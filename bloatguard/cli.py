@@ -1,0 +1,144 @@
+"""Command-line entry points: check, rules, explain.
+
+Start-up matters (this runs as a pre-commit hook), so heavy modules are imported inside the
+commands that need them, never at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bloatguard import __version__
+
+EXIT_OK, EXIT_FINDINGS, EXIT_CANNOT_EVALUATE = 0, 1, 2
+
+
+def _split_codes(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [code.strip() for value in values for code in value.split(",") if code.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bloatguard",
+        description="Keep machine-learning model files within their size, parameter and compute budgets.")
+    parser.add_argument("--version", action="version", version=f"bloatguard {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = commands.add_parser("check", help="measure models and check them against the budgets")
+    check.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                       help="model files or directories (default: the current directory)")
+    check.add_argument("--config", type=Path, metavar="FILE",
+                       help="config file (default: bloatguard.toml or pyproject.toml found by "
+                            "walking up from the paths)")
+    check.add_argument("--output-format", choices=("text", "json"), default="text")
+    check.add_argument("--output-file", type=Path, metavar="FILE",
+                       help="write the report here instead of standard output")
+    check.add_argument("--select", action="append", metavar="CODES",
+                       help="only these rules (codes, prefixes or names; comma-separated)")
+    check.add_argument("--ignore", action="append", metavar="CODES",
+                       help="skip these rules (codes, prefixes or names; comma-separated)")
+
+    commands.add_parser("rules", help="list the rules")
+    explain = commands.add_parser("explain", help="print a rule's documentation")
+    explain.add_argument("code", metavar="CODE", help="rule code or name, e.g. BG002 or param-count")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from bloatguard.errors import BloatguardError
+
+    try:
+        if args.command == "check":
+            return run_check(args)
+        if args.command == "rules":
+            return run_rules()
+        if args.command == "explain":
+            return run_explain(args.code)
+    except BloatguardError as exc:
+        print(f"bloatguard: error: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_EVALUATE
+    except KeyboardInterrupt:
+        print("bloatguard: interrupted", file=sys.stderr)
+        return 130
+    build_parser().print_help()
+    return EXIT_CANNOT_EVALUATE
+
+
+def load_config(config_path: Path | None, paths: list[Path]):
+    from bloatguard import config
+
+    if config_path is None:
+        start = Path(_common_parent(paths)) if paths else Path.cwd()
+        config_path = config.find_config_file(start)
+    return config.load(config_path)
+
+
+def _common_parent(paths: list[Path]) -> str:
+    import os
+
+    resolved = [str(p.resolve()) for p in paths]
+    return os.path.commonpath(resolved) if len(resolved) > 1 else resolved[0]
+
+
+def _progress(index: int, total: int, path: str) -> None:
+    sys.stderr.write(f"\r\033[Kbloatguard: [{index + 1}/{total}] {path}")
+    sys.stderr.flush()
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from bloatguard import engine
+    from bloatguard.report import writer
+
+    paths = args.paths or [Path(".")]
+    config = load_config(args.config, paths)
+    selection = engine.Selection(select=_split_codes(args.select), ignore=_split_codes(args.ignore) or [])
+    show_progress = sys.stderr.isatty()
+    results = engine.check(paths, config, selection, progress=_progress if show_progress else None)
+    if show_progress:
+        sys.stderr.write("\r\033[K")
+    report = writer(args.output_format)(
+        results, budgets_for=lambda result: config.resolve(Path(result.path)).budgets)
+    if args.output_file:
+        args.output_file.write_text(report, encoding="utf-8")
+    else:
+        sys.stdout.write(report)
+    for result in results:
+        if result.facts.unreadable:
+            print(f"bloatguard: {result.path}: {result.facts.unreadable}"
+                  + (f"; remedy: {result.facts.remedy}" if result.facts.remedy else ""),
+                  file=sys.stderr)
+    return engine.exit_code(results)
+
+
+def run_rules() -> int:
+    from tabulate import tabulate
+
+    from bloatguard.registry import all_rules
+
+    rows = [(rule.code, rule.name, rule.default_severity.value, rule.summary) for rule in all_rules()]
+    print(tabulate(rows, headers=["code", "name", "default", "checks"], tablefmt="simple"))
+    return EXIT_OK
+
+
+def run_explain(code: str) -> int:
+    import inspect
+
+    from bloatguard.errors import BloatguardError
+    from bloatguard.registry import find_rule
+
+    rule = find_rule(code)
+    if rule is None:
+        raise BloatguardError(f"unknown rule {code!r}; `bloatguard rules` lists them")
+    print(f"# {rule.code} {rule.name}\n")
+    print(f"{rule.summary}. Default severity: {rule.default_severity.value}.\n")
+    print(inspect.cleandoc(type(rule).__doc__ or ""))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""Reads `[tool.bloatguard]` (pyproject.toml) or `bloatguard.toml`, validates it, and answers
+"which settings apply to this model path?".
+
+Every error names the file and the key: a config that silently ignores a misspelt budget is worse
+than no config.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from bloatguard import globs
+from bloatguard.errors import ConfigError
+from bloatguard.units import Growth, PARSERS, parse_growth
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_NAMES = ("bloatguard.toml", "pyproject.toml")
+
+
+@dataclass(frozen=True)
+class BudgetKey:
+    metric: str  # the key in ModelFacts.metrics()
+    kind: str  # "bytes" | "count" | "ms": how values are parsed and printed
+    role: str  # "limit" (absolute) | "increase" (against --base) | "floor" (noise floor)
+
+
+BUDGET_KEYS: dict[str, BudgetKey] = {}
+for _metric, _stem, _kind in (("file_size", "file-size", "bytes"), ("params", "params", "count"),
+                              ("macs", "macs", "count"), ("latency_ms", "latency", "ms")):
+    BUDGET_KEYS[f"max-{_stem}"] = BudgetKey(_metric, _kind, "limit")
+    BUDGET_KEYS[f"max-{_stem}-increase"] = BudgetKey(_metric, _kind, "increase")
+    # Changes smaller than this are noise and never a regression ("fail only if +5% AND > 1 MB").
+    BUDGET_KEYS[f"min-{_stem}-increase"] = BudgetKey(_metric, _kind, "floor")
+
+
+def _parse_budget(key: str, value: Any) -> Any:
+    spec = BUDGET_KEYS[key]
+    if spec.role == "increase":
+        return parse_growth(value, spec.kind)
+    return PARSERS[spec.kind](value)
+
+
+def _parse_shape(value: Any) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool)
+                                              and d >= 0 for d in value):
+        raise ValueError("expected a list of non-negative integers such as [1, 3, 224, 224]")
+    return value
+
+
+def _string_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    return value
+
+
+@dataclass
+class ResolvedSettings:
+    """The settings for one model path, after every matching glob table has been applied."""
+
+    budgets: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, list[int]] = field(default_factory=dict)
+    samples: Path | None = None
+    ignored: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    path: Path | None = None
+    root: Path = field(default_factory=Path.cwd)
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    budgets: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    inputs: list[tuple[str, dict[str, list[int]]]] = field(default_factory=list)
+    samples: list[tuple[str, str]] = field(default_factory=list)
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    per_file_ignores: list[tuple[str, list[str]]] = field(default_factory=list)
+    select: list[str] | None = None
+    ignore: list[str] = field(default_factory=list)
+    cache_dir: str | None = None
+
+    @property
+    def source(self) -> str:
+        return str(self.path) if self.path else "defaults"
+
+    def relpath(self, model_path: Path) -> str | None:
+        """The model's path relative to the config's directory, as globs see it."""
+        try:
+            return Path(model_path).resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return None
+
+    def is_included(self, model_path: Path) -> bool:
+        rel = self.relpath(model_path)
+        if rel is None:
+            return True
+        if self.include and not globs.match_any(self.include, rel):
+            return False
+        return not globs.match_any(self.exclude, rel)
+
+    def resolve(self, model_path: Path) -> ResolvedSettings:
+        rel = self.relpath(model_path)
+        settings = ResolvedSettings()
+        if rel is None:
+            return settings
+        for pattern, table in self.budgets:
+            if globs.match(pattern, rel):
+                settings.budgets.update(table)
+        for pattern, shapes in self.inputs:
+            if globs.match(pattern, rel):
+                settings.inputs.update(shapes)
+        for pattern, sample_path in self.samples:
+            if globs.match(pattern, rel):
+                settings.samples = self.root / sample_path
+        for pattern, codes in self.per_file_ignores:
+            if globs.match(pattern, rel):
+                settings.ignored += codes
+        return settings
+
+    def rule_options(self, rule_name: str) -> dict[str, Any]:
+        return self.rules.get(rule_name, {})
+
+
+def find_config_file(start: Path) -> Path | None:
+    """Walk up from `start` to the repository root (the directory holding `.git`)."""
+    here = start.resolve()
+    if here.is_file() or not here.exists():
+        here = here.parent
+    for directory in (here, *here.parents):
+        for name in CONFIG_NAMES:
+            candidate = directory / name
+            if candidate.is_file() and (name != "pyproject.toml" or _has_section(candidate)):
+                return candidate
+        if (directory / ".git").exists():
+            return None
+    return None
+
+
+def _has_section(pyproject: Path) -> bool:
+    try:
+        with open(pyproject, "rb") as handle:
+            return "bloatguard" in tomllib.load(handle).get("tool", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        # A broken pyproject.toml is only our business if it holds our section; load() reports it.
+        return b"[tool.bloatguard" in pyproject.read_bytes()
+
+
+def load(path: Path | None) -> Config:
+    """Load and validate a config file; `None` gives the defaults."""
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; check the --config path") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}; fix the syntax") from None
+    if path.name == "pyproject.toml":
+        table = document.get("tool", {}).get("bloatguard", {})
+        prefix = "tool.bloatguard"
+    else:
+        table = document
+        prefix = ""
+    return _Validator(path, prefix).build(table)
+
+
+class _Validator:
+    def __init__(self, path: Path, prefix: str) -> None:
+        self.path = path
+        self.prefix = prefix
+
+    def key(self, *parts: str) -> str:
+        rendered = ".".join(f'"{p}"' if any(c in p for c in "*/.?[ ") else p for p in parts)
+        return f"{self.prefix}.{rendered}" if self.prefix else rendered
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {key}: {problem}")
+
+    def parse(self, key: str, value: Any, parser: Callable[[Any], Any]) -> Any:
+        try:
+            return parser(value)
+        except ValueError as exc:
+            raise self.fail(key, f"{value!r} is invalid: {exc}") from None
+
+    def table(self, key: str, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, "expected a table")
+        return value
+
+    def build(self, table: dict[str, Any]) -> Config:
+        config = Config(path=self.path, root=self.path.parent)
+        handlers = {
+            "include": self._include, "exclude": self._exclude, "budgets": self._budgets,
+            "inputs": self._inputs, "samples": self._samples, "rules": self._rules,
+            "per-file-ignores": self._per_file_ignores, "select": self._select,
+            "ignore": self._ignore, "cache-dir": self._cache_dir,
+        }
+        for key, value in table.items():
+            handler = handlers.get(key)
+            if handler is None:
+                raise self.fail(self.key(key), "unknown key; known keys are "
+                                + ", ".join(sorted(handlers)))
+            handler(config, value)
+        return config
+
+    def _include(self, config: Config, value: Any) -> None:
+        config.include = self.parse(self.key("include"), value, _string_list)
+
+    def _exclude(self, config: Config, value: Any) -> None:
+        config.exclude = self.parse(self.key("exclude"), value, _string_list)
+
+    def _select(self, config: Config, value: Any) -> None:
+        config.select = self.parse(self.key("select"), value, _string_list)
+
+    def _ignore(self, config: Config, value: Any) -> None:
+        config.ignore = self.parse(self.key("ignore"), value, _string_list)
+
+    def _cache_dir(self, config: Config, value: Any) -> None:
+        if not isinstance(value, str):
+            raise self.fail(self.key("cache-dir"), "expected a directory path string")
+        config.cache_dir = value
+
+    def _budgets(self, config: Config, value: Any) -> None:
+        for pattern, budget in self.table(self.key("budgets"), value).items():
+            parsed = {}
+            for key, raw in self.table(self.key("budgets", pattern), budget).items():
+                full_key = self.key("budgets", pattern, key)
+                if key not in BUDGET_KEYS:
+                    raise self.fail(full_key, "unknown budget; known budgets are "
+                                    + ", ".join(BUDGET_KEYS))
+                parsed[key] = self.parse(full_key, raw, lambda v, k=key: _parse_budget(k, v))
+            config.budgets.append((pattern, parsed))
+
+    def _inputs(self, config: Config, value: Any) -> None:
+        for pattern, shapes in self.table(self.key("inputs"), value).items():
+            parsed = {}
+            for name, shape in self.table(self.key("inputs", pattern), shapes).items():
+                parsed[name] = self.parse(self.key("inputs", pattern, name), shape, _parse_shape)
+            config.inputs.append((pattern, parsed))
+
+    def _samples(self, config: Config, value: Any) -> None:
+        for pattern, sample in self.table(self.key("samples"), value).items():
+            if not isinstance(sample, str):
+                raise self.fail(self.key("samples", pattern), "expected the path of a .npz file")
+            config.samples.append((pattern, sample))
+
+    def _per_file_ignores(self, config: Config, value: Any) -> None:
+        from bloatguard.registry import all_rules, selector_matches
+
+        for pattern, codes in self.table(self.key("per-file-ignores"), value).items():
+            key = self.key("per-file-ignores", pattern)
+            codes = self.parse(key, codes, _string_list)
+            for code in codes:
+                if not any(selector_matches(code, rule) for rule in all_rules()):
+                    raise self.fail(key, f"{code!r} matches no rule; see `bloatguard rules`")
+            config.per_file_ignores.append((pattern, codes))
+
+    def _rules(self, config: Config, value: Any) -> None:
+        from bloatguard.registry import find_rule
+
+        for name, options in self.table(self.key("rules"), value).items():
+            rule = find_rule(name)
+            if rule is None:
+                raise self.fail(self.key("rules", name), "unknown rule; see `bloatguard rules`")
+            parsed = {}
+            for option, raw in self.table(self.key("rules", name), options).items():
+                full_key = self.key("rules", name, option)
+                if option == "severity":
+                    if raw not in ("error", "warning", "info"):
+                        raise self.fail(full_key, f"{raw!r} is invalid: use error, warning or info")
+                    parsed[option] = raw
+                elif option in rule.options:
+                    parsed[option] = self.parse(full_key, raw, rule.options[option])
+                else:
+                    known = ", ".join(["severity", *rule.options])
+                    raise self.fail(full_key, f"unknown option of {rule.name}; known: {known}")
+            config.rules[rule.name] = parsed
+
+
+__all__ = ["BUDGET_KEYS", "Config", "ConfigError", "Growth", "ResolvedSettings",
+           "find_config_file", "load"]

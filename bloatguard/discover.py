@@ -1,0 +1,53 @@
+"""Which files are models: by extension, confirmed by magic bytes where the extension is
+ambiguous (`.bin` is as often a data blob as a checkpoint), filtered by include/exclude."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bloatguard.config import Config
+from bloatguard.errors import BloatguardError
+from bloatguard.formats import read_head, sniff
+
+MODEL_SUFFIXES = {".onnx", ".pt", ".pth", ".ckpt", ".safetensors", ".bin"}
+# Suffixes that also name non-model files: such files count only when their bytes say model.
+AMBIGUOUS_SUFFIXES = {".bin"}
+SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv",
+             ".bloatguard_cache", ".tox", ".mypy_cache", ".pytest_cache"}
+
+
+def is_model_file(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    if suffix not in MODEL_SUFFIXES:
+        return False
+    if suffix in AMBIGUOUS_SUFFIXES:
+        try:
+            kind = sniff(read_head(path), suffix)
+        except OSError:
+            return False
+        # An LFS pointer with a model suffix is reported (BG000), never skipped silently.
+        return kind in ("zip", "pickle", "safetensors", "lfs-pointer")
+    return True
+
+
+def discover(paths: list[Path], config: Config) -> list[Path]:
+    """Model files under `paths`, sorted, without duplicates.
+
+    A file named explicitly is always checked (its format is sniffed when read); directories are
+    walked for model suffixes. include/exclude globs apply to both.
+    """
+    found: dict[Path, None] = {}
+    for path in paths:
+        if not path.exists() and not path.is_symlink():
+            raise BloatguardError(f"{path}: no such file or directory")
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+                for name in sorted(files):
+                    candidate = Path(root) / name
+                    if is_model_file(candidate) and config.is_included(candidate):
+                        found[candidate] = None
+        elif config.is_included(path):
+            found[path] = None
+    return sorted(found, key=lambda p: p.as_posix())

@@ -1,0 +1,131 @@
+"""ModelFacts: everything a reader learns about one model file, independent of its format.
+
+Rules see only these facts (and the base version's), never an ONNX proto or a pickle, so a new
+format is a new reader and a new rule works on every format that provides the facts it needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+# Bytes per element. Sub-byte types are fractional; "string" has no fixed size.
+DTYPE_SIZES: dict[str, float] = {
+    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2,
+    "float8e4m3fn": 1, "float8e4m3fnuz": 1, "float8e5m2": 1, "float8e5m2fnuz": 1, "float8e8m0": 1,
+    "float4e2m1": 0.5,
+    "int64": 8, "int32": 4, "int16": 2, "int8": 1, "int4": 0.5, "int2": 0.25,
+    "uint64": 8, "uint32": 4, "uint16": 2, "uint8": 1, "uint4": 0.5, "uint2": 0.25,
+    "bool": 1, "complex64": 8, "complex128": 16,
+}
+
+FLOAT_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16"})
+
+
+def dtype_nbytes(dtype: str, numel: int) -> int | None:
+    size = DTYPE_SIZES.get(dtype)
+    return None if size is None else math.ceil(numel * size)
+
+
+@dataclass
+class TensorInfo:
+    """One stored weight tensor.
+
+    `where` says where the model keeps it: "initializer", "constant" (a Constant node),
+    "sparse", "state_dict", ... prefixed by the subgraph or function it lives in, so that rules and
+    humans can find it again.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    where: str = "initializer"
+    external: bool = False
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int | None:
+        return dtype_nbytes(self.dtype, self.numel)
+
+
+@dataclass
+class ValueInfo:
+    """A model input or output. Dims are ints when known, strings when symbolic, None when absent."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str | None, ...] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype,
+                "shape": None if self.shape is None else list(self.shape)}
+
+
+@dataclass
+class ModelFacts:
+    """What one model file is made of.
+
+    Metrics that could not be measured are None, with the reason in `notes` so the report can say
+    what is missing and why instead of printing a misleading zero.
+    """
+
+    path: str
+    format: str
+    file_size: int
+    tensors: list[TensorInfo] = field(default_factory=list)
+    ops: Counter = field(default_factory=Counter)
+    inputs: list[ValueInfo] = field(default_factory=list)
+    outputs: list[ValueInfo] = field(default_factory=list)
+    opsets: dict[str, int] = field(default_factory=dict)
+    external_files: list[str] = field(default_factory=list)
+    macs: int | None = None
+    notes: list[str] = field(default_factory=list)
+    # Globals a pickle refers to that are not on the allowlist (BG900 reports them).
+    unsafe_globals: list[str] = field(default_factory=list)
+    # Set when the file could not be read at all; BG000 reports it.
+    unreadable: str | None = None
+    remedy: str = ""
+    # The format-specific handle for rules that need more than counts (e.g. the ONNX graph).
+    # Never serialized; may be None for a cached or unreadable model.
+    handle: Any = field(default=None, repr=False, compare=False)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def params(self) -> int | None:
+        if self.unreadable:
+            return None
+        return sum(t.numel for t in self.tensors)
+
+    @property
+    def params_by_dtype(self) -> dict[str, int]:
+        counts: Counter = Counter()
+        for tensor in self.tensors:
+            counts[tensor.dtype] += tensor.numel
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    @property
+    def weight_bytes(self) -> int | None:
+        if self.unreadable:
+            return None
+        sizes = [t.nbytes for t in self.tensors]
+        return None if any(s is None for s in sizes) else sum(sizes)
+
+    def metrics(self) -> dict[str, Any]:
+        """The measured numbers, in the JSON report's spelling."""
+        return {
+            "file_size": self.file_size,
+            "params": self.params,
+            "params_by_dtype": self.params_by_dtype if not self.unreadable else {},
+            "weight_bytes": self.weight_bytes,
+            "macs": self.macs,
+            "latency_ms": self.extra.get("latency_ms"),
+        }
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)

@@ -1,0 +1,98 @@
+"""One reader per format. `read_model` sniffs the file and hands it to the right reader; readers
+raise UnreadableModel for bad files and never execute anything stored in them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bloatguard.errors import UnreadableModel
+from bloatguard.facts import ModelFacts
+
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
+ZIP_MAGIC = b"PK\x03\x04"
+EMPTY_ZIP_MAGIC = b"PK\x05\x06"
+
+
+def sniff(head: bytes, suffix: str) -> str:
+    """The format a file's first bytes (and, for protobuf, its extension) say it has."""
+    if head.startswith(LFS_POINTER_PREFIX):
+        return "lfs-pointer"
+    if head.startswith((ZIP_MAGIC, EMPTY_ZIP_MAGIC)):
+        return "zip"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "safetensors"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
+        return "7z"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    if suffix == ".onnx":
+        return "onnx"
+    return "unknown"
+
+
+def read_head(path: Path, size: int = 512) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(size)
+
+
+def read_model(path: Path, display: str | None = None) -> ModelFacts:
+    """Facts about the model at `path`. Never raises for a bad file: the facts say what is wrong."""
+    display = display or str(path)
+    try:
+        return _read(path, display)
+    except UnreadableModel as exc:
+        return _unreadable(path, display, exc.cause, exc.remedy)
+    except OSError as exc:
+        return _unreadable(path, display, f"cannot read the file ({exc.strerror or exc})",
+                           "check the path and its permissions")
+    except MemoryError:
+        return _unreadable(path, display, "the model is too large to read in memory",
+                           "check the file's declared sizes; it may be corrupt")
+    except Exception as exc:  # a reader bug must not cost the user the rest of the report
+        if os.environ.get("BLOATGUARD_DEBUG"):
+            raise
+        return _unreadable(path, display, f"internal error while reading ({type(exc).__name__}: {exc})",
+                           "please report this; set BLOATGUARD_DEBUG=1 for a traceback")
+
+
+def _unreadable(path: Path, display: str, cause: str, remedy: str) -> ModelFacts:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    facts = ModelFacts(path=display, format="unknown", file_size=size)
+    facts.unreadable = cause
+    facts.remedy = remedy
+    return facts
+
+
+def _read(path: Path, display: str) -> ModelFacts:
+    if path.stat().st_size == 0:
+        raise UnreadableModel("the file is empty", "re-export the model or restore it from git")
+    head = read_head(path)
+    kind = sniff(head, path.suffix.lower())
+    if kind == "lfs-pointer":
+        raise UnreadableModel("this is a Git LFS pointer, not the model",
+                              "run `git lfs pull` (in GitHub Actions: `lfs: true` on actions/checkout)")
+    if kind == "onnx":
+        from bloatguard.formats import onnx
+
+        return onnx.read(path, display)
+    if kind in ("zip", "pickle"):
+        from bloatguard.formats import torch
+
+        return torch.read(path, display, kind)
+    if kind == "safetensors":
+        from bloatguard.formats import safetensors
+
+        return safetensors.read(path, display)
+    if kind in ("gzip", "7z", "tar"):
+        raise UnreadableModel(f"a {kind} archive, not a model file bloatguard can read",
+                              "commit the model itself, not an archive of it")
+    raise UnreadableModel("unsupported format (not ONNX, PyTorch or safetensors by its first bytes)",
+                          "check the file, or exclude it with `exclude` in the config")

@@ -1,0 +1,224 @@
+"""ONNX reader: ModelFacts from the graph structure, without reading weight bytes.
+
+Counts every stored tensor wherever exporters put it: initializers, sparse initializers,
+`Constant` nodes (Paddle and some TF exporters store every weight that way), tensor attributes of
+other nodes, the float tables of `ai.onnx.ml` operators, and all of these again inside `If`/`Loop`/
+`Scan` subgraphs and model-local functions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+from bloatguard.errors import UnreadableModel
+from bloatguard.facts import ModelFacts, TensorInfo, ValueInfo
+from bloatguard.formats.onnx_wire import EMBEDDED_KEY, read_structure
+
+_EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
+_EXTERNAL_KEYS = {"location", "offset", "length", "checksum", "basepath"}
+
+
+def dtype_name(data_type: int) -> str:
+    import onnx
+
+    try:
+        name = onnx.TensorProto.DataType.Name(data_type).lower()
+    except ValueError:
+        return f"unknown({data_type})"
+    return {"float": "float32", "double": "float64", "undefined": "unknown"}.get(name, name)
+
+
+class OnnxModel:
+    """The handle rules get for an ONNX model: the weightless proto and where the file lives."""
+
+    def __init__(self, proto, path: Path) -> None:
+        self.proto = proto
+        self.path = path
+
+
+def read(path: Path, display: str) -> ModelFacts:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    facts = ModelFacts(path=display, format="onnx", file_size=path.stat().st_size)
+    structure = read_structure(path)
+    try:
+        model = onnx.ModelProto.FromString(structure.model_bytes)
+    except (DecodeError, ValueError, RuntimeError):
+        raise UnreadableModel("not a valid ONNX protobuf (the file does not parse as a ModelProto)",
+                              "re-export the model or restore the file from git") from None
+    if not model.HasField("graph") or (not model.graph.node and not model.graph.initializer):
+        raise UnreadableModel("parses as protobuf but holds no ONNX graph",
+                              "check that this is an ONNX model, not another protobuf file")
+    facts.handle = OnnxModel(model, path)
+    facts.opsets = {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
+
+    external: dict[str, int] = {}
+    for where, tensor in _stored_tensors(model):
+        facts.tensors.append(_tensor_info(tensor, where, path, external))
+    for where, count, dtype in _attribute_weights(model):
+        facts.tensors.append(TensorInfo(name=where, dtype=dtype, shape=(count,), where=where))
+    facts.file_size += sum(external.values())
+    facts.external_files = sorted(external)
+
+    facts.ops = Counter(node.op_type for _, node in _all_nodes(model))
+    initializer_names = {t.name for t in model.graph.initializer}
+    facts.inputs = [_value_info(v) for v in model.graph.input if v.name not in initializer_names]
+    facts.outputs = [_value_info(v) for v in model.graph.output]
+    return facts
+
+
+def _value_info(value) -> ValueInfo:
+    kind = value.type.WhichOneof("value")
+    if kind != "tensor_type":
+        return ValueInfo(value.name, kind or "unknown", None)
+    tensor_type = value.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return ValueInfo(value.name, dtype_name(tensor_type.elem_type), None)
+    dims: list[int | str | None] = []
+    for dim in tensor_type.shape.dim:
+        if dim.HasField("dim_value") and dim.dim_value >= 0:
+            dims.append(dim.dim_value)
+        elif dim.HasField("dim_param"):
+            dims.append(dim.dim_param or None)
+        else:
+            dims.append(None)
+    return ValueInfo(value.name, dtype_name(tensor_type.elem_type), tuple(dims))
+
+
+def node_label(node) -> str:
+    return f"{node.op_type} {node.name or (node.output[0] if node.output else '')}".rstrip()
+
+
+def scopes(model) -> Iterator[tuple[str, object, object]]:
+    """(prefix, graph or None, nodes) for the main graph, every subgraph and every function."""
+    yield from _nested("", model.graph, model.graph.node)
+    for function in model.functions:
+        yield from _nested(f"function {function.name}/", None, function.node)
+
+
+def _nested(prefix: str, graph, nodes) -> Iterator[tuple[str, object, object]]:
+    yield prefix, graph, nodes
+    for node in nodes:
+        for attribute in node.attribute:
+            label = f"{prefix}{node_label(node)}/{attribute.name}"
+            if attribute.HasField("g"):
+                yield from _nested(f"{label}/", attribute.g, attribute.g.node)
+            for index, graph in enumerate(attribute.graphs):
+                yield from _nested(f"{label}[{index}]/", graph, graph.node)
+
+
+def _all_nodes(model) -> Iterator[tuple[str, object]]:
+    """Every node with a label of where it lives, subgraphs and functions included."""
+    for prefix, _, nodes in scopes(model):
+        for node in nodes:
+            yield prefix, node
+
+
+def _stored_tensors(model) -> Iterator[tuple[str, object]]:
+    """(where, TensorProto) for every weight tensor the model stores."""
+    for prefix, graph, _ in scopes(model):
+        if graph is None:
+            continue
+        for tensor in graph.initializer:
+            yield f"{prefix}initializer", tensor
+        for sparse in graph.sparse_initializer:
+            yield f"{prefix}sparse", sparse.values
+    for prefix, node in _all_nodes(model):
+        for attribute in node.attribute:
+            kind = "constant" if node.op_type == "Constant" else f"attribute of {node.op_type}"
+            if attribute.HasField("t"):
+                yield f"{prefix}{kind}", _named(attribute.t, node)
+            for tensor in attribute.tensors:
+                yield f"{prefix}{kind}", _named(tensor, node)
+            if attribute.HasField("sparse_tensor"):
+                yield f"{prefix}{kind} (sparse)", _named(attribute.sparse_tensor.values, node)
+
+
+def _named(tensor, node):
+    if not tensor.name and node.output:
+        tensor.name = node.output[0]
+    return tensor
+
+
+def _attribute_weights(model) -> Iterator[tuple[str, int, str]]:
+    """Weights stored as plain attribute lists: Constant value_floats/value_ints, and the float
+    tables (coefficients, thresholds, leaf weights) of ai.onnx.ml operators."""
+    for prefix, node in _all_nodes(model):
+        for attribute in node.attribute:
+            if node.op_type == "Constant" and attribute.name in ("value_float", "value_floats",
+                                                                 "value_int", "value_ints"):
+                count = len(attribute.floats) + len(attribute.ints) or 1
+                dtype = "float32" if "float" in attribute.name else "int64"
+                yield f"{prefix}{node.output[0]}", count, dtype
+            elif node.domain == "ai.onnx.ml" and len(attribute.floats) > 0:
+                yield f"{prefix}{node.name or node.op_type}.{attribute.name}", len(attribute.floats), "float32"
+
+
+def _tensor_info(tensor, where: str, model_path: Path, external: dict[str, int]) -> TensorInfo:
+    shape = tuple(int(d) for d in tensor.dims)
+    if any(d < 0 for d in shape):
+        raise UnreadableModel(f"tensor {tensor.name!r} declares a negative dimension {shape}",
+                              "re-export the model")
+    info = TensorInfo(name=tensor.name, dtype=dtype_name(tensor.data_type), shape=shape, where=where)
+    if tensor.data_location == _EXTERNAL:
+        info.external = True
+        entries = {e.key: e.value for e in tensor.external_data}
+        location, size = _check_external(tensor.name, entries, model_path, info.nbytes)
+        external[location] = size
+    elif tensor.external_data and tensor.external_data[0].key != EMBEDDED_KEY:
+        raise UnreadableModel(f"tensor {tensor.name!r} has external_data entries but is not "
+                              "marked external", "re-export the model")
+    return info
+
+
+def _check_external(name: str, entries: dict[str, str], model_path: Path,
+                    nbytes: int | None) -> tuple[str, int]:
+    """Validate an external data reference before anything reads it (DESIGN.md §7)."""
+
+    def bad(cause: str) -> UnreadableModel:
+        return UnreadableModel(f"external data of tensor {name!r}: {cause}",
+                               "keep external data files as plain files next to the model, "
+                               "referenced by relative paths")
+
+    unknown = set(entries) - _EXTERNAL_KEYS
+    if unknown:
+        raise bad(f"unknown keys {sorted(unknown)}")
+    location = entries.get("location", "")
+    if not location:
+        raise bad("no location")
+    if os.path.isabs(location) or location.startswith(("\\", "/")) or ":" in location:
+        raise bad(f"location {location!r} is an absolute path")
+    parts = location.replace("\\", "/").split("/")
+    if ".." in parts:
+        raise bad(f"location {location!r} leaves the model's directory")
+    directory = model_path.parent.resolve()
+    target = directory / location
+    if target.is_symlink():
+        raise bad(f"location {location!r} is a symbolic link")
+    real = Path(os.path.realpath(target))
+    if directory not in real.parents:
+        raise bad(f"location {location!r} resolves outside the model's directory")
+    try:
+        stat = real.stat()
+    except FileNotFoundError:
+        raise UnreadableModel(f"external data file {location!r} of tensor {name!r} is missing",
+                              "commit the data file next to the model (or run `git lfs pull`)") from None
+    if not real.is_file():
+        raise bad(f"location {location!r} is not a regular file")
+    if stat.st_nlink != 1:
+        raise bad(f"location {location!r} is a hard link")
+    try:
+        offset = int(entries.get("offset", "0"))
+        length = int(entries["length"]) if "length" in entries else stat.st_size - offset
+    except ValueError:
+        raise bad("offset or length is not an integer") from None
+    if offset < 0 or length < 0 or offset + length > stat.st_size:
+        raise bad(f"offset {offset} + length {length} is outside {location!r} "
+                  f"({stat.st_size} bytes)")
+    if nbytes is not None and "length" in entries and length < nbytes:
+        raise bad(f"length {length} is shorter than the tensor's {nbytes} bytes")
+    return location, stat.st_size

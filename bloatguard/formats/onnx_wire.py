@@ -1,0 +1,176 @@
+"""Reads an ONNX file's structure without reading its weights.
+
+`onnx.load` parses every weight byte into memory; counting parameters needs only each tensor's
+dims and dtype. This module walks the protobuf wire format over an mmap of the file and copies
+everything except the bulk data fields of tensors (raw_data, float_data, ...), which it skips by
+their length prefix. The result is a small, valid ModelProto whose tensors keep their dims and
+dtype, plus an `external_data` entry `bloatguard-embedded` that records where each skipped field
+lives in the file, so a rule that needs values can read exactly those bytes later.
+
+Only the message types on the path from ModelProto to TensorProto are walked; everything else is
+copied as an opaque byte range, so the cost is proportional to the graph size, not the file size.
+"""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass
+from pathlib import Path
+
+from bloatguard.errors import UnreadableModel
+
+EMBEDDED_KEY = "bloatguard-embedded"
+
+# Tensor data fields smaller than this are kept: shape inference needs the values of small
+# constants (Reshape targets, Slice bounds), and they cost nothing to copy.
+KEEP_DATA_BELOW = 4096
+
+_TENSOR_DATA_FIELDS = {4: "float_data", 5: "int32_data", 6: "string_data", 7: "int64_data",
+                       9: "raw_data", 10: "double_data", 11: "uint64_data"}
+
+# For each message type we walk: field number -> message type of that (length-delimited) field.
+_SCHEMA: dict[str, dict[int, str]] = {
+    "model": {7: "graph", 25: "function", 20: "training_info"},
+    "training_info": {1: "graph", 2: "graph"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse_tensor"},
+    "function": {7: "node"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse_tensor",
+                  23: "sparse_tensor"},
+    "sparse_tensor": {1: "tensor", 2: "tensor"},
+    "tensor": {},
+}
+
+
+@dataclass
+class WireResult:
+    model_bytes: bytes
+    stripped_fields: int
+    stripped_bytes: int
+
+
+class _Corrupt(Exception):
+    pass
+
+
+def _varint(buf, pos: int, end: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        if pos >= end:
+            raise _Corrupt(pos)
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise _Corrupt(pos)
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _key_and_len(field: int, payload_len: int) -> bytes:
+    return _encode_varint(field << 3 | 2) + _encode_varint(payload_len)
+
+
+def _entry(key: str, value: str) -> bytes:
+    k, v = key.encode(), value.encode()
+    body = _key_and_len(1, len(k)) + k + _key_and_len(2, len(v)) + v
+    return _key_and_len(13, len(body)) + body
+
+
+class _Rewriter:
+    def __init__(self, buf) -> None:
+        self.buf = buf
+        self.stripped_fields = 0
+        self.stripped_bytes = 0
+
+    def rewrite(self, start: int, end: int, kind: str) -> list:
+        """The message in buf[start:end] as a list of byte chunks, bulk tensor data left out."""
+        buf = self.buf
+        schema = _SCHEMA[kind]
+        chunks: list = []
+        copy_from = start
+        pos = start
+        while pos < end:
+            field_start = pos
+            key, pos = _varint(buf, pos, end)
+            field, wire = key >> 3, key & 7
+            if wire == 0:
+                _, pos = _varint(buf, pos, end)
+            elif wire == 1:
+                pos += 8
+            elif wire == 5:
+                pos += 4
+            elif wire == 2:
+                length, pos = _varint(buf, pos, end)
+                payload = pos
+                pos += length
+                if pos > end:
+                    raise _Corrupt(field_start)
+                child = schema.get(field)
+                if kind == "tensor" and field in _TENSOR_DATA_FIELDS and length >= KEEP_DATA_BELOW:
+                    chunks.append(buf[copy_from:field_start])
+                    chunks.append(_entry(EMBEDDED_KEY, f"{_TENSOR_DATA_FIELDS[field]}:{payload}:{length}"))
+                    copy_from = pos
+                    self.stripped_fields += 1
+                    self.stripped_bytes += length
+                elif child is not None:
+                    inner = self.rewrite(payload, pos, child)
+                    if len(inner) != 1 or inner[0] is not None:
+                        chunks.append(buf[copy_from:field_start])
+                        body = b"".join(inner)
+                        chunks.append(_key_and_len(field, len(body)))
+                        chunks.append(body)
+                        copy_from = pos
+            else:
+                raise _Corrupt(field_start)
+            if pos > end:
+                raise _Corrupt(field_start)
+        if copy_from == start and not chunks:
+            # Nothing changed inside: the caller can keep its verbatim copy.
+            return [None]
+        chunks.append(buf[copy_from:end])
+        return chunks
+
+
+def read_structure(path: Path) -> WireResult:
+    """The model's structure with bulk tensor data left out, as serialized ModelProto bytes."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    view = memoryview(mapped)
+    try:
+        rewriter = _Rewriter(view)
+        try:
+            chunks = rewriter.rewrite(0, size, "model")
+        except _Corrupt as exc:
+            raise UnreadableModel(
+                f"not a valid ONNX protobuf (truncated or corrupt near byte {exc.args[0]} of {size})",
+                "re-export the model or restore the file from git",
+            ) from None
+        except RecursionError:
+            raise UnreadableModel("graph nesting is too deep to read",
+                                  "flatten the model's subgraphs") from None
+        model_bytes = view.tobytes() if chunks == [None] else b"".join(chunks)
+        del chunks
+        return WireResult(model_bytes, rewriter.stripped_fields, rewriter.stripped_bytes)
+    finally:
+        try:
+            view.release()
+            if isinstance(mapped, mmap.mmap):
+                mapped.close()
+        except BufferError:
+            pass  # slices still referenced by an exception's frames; the GC unmaps it later

@@ -1,0 +1,48 @@
+"""Finds the rules: every module of the built-in `bloatguard.rules` package, plus modules that
+other packages register under the `bloatguard.rules` entry-point group."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import pkgutil
+
+from bloatguard.rule import Rule
+
+
+def _rules_in(module) -> list[type[Rule]]:
+    return [obj for _, obj in inspect.getmembers(module, inspect.isclass)
+            if issubclass(obj, Rule) and obj.__module__ == module.__name__
+            and getattr(obj, "code", None)]
+
+
+@functools.lru_cache(maxsize=1)
+def all_rules() -> tuple[Rule, ...]:
+    """Every registered rule, instantiated once, ordered by code."""
+    package = importlib.import_module("bloatguard.rules")
+    classes: list[type[Rule]] = []
+    for info in pkgutil.iter_modules(package.__path__):
+        classes += _rules_in(importlib.import_module(f"{package.__name__}.{info.name}"))
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="bloatguard.rules"):
+        classes += _rules_in(entry.load())
+    rules = {cls.code: cls() for cls in classes}
+    return tuple(sorted(rules.values(), key=lambda rule: rule.code))
+
+
+def find_rule(code_or_name: str) -> Rule | None:
+    wanted = code_or_name.strip().lower()
+    for rule in all_rules():
+        if wanted in (rule.code.lower(), rule.name):
+            return rule
+    return None
+
+
+def selector_matches(selector: str, rule: Rule) -> bool:
+    """`BG0` selects BG000..BG099, `BG002` one rule, `param-count` one rule by name, `ALL` all."""
+    selector = selector.strip()
+    if selector.upper() == "ALL":
+        return True
+    return rule.code.upper().startswith(selector.upper()) or selector.lower() == rule.name

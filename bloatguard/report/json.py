@@ -1,0 +1,42 @@
+"""The JSON report (DESIGN.md §3): the contract for scripts, the Action and `bloatguard merge`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bloatguard.engine import ModelResult, summarize
+
+REPORT_VERSION = 1
+
+
+def model_json(result: ModelResult) -> dict[str, Any]:
+    facts = result.facts
+    entry: dict[str, Any] = {
+        "path": result.path,
+        "format": facts.format,
+        "status": result.status,
+        "metrics": facts.metrics(),
+        "findings": [finding.to_json() for finding in result.findings],
+        "notes": facts.notes,
+    }
+    if not facts.unreadable:
+        entry["inputs"] = [value.to_json() for value in facts.inputs]
+        entry["outputs"] = [value.to_json() for value in facts.outputs]
+        entry["opsets"] = facts.opsets
+    if result.base is not None:
+        entry["base"] = {"path": result.base_path or result.path, "metrics": result.base.metrics()}
+    return entry
+
+
+def render(results: list[ModelResult], **_: Any) -> str:
+    from bloatguard import __version__
+
+    summary = summarize(results)
+    document = {
+        "version": REPORT_VERSION,
+        "bloatguard": __version__,
+        "models": [model_json(result) for result in results],
+        "summary": {key: summary[key] for key in ("models", "errors", "warnings", "unreadable")},
+    }
+    return json.dumps(document, indent=2) + "\n"

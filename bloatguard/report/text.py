@@ -1,0 +1,86 @@
+"""The terminal report: one table per model, then its findings and notes, then a summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bloatguard.engine import ModelResult, summarize
+from bloatguard.units import format_amount
+
+# (metric key, label, unit kind, budget key)
+ROWS = (
+    ("file_size", "file size", "bytes", "max-file-size"),
+    ("params", "params", "count", "max-params"),
+    ("weight_bytes", "weight bytes", "bytes", None),
+    ("macs", "MACs", "count", "max-macs"),
+    ("latency_ms", "latency", "ms", "max-latency"),
+)
+
+
+def _delta(before: Any, after: Any, kind: str) -> str:
+    if before is None or after is None:
+        return "-"
+    delta = after - before
+    if delta == 0:
+        return "0"
+    sign = "+" if delta > 0 else "-"
+    percent = f" ({delta / before * 100:+.1f}%)" if before else ""
+    return f"{sign}{format_amount(abs(delta), kind)}{percent}"
+
+
+def model_table(result: ModelResult, budgets: dict[str, Any]) -> str:
+    from tabulate import tabulate
+
+    metrics = result.facts.metrics()
+    base = result.base.metrics() if result.base is not None else None
+    headers = ["metric", *(["base", "head", "delta"] if base else ["value"]), "budget"]
+    rows = []
+    for key, label, kind, budget_key in ROWS:
+        value = metrics.get(key)
+        if value is None and (base is None or base.get(key) is None) and key == "latency_ms":
+            continue
+        budget = budgets.get(budget_key) if budget_key else None
+        row = [label]
+        if base:
+            row += [format_amount(base.get(key), kind), format_amount(value, kind),
+                    _delta(base.get(key), value, kind)]
+        else:
+            row.append(format_amount(value, kind))
+        row.append(format_amount(budget, kind) if budget is not None else "")
+        rows.append(row)
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def _dtype_line(result: ModelResult) -> str:
+    by_dtype = result.facts.params_by_dtype
+    total = sum(by_dtype.values())
+    if not total:
+        return ""
+    parts = [f"{dtype} {format_amount(count, 'count')} ({count / total:.0%})"
+             for dtype, count in by_dtype.items()]
+    return "params by dtype: " + ", ".join(parts)
+
+
+def render(results: list[ModelResult], *, budgets_for=None, **_: Any) -> str:
+    out: list[str] = []
+    for result in results:
+        facts = result.facts
+        status = f" [{result.status}]" if result.status else ""
+        out.append(f"{result.path} ({facts.format}){status}")
+        if not facts.unreadable:
+            budgets = budgets_for(result) if budgets_for else {}
+            out.extend("  " + line for line in model_table(result, budgets).splitlines())
+            if line := _dtype_line(result):
+                out.append("  " + line)
+        for finding in result.findings:
+            out.append(f"  {finding.code} {finding.severity.value}: [{finding.rule}] {finding.message}")
+        for note in facts.notes:
+            out.append(f"  note: {note}")
+        out.append("")
+    summary = summarize(results)
+    models = "model" if summary["models"] == 1 else "models"
+    line = f"{summary['models']} {models} checked: {summary['errors']} errors, {summary['warnings']} warnings"
+    if summary["unreadable"]:
+        line += f", {summary['unreadable']} unreadable"
+    out.append(line)
+    return "\n".join(out) + "\n"

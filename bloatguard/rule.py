@@ -1,0 +1,96 @@
+"""The rule interface: what a rule declares, what it sees, and what it reports."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+
+if TYPE_CHECKING:
+    from bloatguard.config import Config, ResolvedSettings
+    from bloatguard.facts import ModelFacts
+
+
+class Severity(str, enum.Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass
+class Fix:
+    """A hint for `bloatguard fix`: which transform would address a finding, and whether it keeps
+    the model's outputs identical (`safe`) or changes them (quantization, pruning)."""
+
+    kind: str
+    safe: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "safe": self.safe, **self.details}
+
+
+@dataclass
+class Finding:
+    code: str
+    rule: str
+    severity: Severity
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+    fix: Fix | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "rule": self.rule,
+            "severity": self.severity.value,
+            "message": self.message,
+            "details": self.details,
+            "fix": None if self.fix is None else self.fix.to_json(),
+        }
+
+
+@dataclass
+class RuleContext:
+    """What a rule sees for one model: its facts, the base version's facts (with --base), and the
+    settings that apply to this model's path."""
+
+    facts: ModelFacts
+    base: ModelFacts | None
+    settings: ResolvedSettings
+    config: Config
+
+    @property
+    def budgets(self) -> dict[str, Any]:
+        return self.settings.budgets
+
+
+class Rule:
+    """Base class of every rule. Subclasses set the metadata and implement `check`.
+
+    The class docstring is the rule's documentation (`bloatguard explain CODE` prints it), written
+    in the ruff style: What it does / Why is this bad? / Example / Use instead / Fix safety / Options.
+    """
+
+    code: ClassVar[str]
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    default_severity: ClassVar[Severity] = Severity.WARNING
+    # Per-rule options accepted under [tool.bloatguard.rules.<name>], with their parsers.
+    # "severity" is accepted for every rule.
+    options: ClassVar[dict[str, Any]] = {}
+
+    def check(self, ctx: RuleContext) -> Iterator[Finding]:
+        raise NotImplementedError
+
+    def severity(self, ctx: RuleContext) -> Severity:
+        configured = ctx.config.rule_options(self.name).get("severity")
+        return Severity(configured) if configured else self.default_severity
+
+    def option(self, ctx: RuleContext, key: str, default: Any) -> Any:
+        return ctx.config.rule_options(self.name).get(key, default)
+
+    def finding(self, ctx: RuleContext, message: str, *, details: dict[str, Any] | None = None,
+                fix: Fix | None = None, severity: Severity | None = None) -> Finding:
+        return Finding(code=self.code, rule=self.name, severity=severity or self.severity(ctx),
+                       message=message, details=details or {}, fix=fix)
