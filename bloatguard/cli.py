@@ -37,6 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--output-format", choices=("text", "json"), default="text")
     check.add_argument("--output-file", type=Path, metavar="FILE",
                        help="write the report here instead of standard output")
+    check.add_argument("--base", metavar="REF",
+                       help="compare with this git ref: a branch is compared at its merge-base "
+                            "with HEAD (what a pull request shows), a SHA as is")
+    check.add_argument("--staged", action="store_true",
+                       help="check the staged version of each file against HEAD (pre-commit); in a "
+                            "pre-push hook, the pushed commits (PRE_COMMIT_FROM_REF..TO_REF)")
+    check.add_argument("--fetch-base", action="store_true",
+                       help="fetch the base commit from origin when a shallow clone lacks it")
+    check.add_argument("--no-cache", action="store_true", help="do not read or write the metric cache")
     check.add_argument("--select", action="append", metavar="CODES",
                        help="only these rules (codes, prefixes or names; comma-separated)")
     check.add_argument("--ignore", action="append", metavar="CODES",
@@ -98,7 +107,14 @@ def run_check(args: argparse.Namespace) -> int:
     config = load_config(args.config, paths)
     selection = engine.Selection(select=_split_codes(args.select), ignore=_split_codes(args.ignore) or [])
     show_progress = sys.stderr.isatty()
-    results = engine.check(paths, config, selection, progress=_progress if show_progress else None)
+    progress = _progress if show_progress else None
+    base, head = _comparison(args)
+    if base is not None or args.staged:
+        results = engine.check_against_base(paths, config, selection, base, staged=args.staged and head is None,
+                                            head_ref=head, fetch=args.fetch_base,
+                                            use_cache=not args.no_cache, progress=progress)
+    else:
+        results = engine.check(paths, config, selection, progress=progress)
     if show_progress:
         sys.stderr.write("\r\033[K")
     report = writer(args.output_format)(
@@ -108,11 +124,32 @@ def run_check(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(report)
     for result in results:
-        if result.facts.unreadable:
+        if result.facts is not None and result.facts.unreadable:
             print(f"bloatguard: {result.path}: {result.facts.unreadable}"
                   + (f"; remedy: {result.facts.remedy}" if result.facts.remedy else ""),
                   file=sys.stderr)
     return engine.exit_code(results)
+
+
+def _comparison(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(base ref, head ref) for this run. Head None means the working tree, or the index with
+    --staged. pre-commit's pre-push stage exports the pushed range as PRE_COMMIT_FROM_REF/TO_REF."""
+    import os
+
+    if args.staged:
+        from_ref, to_ref = os.environ.get("PRE_COMMIT_FROM_REF"), os.environ.get("PRE_COMMIT_TO_REF")
+        if from_ref and to_ref and not set(from_ref) <= {"0"}:
+            return args.base or from_ref, to_ref
+        return args.base or _head_if_any(args), None
+    return args.base, None
+
+
+def _head_if_any(args: argparse.Namespace) -> str | None:
+    """HEAD, or None before the first commit (then every staged model is new)."""
+    from bloatguard.gitbase import GitRepo
+
+    repo = GitRepo(args.paths[0] if args.paths else Path.cwd())
+    return "HEAD" if repo.commit_of("HEAD") else None
 
 
 def run_rules() -> int:

@@ -16,7 +16,7 @@ from bloatguard.rule import Finding, Rule, RuleContext, Severity
 @dataclass
 class ModelResult:
     path: str
-    facts: ModelFacts
+    facts: ModelFacts | None  # None for a model deleted since the base
     base: ModelFacts | None = None
     status: str | None = None  # new / modified / renamed / deleted / unchanged, with --base
     base_path: str | None = None
@@ -46,13 +46,18 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def measure(path: Path, config: Config, display: str | None = None) -> ModelFacts:
-    """Read a model and take the measurements every budget rule needs."""
+def measure(path: Path, config: Config, display: str | None = None,
+            settings_path: Path | None = None) -> ModelFacts:
+    """Read a model and take the measurements every budget rule needs.
+
+    `settings_path` is where the model lives in the repository when `path` is a temporary copy
+    of a git blob, so that per-path settings (input shapes) still apply.
+    """
     from bloatguard.formats import read_model
 
     facts = read_model(path, display or display_path(path))
     if facts.format == "onnx" and facts.handle is not None:
-        _measure_macs(facts, config.resolve(path).inputs)
+        _measure_macs(facts, config.resolve(settings_path or path).inputs)
     elif not facts.unreadable and facts.format != "onnx":
         facts.note(f"{facts.format} files have no graph, so compute (MACs) is not measured")
     return facts
@@ -97,6 +102,115 @@ def check(paths: list[Path], config: Config, selection: Selection,
         apply_rules(result, path, config, rules)
         results.append(result)
     return results
+
+
+def check_against_base(paths: list[Path], config: Config, selection: Selection, base_ref: str | None,
+                       *, staged: bool = False, head_ref: str | None = None, fetch: bool = False,
+                       use_cache: bool = True,
+                       progress: Callable[[int, int, str], None] | None = None) -> list[ModelResult]:
+    """Measure each model and its base version; see gitbase for where each side comes from."""
+    from bloatguard.cache import DEFAULT_DIR, MetricCache
+    from bloatguard.discover import AMBIGUOUS_SUFFIXES, MODEL_SUFFIXES, discover
+    from bloatguard.gitbase import BlobWorkspace, GitRepo, pair_models
+
+    repo = GitRepo(paths[0] if paths else Path.cwd())
+    base = repo.resolve_base(base_ref, fetch=fetch) if base_ref else None
+    head_commit = repo.resolve_base(head_ref) if head_ref else None
+    cache_dir = (config.root / config.cache_dir if config.cache_dir else repo.root / DEFAULT_DIR)
+    cache = MetricCache(cache_dir if use_cache else None)
+    rules = selection.rules(config)
+    head_files = discover(paths, config)
+    scope = [repo.relpath(p) if p.resolve() != repo.root else "." for p in paths] or ["."]
+    results: list[ModelResult] = []
+    with BlobWorkspace() as workspace:
+        side = _BlobMeasurer(repo, workspace, cache, config)
+        if base is None:  # no commit yet: everything staged is new
+            pairings = [_new_pairing(repo, file, staged) for file in head_files]
+        else:
+            pairings = list(pair_models(
+                repo, head_files, base, staged=staged, head_commit=head_commit, scope=scope,
+                is_model_path=lambda p: Path(p).suffix.lower() in MODEL_SUFFIXES - AMBIGUOUS_SUFFIXES
+                and config.is_included(repo.root / p)))
+        for index, pairing in enumerate(pairings):
+            if progress:
+                progress(index, len(pairings), pairing.path)
+            real_path = repo.root / pairing.path
+            display = display_path(real_path)
+            base_facts = None
+            if pairing.base_blob is not None:
+                base_path = repo.root / pairing.base_blob.path
+                base_facts = side.measure(pairing.base_blob, base, display_path(base_path), base_path)
+            if pairing.status == "deleted":
+                result = ModelResult(path=display, facts=None, base=base_facts, status="deleted",
+                                     base_path=display_path(repo.root / pairing.base_blob.path))
+                results.append(result)
+                continue
+            if pairing.status == "unchanged" and base_facts is not None and not base_facts.external_files:
+                head_facts = base_facts  # same bytes: reuse, never measure twice
+            elif pairing.head_blob is not None:
+                head_facts = side.measure(pairing.head_blob, head_commit or ":index", display, real_path)
+            else:
+                head_facts = measure(pairing.head_file, config, display)
+            result = ModelResult(path=display, facts=head_facts, base=base_facts, status=pairing.status,
+                                 base_path=display_path(repo.root / pairing.base_blob.path)
+                                 if pairing.base_blob else None)
+            apply_rules(result, real_path, config, rules)
+            results.append(result)
+    return results
+
+
+def _new_pairing(repo, file: Path, staged: bool):
+    from bloatguard.gitbase import Pairing
+
+    path = repo.relpath(file)
+    return Pairing(path=path, status="new", head_file=file,
+                   head_blob=repo.index_blob(path) if staged else None)
+
+
+class _BlobMeasurer:
+    """Measures git blobs through the metric cache, copying each (and its ONNX external data
+    companions from the same tree) into a temporary directory only on a cache miss."""
+
+    def __init__(self, repo, workspace, cache, config: Config) -> None:
+        self.repo, self.workspace, self.cache, self.config = repo, workspace, cache, config
+
+    def measure(self, blob, tree: str | None, display: str, real_path: Path) -> ModelFacts:
+        settings = {"inputs": self.config.resolve(real_path).inputs}
+        cached_key = self.cache.key(blob.sha, settings)
+        cached = self.cache.get(cached_key, display)
+        if cached is not None and not cached.external_files:
+            return cached
+        model_file = self.workspace.new_dir() / Path(blob.path).name
+        self.repo.write_blob(blob, model_file)
+        companions = self._companions(blob, tree, model_file)
+        key = self.cache.key(blob.sha, {**settings, "companions": companions}) if companions else cached_key
+        if companions:
+            cached = self.cache.get(key, display)
+            if cached is not None:
+                return cached
+        facts = measure(model_file, self.config, display, settings_path=real_path)
+        self.cache.put(key, facts)
+        return facts
+
+    def _companions(self, blob, tree: str | None, model_file: Path) -> list[str]:
+        """Copy the external data files an ONNX blob names from the same tree; return their ids."""
+        if model_file.suffix.lower() != ".onnx":
+            return []
+        from bloatguard.formats.onnx import external_locations
+
+        ids = []
+        parent = Path(blob.path).parent
+        for location in external_locations(model_file):
+            parts = Path(location).parts
+            if Path(location).is_absolute() or ".." in parts or not parts:
+                continue  # the reader rejects it with a clear message
+            path = (parent / location).as_posix()
+            companion = (self.repo.index_blob(path) if tree == ":index"
+                         else self.repo.tree_blob(tree, path) if tree else None)
+            if companion is not None:
+                self.repo.write_blob(companion, model_file.parent / location)
+                ids.append(f"{location}:{companion.sha}")
+        return ids
 
 
 def summarize(results: list[ModelResult]) -> dict[str, int]:

@@ -129,3 +129,40 @@ class ModelFacts:
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
+
+
+def facts_to_dict(facts: ModelFacts) -> dict[str, Any]:
+    """Everything but the format handle, for the metric cache."""
+    return {
+        "format": facts.format, "file_size": facts.file_size,
+        "tensors": [[t.name, t.dtype, list(t.shape), t.where, t.external] for t in facts.tensors],
+        "ops": dict(facts.ops),
+        "inputs": [v.to_json() for v in facts.inputs],
+        "outputs": [v.to_json() for v in facts.outputs],
+        "opsets": facts.opsets, "external_files": facts.external_files, "macs": facts.macs,
+        "notes": facts.notes, "unsafe_globals": facts.unsafe_globals,
+        "unreadable": facts.unreadable, "remedy": facts.remedy, "extra": facts.extra,
+    }
+
+
+def facts_from_dict(path: str, data: dict[str, Any]) -> ModelFacts:
+    """The inverse of facts_to_dict; raises KeyError/TypeError/ValueError on a malformed entry."""
+
+    def value_info(entry: dict[str, Any]) -> ValueInfo:
+        shape = entry["shape"]
+        return ValueInfo(str(entry["name"]), str(entry["dtype"]),
+                         None if shape is None else tuple(shape))
+
+    return ModelFacts(
+        path=path, format=str(data["format"]), file_size=int(data["file_size"]),
+        tensors=[TensorInfo(str(n), str(d), tuple(int(x) for x in s), str(w), bool(e))
+                 for n, d, s, w, e in data["tensors"]],
+        ops=Counter({str(k): int(v) for k, v in data["ops"].items()}),
+        inputs=[value_info(v) for v in data["inputs"]],
+        outputs=[value_info(v) for v in data["outputs"]],
+        opsets={str(k): int(v) for k, v in data["opsets"].items()},
+        external_files=list(data["external_files"]),
+        macs=None if data["macs"] is None else int(data["macs"]),
+        notes=list(data["notes"]), unsafe_globals=list(data["unsafe_globals"]),
+        unreadable=data["unreadable"], remedy=str(data["remedy"]), extra=dict(data["extra"]),
+    )

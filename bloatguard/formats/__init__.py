@@ -35,6 +35,17 @@ def sniff(head: bytes, suffix: str) -> str:
     return "unknown"
 
 
+def lfs_oid(pointer: bytes) -> str | None:
+    """The sha256 object id a Git LFS pointer names, if it is well-formed."""
+    for line in pointer.decode("utf-8", "replace").splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oid" and value.startswith("sha256:"):
+            oid = value[len("sha256:"):].strip()
+            if len(oid) == 64 and all(c in "0123456789abcdef" for c in oid):
+                return oid
+    return None
+
+
 def read_head(path: Path, size: int = 512) -> bytes:
     with open(path, "rb") as handle:
         return handle.read(size)
@@ -71,12 +82,21 @@ def _unreadable(path: Path, display: str, cause: str, remedy: str) -> ModelFacts
     return facts
 
 
-def _read(path: Path, display: str) -> ModelFacts:
+def _read(path: Path, display: str, suffix: str | None = None) -> ModelFacts:
     if path.stat().st_size == 0:
         raise UnreadableModel("the file is empty", "re-export the model or restore it from git")
     head = read_head(path)
-    kind = sniff(head, path.suffix.lower())
+    kind = sniff(head, suffix or path.suffix.lower())
     if kind == "lfs-pointer":
+        from bloatguard.gitbase import lfs_object_path
+
+        oid = lfs_oid(read_head(path, 1024))
+        fetched = lfs_object_path(path, oid) if oid else None
+        if fetched is not None:
+            facts = _read(fetched, display, path.suffix.lower())
+            facts.file_size = fetched.stat().st_size
+            facts.note("measured the Git LFS object the pointer names")
+            return facts
         raise UnreadableModel("this is a Git LFS pointer, not the model",
                               "run `git lfs pull` (in GitHub Actions: `lfs: true` on actions/checkout)")
     if kind == "onnx":

@@ -222,3 +222,21 @@ def _check_external(name: str, entries: dict[str, str], model_path: Path,
     if nbytes is not None and "length" in entries and length < nbytes:
         raise bad(f"length {length} is shorter than the tensor's {nbytes} bytes")
     return location, stat.st_size
+
+
+def external_locations(path: Path) -> list[str]:
+    """Relative locations of the external data files an ONNX model names (unvalidated: callers
+    fetch only plain relative paths and the reader validates everything before use)."""
+    import onnx
+
+    try:
+        model = onnx.ModelProto.FromString(read_structure(path).model_bytes)
+    except Exception:
+        return []
+    locations = set()
+    for _, tensor in _stored_tensors(model):
+        if tensor.data_location == _EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    locations.add(entry.value)
+    return sorted(locations)

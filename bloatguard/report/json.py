@@ -12,15 +12,16 @@ REPORT_VERSION = 1
 
 def model_json(result: ModelResult) -> dict[str, Any]:
     facts = result.facts
+    shown = facts or result.base
     entry: dict[str, Any] = {
         "path": result.path,
-        "format": facts.format,
+        "format": shown.format if shown else "unknown",
         "status": result.status,
-        "metrics": facts.metrics(),
+        "metrics": facts.metrics() if facts else None,
         "findings": [finding.to_json() for finding in result.findings],
-        "notes": facts.notes,
+        "notes": facts.notes if facts else [],
     }
-    if not facts.unreadable:
+    if facts and not facts.unreadable:
         entry["inputs"] = [value.to_json() for value in facts.inputs]
         entry["outputs"] = [value.to_json() for value in facts.outputs]
         entry["opsets"] = facts.opsets

@@ -31,7 +31,7 @@ def _delta(before: Any, after: Any, kind: str) -> str:
 def model_table(result: ModelResult, budgets: dict[str, Any]) -> str:
     from tabulate import tabulate
 
-    metrics = result.facts.metrics()
+    metrics = result.facts.metrics() if result.facts else {}
     base = result.base.metrics() if result.base is not None else None
     headers = ["metric", *(["base", "head", "delta"] if base else ["value"]), "budget"]
     rows = []
@@ -51,6 +51,16 @@ def model_table(result: ModelResult, budgets: dict[str, Any]) -> str:
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _one_line(facts) -> str:
+    metrics = facts.metrics()
+    return (f"{format_amount(metrics['file_size'], 'bytes')}, {format_amount(metrics['params'], 'count')} "
+            f"params, {format_amount(metrics['macs'], 'count')} MACs")
+
+
 def _dtype_line(result: ModelResult) -> str:
     by_dtype = result.facts.params_by_dtype
     total = sum(by_dtype.values())
@@ -65,21 +75,27 @@ def render(results: list[ModelResult], *, budgets_for=None, **_: Any) -> str:
     out: list[str] = []
     for result in results:
         facts = result.facts
+        shown = facts or result.base
         status = f" [{result.status}]" if result.status else ""
-        out.append(f"{result.path} ({facts.format}){status}")
-        if not facts.unreadable:
-            budgets = budgets_for(result) if budgets_for else {}
+        renamed = f" (was {result.base_path})" if result.status == "renamed" else ""
+        out.append(f"{result.path} ({shown.format if shown else 'unknown'}){status}{renamed}")
+        if result.status == "unchanged" and facts is not None and not result.findings:
+            out[-1] += f": {_one_line(facts)}"
+            out.append("")
+            continue
+        if facts is None or not facts.unreadable:
+            budgets = budgets_for(result) if budgets_for and facts else {}
             out.extend("  " + line for line in model_table(result, budgets).splitlines())
-            if line := _dtype_line(result):
+            if facts and (line := _dtype_line(result)):
                 out.append("  " + line)
         for finding in result.findings:
             out.append(f"  {finding.code} {finding.severity.value}: [{finding.rule}] {finding.message}")
-        for note in facts.notes:
+        for note in facts.notes if facts else []:
             out.append(f"  note: {note}")
         out.append("")
     summary = summarize(results)
-    models = "model" if summary["models"] == 1 else "models"
-    line = f"{summary['models']} {models} checked: {summary['errors']} errors, {summary['warnings']} warnings"
+    line = (f"{_plural(summary['models'], 'model')} checked: {_plural(summary['errors'], 'error')}, "
+            f"{_plural(summary['warnings'], 'warning')}")
     if summary["unreadable"]:
         line += f", {summary['unreadable']} unreadable"
     out.append(line)

@@ -1,0 +1,158 @@
+"""Static check speed: `bloatguard check --output-format json` against plain `onnx.load`.
+
+Run: python benchmarks/static_check.py [--keep]
+
+Cases (each timed interleaved in one run, printed as ratios):
+1. a directory of small real models (silero-vad, magika, the examples): target ratio <= 1.5,
+   since interpreter start-up dominates;
+2. a generated ~400 MB model with embedded weights: target <= 0.5x of onnx.load alone, because
+   counting needs only dims (the wire-format reader skips raw_data over an mmap);
+3. a generated 2 GB model with external data: target under 1 s, and the weight bytes are never
+   read (checked with the child's read-byte counter from /proc/<pid>/io);
+plus `bloatguard --version` start-up (target < 150 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from _timing import interleaved, report
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def package_dir(name: str) -> Path:
+    return Path(importlib.util.find_spec(name).origin).parent
+
+
+def small_models(target: Path) -> list[Path]:
+    target.mkdir(parents=True, exist_ok=True)
+    sources = [*sorted((package_dir("silero_vad") / "data").glob("*.onnx")),
+               package_dir("magika") / "models" / "standard_v3_3" / "model.onnx",
+               *sorted((REPO / "examples" / "models").glob("*.onnx"))]
+    for index, source in enumerate(sources):
+        shutil.copy(source, target / f"{index:02d}_{source.name}")
+    return sorted(target.glob("*.onnx"))
+
+
+def big_embedded_model(path: Path, megabytes: int = 400) -> Path:
+    """A chain of MatMuls whose 1024x1024 float32 weights add up to about `megabytes` MB."""
+    layers = megabytes * 10**6 // (1024 * 1024 * 4)
+    rng = np.random.default_rng(0)
+    nodes, inits, current = [], [], "x"
+    for index in range(layers):
+        inits.append(numpy_helper.from_array(rng.standard_normal((1024, 1024), dtype=np.float32), f"w{index}"))
+        nodes.append(helper.make_node("MatMul", [current, f"w{index}"], [f"h{index}"]))
+        current = f"h{index}"
+    graph = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1024])],
+                              [helper.make_tensor_value_info(current, TensorProto.FLOAT, [1, 1024])],
+                              initializer=inits)
+    onnx.save_model(helper.make_model(graph), str(path))
+    return path
+
+
+def big_external_model(path: Path, gigabytes: float = 2.0) -> Path:
+    """2 GB of weights in a sparse external data file: creating it costs nothing, and a reader
+    that never touches the bytes is as fast as one that does not need them."""
+    rows = 8192
+    layer_bytes = rows * rows * 4
+    layers = int(gigabytes * 10**9 // layer_bytes)
+    data_name = path.name + ".data"
+    nodes, inits, current = [], [], "x"
+    for index in range(layers):
+        tensor = helper.make_tensor(f"w{index}", TensorProto.FLOAT, [rows, rows], vals=[])
+        tensor.ClearField("float_data")
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", data_name), ("offset", str(index * layer_bytes)),
+                           ("length", str(layer_bytes))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        inits.append(tensor)
+        nodes.append(helper.make_node("MatMul", [current, f"w{index}"], [f"h{index}"]))
+        current = f"h{index}"
+    graph = helper.make_graph(nodes, "ext", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows])],
+                              [helper.make_tensor_value_info(current, TensorProto.FLOAT, [1, rows])],
+                              initializer=inits)
+    onnx.save_model(helper.make_model(graph), str(path))
+    with open(path.parent / data_name, "wb") as handle:
+        handle.truncate(layers * layer_bytes)
+    return path
+
+
+def onnx_load_command(paths: list[Path]) -> list[str]:
+    listing = ", ".join(repr(str(p)) for p in paths)
+    return [PY, "-c", f"import onnx; [onnx.load(p) for p in [{listing}]]"]
+
+
+def check_command(*paths: Path) -> list[str]:
+    return [PY, "-m", "bloatguard", "check", "--output-format", "json", *map(str, paths)]
+
+
+def external_read_bytes(model: Path) -> tuple[float, int]:
+    """Wall time of a check of `model` and the bytes the child read through read() syscalls."""
+    code = ("import sys, time\nfrom bloatguard.cli import main\nt = time.perf_counter()\n"
+            f"main(['check', '--output-format', 'json', {str(model)!r}])\n"
+            "elapsed = time.perf_counter() - t\n"
+            "rchar = [l for l in open('/proc/self/io') if l.startswith('rchar')][0].split()[1]\n"
+            "print('RESULT', elapsed, rchar, file=sys.stderr)\n")
+    result = subprocess.run([PY, "-c", code], capture_output=True, text=True)
+    line = [l for l in result.stderr.splitlines() if l.startswith("RESULT")][0].split()
+    return float(line[1]), int(line[2])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--keep", action="store_true", help="keep the generated models")
+    parser.add_argument("--big-mb", type=int, default=400)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bloatguard-bench-"))
+    try:
+        models = small_models(work / "small")
+        a, b = interleaved(check_command(work / "small"), onnx_load_command(models))
+        report(f"1. {len(models)} small real models", a, b, "<= 1.5")
+
+        print(f"   generating a ~{args.big_mb} MB model ...", flush=True)
+        big = big_embedded_model(work / "big.onnx", args.big_mb)
+        size_mb = big.stat().st_size / 1e6
+        a, b = interleaved([*check_command(big), "--select", "BG001,BG002,BG003"],
+                           onnx_load_command([big]), rounds=5)
+        report(f"2. one {size_mb:.0f} MB model, embedded weights", a, b, "<= 0.5")
+
+        ext = big_external_model(work / "ext" / "model.onnx")
+        data_size = (work / "ext" / "model.onnx.data").stat().st_size
+        runs = [external_read_bytes(ext) for _ in range(5)]
+        elapsed = statistics.median(r[0] for r in runs)
+        read = max(r[1] for r in runs)
+        print(f"3. {data_size / 1e9:.1f} GB of external data: check took {elapsed * 1000:.0f} ms "
+              f"(median of 5, in-process); the process read {read / 1e6:.1f} MB in total "
+              f"(weights never read: {read < data_size / 100}); target < 1 s")
+
+        times = []
+        for _ in range(11):
+            start = time.perf_counter()
+            subprocess.run(["bloatguard", "--version"], stdout=subprocess.DEVNULL, check=True)
+            times.append(time.perf_counter() - start)
+        print(f"4. bloatguard --version: {statistics.median(times) * 1000:.0f} ms (median of 11); "
+              "target < 150 ms")
+    finally:
+        if args.keep:
+            print(f"models kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

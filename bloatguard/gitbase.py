@@ -1,0 +1,280 @@
+"""The git side of a check: which version of each model is the base, and where each side's bytes
+come from, read through gitpython without touching the working tree or the index.
+
+Refs and paths are always passed to git as separate arguments after `--end-of-options` or `--`,
+never through a shell, so a ref named `--upload-pack=...` or `$(...)` is just a missing ref.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from bloatguard.errors import BloatguardError
+
+# Base blobs larger than this are refused rather than copied to a temporary file.
+MAX_BLOB_BYTES = 8 * 2**30
+_HEX = re.compile(r"^[0-9a-fA-F]{7,64}$")
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A file as stored in git: its object id, its path in the tree, its size."""
+
+    sha: str
+    path: str  # repo-relative posix path
+    size: int
+
+
+@dataclass
+class Pairing:
+    """One model's head and base sides. `head` is None for a deleted model; `head_blob` is set
+    when the head bytes come from git (--staged, pre-push) rather than from the working tree."""
+
+    path: str  # repo-relative posix path (the head path, or the base path when deleted)
+    status: str
+    head_file: Path | None = None
+    head_blob: Blob | None = None
+    base_blob: Blob | None = None
+
+
+def _git():
+    try:
+        import git
+    except ImportError:  # pragma: no cover - gitpython is a core dependency
+        raise BloatguardError("gitpython is not installed; pip install gitpython") from None
+    return git
+
+
+class GitRepo:
+    def __init__(self, start: Path) -> None:
+        git = _git()
+        try:
+            self.repo = git.Repo(start.resolve(), search_parent_directories=True)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise BloatguardError(f"{start}: not inside a git repository; --base and --staged "
+                                  "need one (plain `bloatguard check` works anywhere)") from None
+        if self.repo.bare:
+            raise BloatguardError(f"{start}: a bare repository has no working tree to check")
+        self.root = Path(self.repo.working_tree_dir).resolve()
+        self.git = self.repo.git
+
+    @property
+    def is_shallow(self) -> bool:
+        return (Path(self.repo.git_dir) / "shallow").exists()
+
+    def relpath(self, path: Path) -> str:
+        try:
+            return path.resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            raise BloatguardError(f"{path}: outside the git repository at {self.root}") from None
+
+    def commit_of(self, ref: str) -> str | None:
+        git = _git()
+        try:
+            return self.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}").strip()
+        except git.GitCommandError:
+            return None
+
+    def resolve_base(self, ref: str, *, fetch: bool = False) -> str:
+        """The commit to compare against: the merge-base with HEAD for a branch (what a pull
+        request diff shows), the commit itself for a SHA."""
+        sha = self.commit_of(ref)
+        if sha is None and fetch:
+            self.fetch(ref)
+            sha = self.commit_of(ref) or self.commit_of("FETCH_HEAD")
+        if sha is None:
+            raise BloatguardError(self._missing_base_message(ref))
+        if _HEX.match(ref) and sha.startswith(ref.lower()):
+            return sha
+        head = self.commit_of("HEAD")
+        if head is None:
+            return sha
+        git = _git()
+        try:
+            return self.git.merge_base("--end-of-options", head, sha).strip()
+        except git.GitCommandError:
+            raise BloatguardError(
+                f"base {ref!r} has no common ancestor with HEAD"
+                + (" in this shallow clone; fetch more history (`fetch-depth: 0` on "
+                   "actions/checkout)" if self.is_shallow else "")) from None
+
+    def _missing_base_message(self, ref: str) -> str:
+        if self.is_shallow:
+            return (f"base {ref!r} is not in this shallow clone; use `fetch-depth: 0` on "
+                    f"actions/checkout, run `git fetch --depth=1 origin {ref}`, or pass --fetch-base")
+        return (f"base {ref!r} is not a commit in this repository; fetch it "
+                f"(`git fetch origin {ref}`) or pass --fetch-base")
+
+    def fetch(self, ref: str) -> None:
+        git = _git()
+        try:
+            self.git.fetch("--quiet", "--depth=1", "--no-tags", "origin", "--end-of-options", ref)
+        except git.GitCommandError as exc:
+            raise BloatguardError(f"could not fetch base {ref!r} from origin: "
+                                  f"{exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else exc}") from None
+
+    def tree_blob(self, commit: str, path: str) -> Blob | None:
+        git = _git()
+        try:
+            line = self.git.ls_tree("-l", "--full-tree", "--end-of-options", commit, "--", path).strip()
+        except git.GitCommandError:
+            return None
+        if not line:
+            return None
+        meta, _, name = line.partition("\t")
+        mode, kind, sha, size = meta.split()
+        if kind != "blob" or name != path:
+            return None
+        return Blob(sha=sha, path=path, size=int(size) if size != "-" else 0)
+
+    def index_blob(self, path: str) -> Blob | None:
+        git = _git()
+        try:
+            line = self.git.ls_files("--stage", "-z", "--", path).strip("\0")
+        except git.GitCommandError:
+            return None
+        if not line:
+            return None
+        meta, _, name = line.partition("\t")
+        sha = meta.split()[1]
+        size = int(self.git.cat_file("-s", sha).strip())
+        return Blob(sha=sha, path=name, size=size)
+
+    def changes(self, base: str, head: str | None, *, staged: bool, paths: list[str]) -> dict[str, tuple[str, str]]:
+        """{head path: (status letter, base path)} of what changed between base and head.
+
+        head None means the working tree (or the index with staged=True).
+        """
+        args = ["--name-status", "-z", "-M", "--no-ext-diff", "--no-textconv"]
+        if staged:
+            args.append("--cached")
+        args += ["--end-of-options", base]
+        if head:
+            args.append(head)
+        fields = self.git.diff(*args, "--", *paths).split("\0")
+        result: dict[str, tuple[str, str]] = {}
+        index = 0
+        while index < len(fields) and fields[index]:
+            status = fields[index]
+            if status[0] in "RC":
+                old, new = fields[index + 1], fields[index + 2]
+                result[new] = (status[0], old)
+                index += 3
+            else:
+                result[fields[index + 1]] = (status[0], fields[index + 1])
+                index += 2
+        return result
+
+    def write_blob(self, blob: Blob, target: Path) -> Path:
+        """Stream a blob to `target`, refusing oversized blobs. A Git LFS pointer whose object
+        is in the local LFS store is replaced by the object, so the real model is measured."""
+        if blob.size > MAX_BLOB_BYTES:
+            raise BloatguardError(f"{blob.path}: the git version is {blob.size} bytes, over the "
+                                  f"{MAX_BLOB_BYTES} byte cap for reading blobs")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stream = self.repo.odb.stream(bytes.fromhex(blob.sha))
+        written = 0
+        with open(target, "wb") as handle:
+            while chunk := stream.read(1 << 20):
+                written += len(chunk)
+                if written > MAX_BLOB_BYTES:
+                    raise BloatguardError(f"{blob.path}: blob larger than declared")
+                handle.write(chunk)
+        self._resolve_lfs(target)
+        return target
+
+    def _resolve_lfs(self, target: Path) -> None:
+        from bloatguard.formats import LFS_POINTER_PREFIX, lfs_oid
+
+        if target.stat().st_size > 1024:
+            return
+        content = target.read_bytes()
+        if not content.startswith(LFS_POINTER_PREFIX):
+            return
+        oid = lfs_oid(content)
+        obj = Path(self.repo.git_dir) / "lfs" / "objects" / oid[:2] / oid[2:4] / oid if oid else None
+        if obj is not None and obj.is_file():
+            shutil.copyfile(obj, target)
+
+
+class BlobWorkspace:
+    """A temporary directory holding base (or staged) blobs for the readers, removed on close."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="bloatguard-base-"))
+        self._count = 0
+
+    def new_dir(self) -> Path:
+        self._count += 1
+        path = self.root / str(self._count)
+        path.mkdir()
+        return path
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> BlobWorkspace:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def pair_models(repo: GitRepo, head_files: list[Path], base: str, *, staged: bool = False,
+                head_commit: str | None = None, scope: list[str] | None = None,
+                is_model_path=None) -> Iterator[Pairing]:
+    """Pair each head model with its base version and say what happened to it."""
+    scope = scope or ["."]
+    changes = repo.changes(base, head_commit, staged=staged, paths=scope)
+    seen_base_paths = set()
+    for file in head_files:
+        path = repo.relpath(file)
+        status_letter, base_path = changes.get(path, ("", path))
+        head_blob = None
+        if head_commit:
+            head_blob = repo.tree_blob(head_commit, path)
+            if head_blob is None:
+                continue
+        elif staged:
+            head_blob = repo.index_blob(path)
+            if head_blob is None:
+                continue  # not staged: not part of this commit
+        base_blob = repo.tree_blob(base, base_path)
+        seen_base_paths.add(base_path)
+        if base_blob is None:
+            status = "new"
+        elif status_letter == "R":
+            status = "renamed"
+        elif status_letter in ("", ) or (head_blob is not None and head_blob.sha == base_blob.sha):
+            status = "unchanged"
+        else:
+            status = "modified"
+        yield Pairing(path=path, status=status, head_file=file, head_blob=head_blob,
+                      base_blob=base_blob)
+    for path, (letter, base_path) in changes.items():
+        if letter == "D" and base_path not in seen_base_paths and (is_model_path is None or is_model_path(path)):
+            blob = repo.tree_blob(base, base_path)
+            yield Pairing(path=path, status="deleted", base_blob=blob)
+
+
+def lfs_object_path(start: Path, oid: str) -> Path | None:
+    """Where git-lfs keeps the object `oid` for the repository containing `start`, if present."""
+    if not re.fullmatch(r"[0-9a-f]{64}", oid):
+        return None
+    for directory in (start.resolve().parent, *start.resolve().parents):
+        git_dir = directory / ".git"
+        if git_dir.is_file():  # a worktree or submodule: "gitdir: <path>"
+            text = git_dir.read_text(errors="replace").strip()
+            if text.startswith("gitdir:"):
+                git_dir = (directory / text[len("gitdir:"):].strip()).resolve()
+        if git_dir.is_dir():
+            candidate = git_dir / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
+            return candidate if candidate.is_file() else None
+    return None
+
+

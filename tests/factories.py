@@ -1,0 +1,140 @@
+"""Tiny models built on the fly, so tests never depend on committed binaries.
+
+Each factory writes a model file and returns its path; the weights are deterministic so that
+counts can be asserted exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = [helper.make_opsetid("", 17)]
+
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def save(model: onnx.ModelProto, path: Path, *, external: bool = False, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if external:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=0, **kwargs)
+    else:
+        onnx.save_model(model, str(path))
+    return path
+
+
+def mlp(path: Path, sizes=(16, 32, 4), *, batch="batch", weights_as="initializer",
+        dtype=np.float32, external: bool = False, seed: int = 0) -> Path:
+    """x[batch, sizes[0]] -> MatMul/Add per layer -> y. Params: sum(i*o + o)."""
+    rng = _rng(seed)
+    nodes, inits = [], []
+    current = "x"
+    for index, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+        w = rng.standard_normal((fan_in, fan_out)).astype(dtype)
+        b = rng.standard_normal((fan_out,)).astype(dtype)
+        w_name, b_name = f"w{index}", f"b{index}"
+        if weights_as == "constant":
+            nodes.append(helper.make_node("Constant", [], [w_name], value=numpy_helper.from_array(w, w_name)))
+            nodes.append(helper.make_node("Constant", [], [b_name], value=numpy_helper.from_array(b, b_name)))
+        else:
+            inits += [numpy_helper.from_array(w, w_name), numpy_helper.from_array(b, b_name)]
+        nodes.append(helper.make_node("MatMul", [current, w_name], [f"mm{index}"], name=f"matmul{index}"))
+        current = "y" if index == len(sizes) - 2 else f"h{index}"
+        nodes.append(helper.make_node("Add", [f"mm{index}", b_name], [current]))
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    graph = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info("x", elem, [batch, sizes[0]])],
+        [helper.make_tensor_value_info("y", elem, [batch, sizes[-1]])],
+        initializer=inits)
+    return save(helper.make_model(graph, opset_imports=OPSET), path, external=external)
+
+
+def mlp_params(sizes=(16, 32, 4)) -> int:
+    return sum(i * o + o for i, o in zip(sizes, sizes[1:]))
+
+
+def if_model(path: Path) -> Path:
+    """Weights live only inside the branches of an If, as Constant nodes (silero-vad style):
+    then: x @ W1 (8x4), else: x @ W2 (8x4) + b (4). Params: 32 + 32 + 4 = 68."""
+    rng = _rng(1)
+
+    def branch(name: str, with_bias: bool):
+        w = numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), f"{name}_w")
+        nodes = [helper.make_node("Constant", [], [f"{name}_w"], value=w),
+                 helper.make_node("MatMul", ["x", f"{name}_w"], [f"{name}_out" if with_bias else f"{name}_y"])]
+        if with_bias:
+            b = numpy_helper.from_array(rng.standard_normal((4,)).astype(np.float32), f"{name}_b")
+            nodes += [helper.make_node("Constant", [], [f"{name}_b"], value=b),
+                      helper.make_node("Add", [f"{name}_out", f"{name}_b"], [f"{name}_y"])]
+        return helper.make_graph(nodes, name, [], [
+            helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, 4])])
+
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["sixteen_k"], value=helper.make_tensor("c", TensorProto.INT64, [], [16000])),
+         helper.make_node("Equal", ["sr", "sixteen_k"], ["is16k"]),
+         helper.make_node("If", ["is16k"], ["y"], then_branch=branch("then", False),
+                          else_branch=branch("else", True))],
+        "if_model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8]),
+         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    return save(helper.make_model(graph, opset_imports=OPSET), path)
+
+
+def conv_model(path: Path, *, channels=(3, 8), kernel=3, spatial=("height", "width"),
+               batch: int | str = "N") -> Path:
+    """x[N, C, H, W] -> Conv(k x k, pad same) -> y. Params: Cout*Cin*k*k + Cout."""
+    cin, cout = channels
+    rng = _rng(2)
+    w = numpy_helper.from_array(rng.standard_normal((cout, cin, kernel, kernel)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal((cout,)).astype(np.float32), "b")
+    pad = kernel // 2
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[pad] * 4,
+                          kernel_shape=[kernel, kernel])],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, cin, *spatial])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, cout, *spatial])],
+        initializer=[w, b])
+    return save(helper.make_model(graph, opset_imports=OPSET), path)
+
+
+def function_model(path: Path) -> Path:
+    """A model-local function whose body holds a Constant weight (4x4 = 16 params)."""
+    w = numpy_helper.from_array(np.eye(4, dtype=np.float32), "fw")
+    function = helper.make_function(
+        "local", "Proj", ["x"], ["y"],
+        [helper.make_node("Constant", [], ["w"], value=w), helper.make_node("MatMul", ["x", "w"], ["y"])],
+        opset_imports=OPSET)
+    graph = helper.make_graph(
+        [helper.make_node("Proj", ["x"], ["y"], domain="local")], "fn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[*OPSET, helper.make_opsetid("local", 1)],
+                              functions=[function])
+    return save(model, path)
+
+
+def sparse_model(path: Path) -> Path:
+    """A sparse initializer: dense shape 10x10 with 3 stored values (params counts stored: 3)."""
+    values = numpy_helper.from_array(np.array([1.0, 2.0, 3.0], dtype=np.float32), "s")
+    indices = numpy_helper.from_array(np.array([0, 11, 99], dtype=np.int64), "s_idx")
+    sparse = helper.make_sparse_tensor(values, indices, [10, 10])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "s"], ["y"])], "sparse",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        sparse_initializer=[sparse])
+    return save(helper.make_model(graph, opset_imports=OPSET), path)
+
+
+LFS_POINTER = (b"version https://git-lfs.github.com/spec/v1\n"
+               b"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+               b"size 12345\n")

@@ -1,0 +1,170 @@
+"""The ONNX reader counts every stored weight wherever exporters put it, without reading weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import factories
+from bloatguard.formats import read_model
+from bloatguard.formats.onnx_wire import read_structure
+
+
+def test_initializer_params_and_dtypes(tmp_path):
+    facts = read_model(factories.mlp(tmp_path / "m.onnx", sizes=(16, 32, 4)))
+    assert facts.unreadable is None
+    assert facts.format == "onnx"
+    assert facts.params == factories.mlp_params((16, 32, 4)) == 16 * 32 + 32 + 32 * 4 + 4
+    assert facts.params_by_dtype == {"float32": facts.params}
+    assert facts.weight_bytes == facts.params * 4
+    assert facts.ops["MatMul"] == 2
+    assert [(i.name, i.dtype, i.shape) for i in facts.inputs] == [("x", "float32", ("batch", 16))]
+    assert facts.opsets == {"ai.onnx": 17}
+
+
+def test_constant_node_weights_are_counted(tmp_path):
+    facts = read_model(factories.mlp(tmp_path / "c.onnx", weights_as="constant"))
+    assert facts.params == factories.mlp_params()
+    assert {t.where for t in facts.tensors} == {"constant"}
+
+
+def test_weights_inside_if_branches(tmp_path):
+    facts = read_model(factories.if_model(tmp_path / "if.onnx"))
+    # 32 + 32 + 4 in the branches, plus the int64 scalar 16000 in the main graph.
+    assert facts.params == 69
+    assert facts.params_by_dtype == {"float32": 68, "int64": 1}
+    assert any("then_branch" in t.where for t in facts.tensors)
+    assert any("else_branch" in t.where for t in facts.tensors)
+    assert facts.ops["If"] == 1 and facts.ops["MatMul"] == 2
+
+
+def test_weights_in_model_local_functions(tmp_path):
+    facts = read_model(factories.function_model(tmp_path / "fn.onnx"))
+    assert facts.params == 16
+    assert facts.tensors[0].where.startswith("function Proj/")
+
+
+def test_sparse_initializer_counts_stored_values(tmp_path):
+    facts = read_model(factories.sparse_model(tmp_path / "sparse.onnx"))
+    assert facts.params == 3
+    assert facts.tensors[0].where == "sparse"
+
+
+def test_external_data_counted_without_reading_it(tmp_path):
+    path = factories.mlp(tmp_path / "ext.onnx", sizes=(64, 64), external=True)
+    data = tmp_path / "ext.onnx.data"
+    assert data.exists()
+    facts = read_model(path)
+    assert facts.params == 64 * 64 + 64
+    assert facts.file_size == path.stat().st_size + data.stat().st_size
+    assert facts.external_files == ["ext.onnx.data"]
+    assert all(t.external for t in facts.tensors)
+
+
+def test_external_data_bytes_are_never_read(tmp_path):
+    """Replace the data file by a sparse file of the same size full of zeros: counts unchanged,
+    so nothing depended on the bytes."""
+    path = factories.mlp(tmp_path / "ext.onnx", sizes=(64, 64), external=True)
+    data = tmp_path / "ext.onnx.data"
+    size = data.stat().st_size
+    data.unlink()
+    with open(data, "wb") as handle:
+        handle.truncate(size)
+    assert read_model(path).params == 64 * 64 + 64
+
+
+@pytest.mark.parametrize("location, cause", [
+    ("/etc/passwd", "absolute path"),
+    ("../outside.data", "leaves the model's directory"),
+    ("missing.data", "is missing"),
+])
+def test_hostile_or_missing_external_locations(tmp_path, location, cause):
+    path = factories.mlp(tmp_path / "ext.onnx", sizes=(4, 4), external=True)
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save_model(model, str(path))
+    facts = read_model(path)
+    assert facts.unreadable is not None and cause in facts.unreadable
+    assert facts.params is None
+
+
+def test_external_data_symlink_rejected(tmp_path):
+    path = factories.mlp(tmp_path / "ext.onnx", sizes=(4, 4), external=True)
+    data = tmp_path / "ext.onnx.data"
+    real = tmp_path / "real.data"
+    data.rename(real)
+    os.symlink(real, data)
+    facts = read_model(path)
+    assert "symbolic link" in facts.unreadable
+
+
+def test_external_data_offset_outside_file(tmp_path):
+    path = factories.mlp(tmp_path / "ext.onnx", sizes=(4, 4), external=True)
+    model = onnx.load(str(path), load_external_data=False)
+    entry = next(e for e in model.graph.initializer[0].external_data if e.key == "offset")
+    entry.value = str(10**9)
+    onnx.save_model(model, str(path))
+    assert "outside" in read_model(path).unreadable
+
+
+def test_wire_reader_strips_only_bulk_data(tmp_path):
+    path = factories.mlp(tmp_path / "m.onnx", sizes=(256, 256))
+    structure = read_structure(path)
+    assert structure.stripped_fields == 1  # the 256x256 weight; the 256-float bias is kept
+    assert structure.stripped_bytes == 256 * 256 * 4
+    assert len(structure.model_bytes) < 2000
+    stripped = onnx.ModelProto.FromString(structure.model_bytes)
+    original = onnx.load(str(path))
+    assert [list(t.dims) for t in stripped.graph.initializer] == [list(t.dims) for t in original.graph.initializer]
+    assert np.array_equal(onnx.numpy_helper.to_array(stripped.graph.initializer[1]),
+                          onnx.numpy_helper.to_array(original.graph.initializer[1]))
+
+
+def test_symbolic_dims_of_every_kind(tmp_path):
+    path = factories.mlp(tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[0].dim_param = "p2o.DynamicDimension.0"
+    dims[1].Clear()  # neither value nor param
+    onnx.save_model(model, str(path))
+    facts = read_model(path)
+    assert facts.inputs[0].shape == ("p2o.DynamicDimension.0", None)
+    assert facts.params == factories.mlp_params()
+
+
+@pytest.mark.parametrize("content, cause", [
+    (b"", "empty"),
+    (factories.LFS_POINTER, "Git LFS pointer"),
+    (b"\x00\x01\x02garbage" * 50, "ONNX"),
+    (b"PK\x03\x04not really a zip", "zip"),
+])
+def test_bad_files_are_unreadable_not_crashes(tmp_path, content, cause):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(content)
+    facts = read_model(path)
+    assert facts.unreadable is not None and cause.lower() in facts.unreadable.lower() + facts.remedy.lower()
+
+
+def test_truncated_model_at_many_offsets(tmp_path):
+    source = factories.mlp(tmp_path / "m.onnx", sizes=(32, 32, 8)).read_bytes()
+    path = tmp_path / "cut.onnx"
+    for cut in range(1, len(source) - 1, max(1, len(source) // 40)):
+        path.write_bytes(source[:cut])
+        facts = read_model(path)
+        # Either it is reported unreadable, or what is left parses and counts at most the truth.
+        assert facts.unreadable is not None or (facts.params or 0) <= factories.mlp_params((32, 32, 8)), cut
+
+
+def test_lfs_pointer_message_names_remedy(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(factories.LFS_POINTER)
+    facts = read_model(path)
+    assert "git lfs pull" in facts.remedy
+    assert facts.metrics()["params"] is None
