@@ -12,7 +12,10 @@ def run_cli(capsys):
     from bloatguard.cli import main
 
     def run(*args: str):
-        code = main([str(a) for a in args])
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code
         out, err = capsys.readouterr()
         return code, out, err
 
