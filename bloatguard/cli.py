@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from bloatguard import __version__
+from bloatguard.report import FORMATS
 
 EXIT_OK, EXIT_FINDINGS, EXIT_CANNOT_EVALUATE = 0, 1, 2
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, metavar="FILE",
                        help="config file (default: bloatguard.toml or pyproject.toml found by "
                             "walking up from the paths)")
-    check.add_argument("--output-format", choices=("text", "json"), default="text")
+    check.add_argument("--output-format", choices=FORMATS, default="text")
     check.add_argument("--output-file", type=Path, metavar="FILE",
                        help="write the report here instead of standard output")
     check.add_argument("--base", metavar="REF",
@@ -51,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--ignore", action="append", metavar="CODES",
                        help="skip these rules (codes, prefixes or names; comma-separated)")
 
+    init = commands.add_parser("init", help="write a starting config from today's measurements")
+    init.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                      help="model files or directories (default: the current directory)")
+    init.add_argument("--config-file", type=Path, metavar="FILE",
+                      help="where to write (default: pyproject.toml if present, else bloatguard.toml)")
+    init.add_argument("--headroom", default="10%",
+                      help="budgets = today's value plus this (default: 10%%)")
+    init.add_argument("--growth", default="5%",
+                      help="allowed growth per change against --base (default: 5%%)")
+
     commands.add_parser("rules", help="list the rules")
     explain = commands.add_parser("explain", help="print a rule's documentation")
     explain.add_argument("code", metavar="CODE", help="rule code or name, e.g. BG002 or param-count")
@@ -64,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check":
             return run_check(args)
+        if args.command == "init":
+            return run_init(args)
         if args.command == "rules":
             return run_rules()
         if args.command == "explain":
@@ -74,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bloatguard: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug must still end in one line and exit 2, not a traceback
+        import os
+
+        if os.environ.get("BLOATGUARD_DEBUG"):
+            raise
+        print(f"bloatguard: internal error: {type(exc).__name__}: {exc} (set BLOATGUARD_DEBUG=1 "
+              "for a traceback, and please report it)", file=sys.stderr)
+        return EXIT_CANNOT_EVALUATE
     build_parser().print_help()
     return EXIT_CANNOT_EVALUATE
 
@@ -150,6 +171,24 @@ def _head_if_any(args: argparse.Namespace) -> str | None:
 
     repo = GitRepo(args.paths[0] if args.paths else Path.cwd())
     return "HEAD" if repo.commit_of("HEAD") else None
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from bloatguard.errors import BloatguardError
+    from bloatguard.init import run_init as init
+    from bloatguard.units import parse_growth
+
+    try:
+        headroom = parse_growth(args.headroom, "count").relative
+        parse_growth(args.growth, "count")
+    except ValueError as exc:
+        raise BloatguardError(f"--headroom/--growth: {exc}") from None
+    if headroom is None:
+        raise BloatguardError("--headroom must be a percentage such as 10%")
+    target = init(args.paths, target=args.config_file, headroom=headroom, growth=args.growth)
+    print(f"bloatguard: wrote budgets for the models under {', '.join(map(str, args.paths or ['.']))} "
+          f"to {target}")
+    return EXIT_OK
 
 
 def run_rules() -> int:

@@ -10,9 +10,11 @@ def writer(name: str) -> Callable:
         from bloatguard.report.json import render
     elif name == "text":
         from bloatguard.report.text import render
+    elif name == "markdown":
+        from bloatguard.report.markdown import render
     else:
         raise ValueError(name)
     return render
 
 
-FORMATS = ("text", "json")
+FORMATS = ("text", "json", "markdown")

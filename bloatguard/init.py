@@ -1,0 +1,110 @@
+"""`bloatguard init`: a starting config from today's measurements, so adopting bloatguard is one
+command. Budgets are today's values plus headroom; growth budgets guard every model from then on.
+Existing content is never overwritten: a pyproject.toml gets tables appended, and an existing
+bloatguard section is left alone.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from bloatguard.config import find_config_file
+from bloatguard.errors import BloatguardError
+
+
+def _round_up(value: float, digits: int = 2) -> float:
+    """Round up to `digits` significant digits, so a budget never starts below the measurement."""
+    if value <= 0:
+        return 0
+    scale = 10 ** (math.floor(math.log10(value)) - digits + 1)
+    return math.ceil(value / scale) * scale
+
+
+def _size(value: float) -> str:
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if value >= size:
+            return f'"{_round_up(value / size):g} {unit}"'
+    return f'"{math.ceil(value)} B"'
+
+
+def _count(value: float) -> str:
+    for unit, size in (("G", 10**9), ("M", 10**6), ("K", 10**3)):
+        if value >= size:
+            return f'"{_round_up(value / size):g}{unit}"'
+    return str(math.ceil(value))
+
+
+def _quote(key: str) -> str:
+    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_config(results, root: Path, *, headroom: float, growth: str, prefix: str) -> str:
+    lines = [f"# Written by `bloatguard init`: today's measurements plus {headroom:.0%} headroom.",
+             f"[{prefix}budgets.{_quote('**')}]",
+             f'max-file-size-increase = "{growth}"',
+             f'max-params-increase = "{growth}"',
+             f'max-macs-increase = "{growth}"', ""]
+    for result in results:
+        facts = result.facts
+        if facts is None or facts.unreadable:
+            continue
+        rel = Path(result.path).resolve().relative_to(root.resolve()).as_posix()
+        lines.append(f"[{prefix}budgets.{_quote(rel)}]")
+        lines.append(f"max-file-size = {_size(facts.file_size * (1 + headroom))}")
+        if facts.params is not None:
+            lines.append(f"max-params = {_count(facts.params * (1 + headroom))}")
+        if facts.macs is not None:
+            lines.append(f"max-macs = {_count(facts.macs * (1 + headroom))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run_init(paths: list[Path], *, target: Path | None, headroom: float, growth: str) -> Path:
+    from bloatguard import config as config_module
+    from bloatguard import engine
+
+    start = paths[0] if paths else Path.cwd()
+    existing = find_config_file(start)
+    if existing is not None and (target is None or existing.resolve() == target.resolve()):
+        raise BloatguardError(f"{existing}: a bloatguard config exists already; edit it, or remove "
+                              "its bloatguard section to start over")
+    if target is None:
+        root = _repo_root(start)
+        pyproject = root / "pyproject.toml"
+        target = pyproject if pyproject.exists() else root / "bloatguard.toml"
+    root = target.parent
+    results = engine.check(paths or [Path(".")], config_module.Config(root=root),
+                           engine.Selection(select=["BG000"]))
+    prefix = "tool.bloatguard." if target.name == "pyproject.toml" else ""
+    text = render_config(results, root, headroom=headroom, growth=growth, prefix=prefix)
+    if target.exists():
+        current = target.read_text(encoding="utf-8")
+        if prefix and "[tool.bloatguard" in current:
+            raise BloatguardError(f"{target}: has a [tool.bloatguard] section already; edit it")
+        if not prefix and current.strip():
+            raise BloatguardError(f"{target}: exists and is not empty; edit it")
+        separator = "" if current.endswith("\n\n") or not current else ("\n" if current.endswith("\n") else "\n\n")
+        text = current + separator + text
+    config_module.load(_write(target, text))  # what we wrote must load
+    return target
+
+
+def _write(target: Path, text: str) -> Path:
+    import os
+    import tempfile
+
+    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(temp, target)
+    return target
+
+
+def _repo_root(start: Path) -> Path:
+    here = start.resolve()
+    here = here if here.is_dir() else here.parent
+    for directory in (here, *here.parents):
+        if (directory / ".git").exists():
+            return directory
+    return here

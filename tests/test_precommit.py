@@ -1,0 +1,69 @@
+"""The real pre-commit runs the hook from this checkout (`pre-commit try-repo`) in a temporary
+repository, and blocks a commit that breaks a budget."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import factories
+from gitrepo import GIT_ENV, Repo
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(shutil.which("pre-commit") is None, reason="pre-commit not installed")
+
+
+def pre_commit(repo: Repo, *args: str, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, **GIT_ENV, "HOME": str(repo.root.parent), "PRE_COMMIT_HOME": str(cache)}
+    return subprocess.run(["pre-commit", *args], cwd=repo.root, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def hook_cache(tmp_path_factory):
+    # One pre-commit home for the module, so the hook's environment is built once.
+    return tmp_path_factory.mktemp("pre-commit-home")
+
+
+def test_try_repo_blocks_a_commit_that_breaks_a_budget(tmp_path, hook_cache):
+    repo = Repo(tmp_path / "project")
+    repo.write("bloatguard.toml", '[budgets."models/**"]\nmax-params-increase = "5%"\nmax-params = "2K"\n')
+    factories.mlp(repo.root / "models" / "m.onnx", sizes=(16, 32, 4))
+    repo.commit("initial")
+    index_before = (repo.root / ".git" / "index").read_bytes()
+
+    result = pre_commit(repo, "try-repo", str(REPO), "bloatguard", "--files", "models/m.onnx",
+                        cache=hook_cache)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "bloatguard" in result.stdout and "Passed" in result.stdout
+
+    factories.mlp(repo.root / "models" / "m.onnx", sizes=(16, 64, 4))
+    repo.git("add", "models/m.onnx")
+    result = pre_commit(repo, "try-repo", str(REPO), "bloatguard", "--files", "models/m.onnx",
+                        cache=hook_cache)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Failed" in result.stdout
+    assert "BG002" in result.stdout and "grew from 676 to 1.35K" in result.stdout
+    assert "modified" in result.stdout
+    # The hook only reads: the index is what `git add` left.
+    assert (repo.root / ".git" / "index").read_bytes() != index_before
+    staged_index = (repo.root / ".git" / "index").read_bytes()
+    pre_commit(repo, "try-repo", str(REPO), "bloatguard", "--files", "models/m.onnx", cache=hook_cache)
+    assert (repo.root / ".git" / "index").read_bytes() == staged_index
+
+
+def test_hook_checks_lfs_pointers_too(tmp_path, hook_cache):
+    """`files:` matches suffixes, so an LFS pointer (a text file) still reaches the hook."""
+    repo = Repo(tmp_path / "project")
+    repo.write("models/m.onnx", factories.LFS_POINTER.decode())
+    repo.git("add", "-A")
+    result = pre_commit(repo, "try-repo", str(REPO), "bloatguard", "--files", "models/m.onnx",
+                        cache=hook_cache)
+    assert result.returncode == 1, result.stdout + result.stderr  # pre-commit's own "failed"
+    assert "exit code: 2" in result.stdout  # bloatguard's "could not evaluate"
+    assert "git lfs pull" in result.stdout
