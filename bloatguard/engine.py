@@ -82,10 +82,13 @@ def _measure_macs(facts: ModelFacts, input_shapes: dict[str, list[int]]) -> None
 def apply_rules(result: ModelResult, path: Path, config: Config, rules: list[Rule]) -> None:
     settings = config.resolve(path)
     context = RuleContext(facts=result.facts, base=result.base, settings=settings, config=config)
-    for rule in rules:
-        if any(selector_matches(code, rule) for code in settings.ignored):
-            continue
-        result.findings.extend(rule.check(context))
+    try:
+        for rule in rules:
+            if any(selector_matches(code, rule) for code in settings.ignored):
+                continue
+            result.findings.extend(rule.check(context))
+    finally:
+        context.close()
 
 
 def check(paths: list[Path], config: Config, selection: Selection,

@@ -90,6 +90,8 @@ class ModelFacts:
     # Set when the file could not be read at all; BG000 reports it.
     unreadable: str | None = None
     remedy: str = ""
+    # Where the bytes were read from (a temporary copy for git blobs); not serialized.
+    file: Any = field(default=None, repr=False, compare=False)
     # The format-specific handle for rules that need more than counts (e.g. the ONNX graph).
     # Never serialized; may be None for a cached or unreadable model.
     handle: Any = field(default=None, repr=False, compare=False)

@@ -59,10 +59,24 @@ class RuleContext:
     base: ModelFacts | None
     settings: ResolvedSettings
     config: Config
+    _values: Any = field(default=None, repr=False)
 
     @property
     def budgets(self) -> dict[str, Any]:
         return self.settings.budgets
+
+    def values(self):
+        """Tensor values of this model (bloatguard.values.TensorValues), opened on first use and
+        shared by every rule; `available` is False when the model's bytes cannot be read."""
+        if self._values is None:
+            from bloatguard.values import TensorValues
+
+            self._values = TensorValues(self.facts)
+        return self._values
+
+    def close(self) -> None:
+        if self._values is not None:
+            self._values.close()
 
 
 class Rule:

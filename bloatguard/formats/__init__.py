@@ -55,7 +55,9 @@ def read_model(path: Path, display: str | None = None) -> ModelFacts:
     """Facts about the model at `path`. Never raises for a bad file: the facts say what is wrong."""
     display = display or str(path)
     try:
-        return _read(path, display)
+        facts = _read(path, display)
+        facts.file = facts.file or path
+        return facts
     except UnreadableModel as exc:
         return _unreadable(path, display, exc.cause, exc.remedy)
     except OSError as exc:
@@ -95,6 +97,7 @@ def _read(path: Path, display: str, suffix: str | None = None) -> ModelFacts:
         if fetched is not None:
             facts = _read(fetched, display, path.suffix.lower())
             facts.file_size = fetched.stat().st_size
+            facts.file = fetched
             facts.note("measured the Git LFS object the pointer names")
             return facts
         raise UnreadableModel("this is a Git LFS pointer, not the model",

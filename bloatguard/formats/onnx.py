@@ -57,7 +57,7 @@ def read(path: Path, display: str) -> ModelFacts:
     facts.opsets = {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
 
     external: dict[str, int] = {}
-    for where, tensor in _stored_tensors(model):
+    for where, tensor in stored_tensors(model):
         facts.tensors.append(_tensor_info(tensor, where, path, external))
     for where, count, dtype in _attribute_weights(model):
         facts.tensors.append(TensorInfo(name=where, dtype=dtype, shape=(count,), where=where))
@@ -118,7 +118,7 @@ def _all_nodes(model) -> Iterator[tuple[str, object]]:
             yield prefix, node
 
 
-def _stored_tensors(model) -> Iterator[tuple[str, object]]:
+def stored_tensors(model) -> Iterator[tuple[str, object]]:
     """(where, TensorProto) for every weight tensor the model stores."""
     for prefix, graph, _ in scopes(model):
         if graph is None:
@@ -234,7 +234,7 @@ def external_locations(path: Path) -> list[str]:
     except Exception:
         return []
     locations = set()
-    for _, tensor in _stored_tensors(model):
+    for _, tensor in stored_tensors(model):
         if tensor.data_location == _EXTERNAL:
             for entry in tensor.external_data:
                 if entry.key == "location":
