@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--fetch-base", action="store_true",
                        help="fetch the base commit from origin when a shallow clone lacks it")
     check.add_argument("--no-cache", action="store_true", help="do not read or write the metric cache")
+    check.add_argument("--latency", action=argparse.BooleanOptionalAction, default=None,
+                       help="measure onnxruntime CPU latency (default: on with --base, off "
+                            "otherwise and in the pre-commit hook)")
     check.add_argument("--select", action="append", metavar="CODES",
                        help="only these rules (codes, prefixes or names; comma-separated)")
     check.add_argument("--ignore", action="append", metavar="CODES",
@@ -130,12 +133,15 @@ def run_check(args: argparse.Namespace) -> int:
     show_progress = sys.stderr.isatty()
     progress = _progress if show_progress else None
     base, head = _comparison(args)
+    # Latency is noisy and slow: on by default only for a CI comparison, never in the hook.
+    latency = args.latency if args.latency is not None else (args.base is not None and not args.staged)
     if base is not None or args.staged:
         results = engine.check_against_base(paths, config, selection, base, staged=args.staged and head is None,
                                             head_ref=head, fetch=args.fetch_base,
-                                            use_cache=not args.no_cache, progress=progress)
+                                            use_cache=not args.no_cache, progress=progress,
+                                            latency=latency)
     else:
-        results = engine.check(paths, config, selection, progress=progress)
+        results = engine.check(paths, config, selection, progress=progress, latency=latency)
     if show_progress:
         sys.stderr.write("\r\033[K")
     report = writer(args.output_format)(

@@ -21,6 +21,11 @@ class ModelResult:
     status: str | None = None  # new / modified / renamed / deleted / unchanged, with --base
     base_path: str | None = None
     findings: list[Finding] = field(default_factory=list)
+    # Where the model lives in the repository (settings are resolved for this path), and where
+    # each side's bytes can be read for measurements that need a file (latency, fixes).
+    settings_path: Path | None = None
+    head_file: Path | None = None
+    base_file: Callable[[], Path | None] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -92,24 +97,37 @@ def apply_rules(result: ModelResult, path: Path, config: Config, rules: list[Rul
 
 
 def check(paths: list[Path], config: Config, selection: Selection,
-          progress: Callable[[int, int, str], None] | None = None) -> list[ModelResult]:
+          progress: Callable[[int, int, str], None] | None = None,
+          latency: bool = False) -> list[ModelResult]:
     from bloatguard.discover import discover
 
-    rules = selection.rules(config)
     results = []
     models = discover(paths, config)
     for index, path in enumerate(models):
         if progress:
             progress(index, len(models), display_path(path))
-        result = ModelResult(path=display_path(path), facts=measure(path, config))
-        apply_rules(result, path, config, rules)
-        results.append(result)
+        results.append(ModelResult(path=display_path(path), facts=measure(path, config),
+                                   settings_path=path, head_file=path))
+    _finish(results, config, selection, latency)
     return results
+
+
+def _finish(results: list[ModelResult], config: Config, selection: Selection, latency: bool) -> None:
+    """The steps that need every model measured first: latency (interleaved, corrected for
+    multiple comparisons across models), then the rules."""
+    if latency:
+        from bloatguard.measure.latency import attach_latency
+
+        attach_latency(results, config)
+    rules = selection.rules(config)
+    for result in results:
+        if result.facts is not None:
+            apply_rules(result, result.settings_path or Path(result.path), config, rules)
 
 
 def check_against_base(paths: list[Path], config: Config, selection: Selection, base_ref: str | None,
                        *, staged: bool = False, head_ref: str | None = None, fetch: bool = False,
-                       use_cache: bool = True,
+                       use_cache: bool = True, latency: bool = False,
                        progress: Callable[[int, int, str], None] | None = None) -> list[ModelResult]:
     """Measure each model and its base version; see gitbase for where each side comes from."""
     from bloatguard.cache import DEFAULT_DIR, MetricCache
@@ -121,7 +139,6 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
     head_commit = repo.resolve_base(head_ref) if head_ref else None
     cache_dir = (config.root / config.cache_dir if config.cache_dir else repo.root / DEFAULT_DIR)
     cache = MetricCache(cache_dir if use_cache else None)
-    rules = selection.rules(config)
     head_files = discover(paths, config)
     scope = [repo.relpath(p) if p.resolve() != repo.root else "." for p in paths] or ["."]
     results: list[ModelResult] = []
@@ -139,26 +156,28 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
                 progress(index, len(pairings), pairing.path)
             real_path = repo.root / pairing.path
             display = display_path(real_path)
-            base_facts = None
+            base_facts = base_file = None
             if pairing.base_blob is not None:
                 base_path = repo.root / pairing.base_blob.path
                 base_facts = side.measure(pairing.base_blob, base, display_path(base_path), base_path)
+                base_file = side.file_loader(pairing.base_blob, base)
+            result = ModelResult(path=display, facts=None, base=base_facts, status=pairing.status,
+                                 base_path=display_path(repo.root / pairing.base_blob.path)
+                                 if pairing.base_blob else None,
+                                 settings_path=real_path, base_file=base_file)
+            results.append(result)
             if pairing.status == "deleted":
-                result = ModelResult(path=display, facts=None, base=base_facts, status="deleted",
-                                     base_path=display_path(repo.root / pairing.base_blob.path))
-                results.append(result)
                 continue
             if pairing.status == "unchanged" and base_facts is not None and not base_facts.external_files:
-                head_facts = base_facts  # same bytes: reuse, never measure twice
+                result.facts = base_facts  # same bytes: reuse, never measure twice
+                result.head_file = pairing.head_file
             elif pairing.head_blob is not None:
-                head_facts = side.measure(pairing.head_blob, head_commit or ":index", display, real_path)
+                result.facts = side.measure(pairing.head_blob, head_commit or ":index", display, real_path)
+                result.head_file = result.facts.file
             else:
-                head_facts = measure(pairing.head_file, config, display)
-            result = ModelResult(path=display, facts=head_facts, base=base_facts, status=pairing.status,
-                                 base_path=display_path(repo.root / pairing.base_blob.path)
-                                 if pairing.base_blob else None)
-            apply_rules(result, real_path, config, rules)
-            results.append(result)
+                result.facts = measure(pairing.head_file, config, display)
+                result.head_file = pairing.head_file
+        _finish(results, config, selection, latency)
     return results
 
 
@@ -194,6 +213,21 @@ class _BlobMeasurer:
         facts = measure(model_file, self.config, display, settings_path=real_path)
         self.cache.put(key, facts)
         return facts
+
+    def file_loader(self, blob, tree: str | None) -> Callable[[], Path | None]:
+        """A function that materializes the blob (and its companions) on first call, for
+        measurements that need the bytes even when the metrics came from the cache."""
+        written: list[Path] = []
+
+        def load() -> Path | None:
+            if not written:
+                target = self.workspace.new_dir() / Path(blob.path).name
+                self.repo.write_blob(blob, target)
+                self._companions(blob, tree, target)
+                written.append(target)
+            return written[0]
+
+        return load
 
     def _companions(self, blob, tree: str | None, model_file: Path) -> list[str]:
         """Copy the external data files an ONNX blob names from the same tree; return their ids."""

@@ -34,7 +34,8 @@ def repo(tmp_path, monkeypatch):
 
 
 def report(run_cli, *args):
-    code, out, err = run_cli("check", *args, "--output-format", "json")
+    # Latency has its own tests; here it would only slow the git plumbing down.
+    code, out, err = run_cli("check", *args, "--output-format", "json", "--no-latency")
     return code, (json.loads(out) if out else None), err
 
 
@@ -59,7 +60,7 @@ def test_growth_beyond_budget_fails_with_before_after(repo, run_cli):
     assert by_path(document)["models/b.onnx"]["status"] == "unchanged"
     assert repo.snapshot() == before
 
-    code, out, _ = run_cli("check", "models", "--base", "main")
+    code, out, _ = run_cli("check", "models", "--base", "main", "--no-latency")
     assert "base" in out and "head" in out and "delta" in out
     assert "+168 (+24.9%)" in out
 

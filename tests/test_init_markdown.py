@@ -52,7 +52,8 @@ def test_markdown_report_shows_base_to_head(tmp_path, run_cli, monkeypatch):
     repo.commit()
     factories.mlp(repo.root / "models" / "a.onnx", sizes=(16, 64, 4))
     monkeypatch.chdir(repo.root)
-    code, out, _ = run_cli("check", "models", "--base", "HEAD", "--output-format", "markdown")
+    code, out, _ = run_cli("check", "models", "--base", "HEAD", "--output-format", "markdown",
+                           "--no-latency")
     assert code == 1
     assert out.startswith("### bloatguard: 1 error(s), 0 warning(s) in 2 model(s)")
     assert "| ❌ | `models/a.onnx` | modified |" in out
