@@ -67,14 +67,14 @@ def big_embedded_model(path: Path, megabytes: int = 400) -> Path:
 def big_external_model(path: Path, gigabytes: float = 2.0) -> Path:
     """2 GB of weights in a sparse external data file: creating it costs nothing, and a reader
     that never touches the bytes is as fast as one that does not need them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     rows = 8192
     layer_bytes = rows * rows * 4
     layers = int(gigabytes * 10**9 // layer_bytes)
     data_name = path.name + ".data"
     nodes, inits, current = [], [], "x"
     for index in range(layers):
-        tensor = helper.make_tensor(f"w{index}", TensorProto.FLOAT, [rows, rows], vals=[])
-        tensor.ClearField("float_data")
+        tensor = TensorProto(name=f"w{index}", data_type=TensorProto.FLOAT, dims=[rows, rows])
         tensor.data_location = TensorProto.EXTERNAL
         for key, value in (("location", data_name), ("offset", str(index * layer_bytes)),
                            ("length", str(layer_bytes))):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -69,14 +68,14 @@ def measure(path: Path, config: Config, display: str | None = None,
 
 
 def _measure_macs(facts: ModelFacts, input_shapes: dict[str, list[int]]) -> None:
+    from bloatguard.isolate import IsolationError, run_isolated
     from bloatguard.measure.compute import count_macs
 
     try:
-        result = count_macs(facts.handle.proto, input_shapes)
-    except Exception as exc:  # shape inference on exotic graphs must not sink the report
-        if os.environ.get("BLOATGUARD_DEBUG"):
-            raise
-        facts.note(f"MACs not measured: {type(exc).__name__}: {exc}")
+        # ONNX shape inference is native code fed with untrusted input: keep it in a child.
+        result = run_isolated(count_macs, facts.handle.proto, input_shapes, timeout=60)
+    except IsolationError as exc:
+        facts.note(f"MACs not measured: shape inference {exc}")
         return
     facts.macs = result.macs
     facts.extra["macs_by_op"] = result.by_op
