@@ -51,35 +51,83 @@ def display_path(path: Path) -> str:
 
 
 def measure(path: Path, config: Config, display: str | None = None,
-            settings_path: Path | None = None) -> ModelFacts:
+            settings_path: Path | None = None, macs: MacsBatch | None = None) -> ModelFacts:
     """Read a model and take the measurements every budget rule needs.
 
     `settings_path` is where the model lives in the repository when `path` is a temporary copy
-    of a git blob, so that per-path settings (input shapes) still apply.
+    of a git blob, so that per-path settings (input shapes) still apply. With a `macs` batch,
+    MACs are counted later for all models at once (one child process instead of one per model).
     """
     from bloatguard.formats import read_model
 
     facts = read_model(path, display or display_path(path))
     if facts.format == "onnx" and facts.handle is not None:
-        _measure_macs(facts, config.resolve(settings_path or path).inputs)
+        batch = macs or MacsBatch()
+        batch.add(facts, config.resolve(settings_path or path).inputs)
+        if macs is None:
+            batch.run()
     elif not facts.unreadable and facts.format != "onnx":
         facts.note(f"{facts.format} files have no graph, so compute (MACs) is not measured")
     return facts
 
 
-def _measure_macs(facts: ModelFacts, input_shapes: dict[str, list[int]]) -> None:
-    from bloatguard.isolate import IsolationError, run_isolated
+class MacsBatch:
+    """Counts MACs for many ONNX models in one forked child.
+
+    Shape inference is native code fed with untrusted input, so it runs isolated; batching keeps
+    that to one fork and lets the child's lazily built operator tables serve every model. If the
+    batch child crashes, each model is retried alone so only the culprit loses its MACs.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[tuple[ModelFacts, dict[str, list[int]]]] = []
+        self.done_callbacks: list[Callable[[], None]] = []
+
+    def add(self, facts: ModelFacts, input_shapes: dict[str, list[int]]) -> None:
+        self.items.append((facts, input_shapes))
+
+    def then(self, callback: Callable[[], None]) -> None:
+        """Run `callback` after the batch (e.g. to cache facts only once they are complete)."""
+        self.done_callbacks.append(callback)
+
+    def run(self) -> None:
+        from bloatguard.isolate import IsolationError, run_isolated
+
+        items, self.items = self.items, []
+        if items:
+            jobs = [(facts.handle.proto, shapes) for facts, shapes in items]
+            try:
+                outcomes = run_isolated(_count_all, jobs, timeout=60 + 30 * len(jobs))
+            except IsolationError as exc:
+                if len(items) == 1:
+                    outcomes = [exc]
+                else:
+                    outcomes = []
+                    for job in jobs:
+                        try:
+                            outcomes.append(run_isolated(_count_all, [job], timeout=60)[0])
+                        except IsolationError as single:
+                            outcomes.append(single)
+            for (facts, _), outcome in zip(items, outcomes):
+                _store_macs(facts, outcome)
+        callbacks, self.done_callbacks = self.done_callbacks, []
+        for callback in callbacks:
+            callback()
+
+
+def _count_all(jobs):
     from bloatguard.measure.compute import count_macs
 
-    try:
-        # ONNX shape inference is native code fed with untrusted input: keep it in a child.
-        result = run_isolated(count_macs, facts.handle.proto, input_shapes, timeout=60)
-    except IsolationError as exc:
-        facts.note(f"MACs not measured: shape inference {exc}")
+    return [count_macs(proto, shapes) for proto, shapes in jobs]
+
+
+def _store_macs(facts: ModelFacts, outcome) -> None:
+    if isinstance(outcome, Exception):
+        facts.note(f"MACs not measured: shape inference {outcome}")
         return
-    facts.macs = result.macs
-    facts.extra["macs_by_op"] = result.by_op
-    for note in result.notes:
+    facts.macs = outcome.macs
+    facts.extra["macs_by_op"] = outcome.by_op
+    for note in outcome.notes:
         facts.note(note)
 
 
@@ -102,11 +150,13 @@ def check(paths: list[Path], config: Config, selection: Selection,
 
     results = []
     models = discover(paths, config)
+    macs = MacsBatch()
     for index, path in enumerate(models):
         if progress:
             progress(index, len(models), display_path(path))
-        results.append(ModelResult(path=display_path(path), facts=measure(path, config),
+        results.append(ModelResult(path=display_path(path), facts=measure(path, config, macs=macs),
                                    settings_path=path, head_file=path))
+    macs.run()
     _finish(results, config, selection, latency)
     return results
 
@@ -142,7 +192,8 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
     scope = [repo.relpath(p) if p.resolve() != repo.root else "." for p in paths] or ["."]
     results: list[ModelResult] = []
     with BlobWorkspace() as workspace:
-        side = _BlobMeasurer(repo, workspace, cache, config)
+        macs = MacsBatch()
+        side = _BlobMeasurer(repo, workspace, cache, config, macs)
         if base is None:  # no commit yet: everything staged is new
             pairings = [_new_pairing(repo, file, staged) for file in head_files]
         else:
@@ -174,8 +225,9 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
                 result.facts = side.measure(pairing.head_blob, head_commit or ":index", display, real_path)
                 result.head_file = result.facts.file
             else:
-                result.facts = measure(pairing.head_file, config, display)
+                result.facts = measure(pairing.head_file, config, display, macs=macs)
                 result.head_file = pairing.head_file
+        macs.run()
         _finish(results, config, selection, latency)
     return results
 
@@ -192,8 +244,9 @@ class _BlobMeasurer:
     """Measures git blobs through the metric cache, copying each (and its ONNX external data
     companions from the same tree) into a temporary directory only on a cache miss."""
 
-    def __init__(self, repo, workspace, cache, config: Config) -> None:
+    def __init__(self, repo, workspace, cache, config: Config, macs: MacsBatch) -> None:
         self.repo, self.workspace, self.cache, self.config = repo, workspace, cache, config
+        self.macs = macs
 
     def measure(self, blob, tree: str | None, display: str, real_path: Path) -> ModelFacts:
         settings = {"inputs": self.config.resolve(real_path).inputs}
@@ -209,8 +262,8 @@ class _BlobMeasurer:
             cached = self.cache.get(key, display)
             if cached is not None:
                 return cached
-        facts = measure(model_file, self.config, display, settings_path=real_path)
-        self.cache.put(key, facts)
+        facts = measure(model_file, self.config, display, settings_path=real_path, macs=self.macs)
+        self.macs.then(lambda: self.cache.put(key, facts))  # cache only complete measurements
         return facts
 
     def file_loader(self, blob, tree: str | None) -> Callable[[], Path | None]:
