@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -91,25 +92,24 @@ class MacsBatch:
         self.done_callbacks.append(callback)
 
     def run(self) -> None:
-        from bloatguard.isolate import IsolationError, run_isolated
+        from bloatguard.isolate import map_isolated
 
         items, self.items = self.items, []
-        if items:
-            jobs = [(facts.handle.proto, shapes) for facts, shapes in items]
-            try:
-                outcomes = run_isolated(_count_all, jobs, timeout=60 + 30 * len(jobs))
-            except IsolationError as exc:
-                if len(items) == 1:
-                    outcomes = [exc]
-                else:
-                    outcomes = []
-                    for job in jobs:
-                        try:
-                            outcomes.append(run_isolated(_count_all, [job], timeout=60)[0])
-                        except IsolationError as single:
-                            outcomes.append(single)
-            for (facts, _), outcome in zip(items, outcomes):
-                _store_macs(facts, outcome)
+        jobs = [(facts.handle.proto, shapes) for facts, shapes in items]
+        # One child per core, each taking an interleaved share of the models.
+        workers = max(1, min(len(jobs), os.cpu_count() or 1))
+        chunks = [jobs[start::workers] for start in range(workers)]
+        outcomes: list = [None] * len(jobs)
+        for start, result in enumerate(map_isolated(_count_all, chunks, timeout=60 + 30 * len(jobs))):
+            indices = range(start, len(jobs), workers)
+            if isinstance(result, Exception) and len(indices) > 1:
+                # Retry each model of a crashed chunk alone, so only the culprit loses its MACs.
+                result = [r[0] if isinstance(r, list) else r
+                          for r in map_isolated(_count_all, [[jobs[i]] for i in indices], timeout=60)]
+            for index, outcome in zip(indices, result if isinstance(result, list) else [result]):
+                outcomes[index] = outcome
+        for (facts, _), outcome in zip(items, outcomes):
+            _store_macs(facts, outcome)
         callbacks, self.done_callbacks = self.done_callbacks, []
         for callback in callbacks:
             callback()

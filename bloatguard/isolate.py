@@ -51,6 +51,35 @@ def run_isolated(function: Callable[..., Any], *args: Any, timeout: float = DEFA
     as IsolationError with their message; so are crashes, timeouts and memory exhaustion."""
     if not hasattr(os, "fork"):  # pragma: no cover - Windows: run in-process
         return function(*args)
+    return _start(function, args, memory).result(timeout)
+
+
+def map_isolated(function: Callable[[Any], Any], chunks: list[Any], *, timeout: float = DEFAULT_TIMEOUT,
+                 memory: int = DEFAULT_MEMORY) -> list[Any]:
+    """`function(chunk)` for each chunk, each in its own forked child, all running at once.
+    Each entry of the result is the return value or the IsolationError of that chunk."""
+    if not hasattr(os, "fork"):  # pragma: no cover
+        return [function(chunk) for chunk in chunks]
+    children = [_start(function, (chunk,), memory) for chunk in chunks]
+    deadline = time.monotonic() + timeout
+    results: list[Any] = []
+    for child in children:
+        try:
+            results.append(child.result(max(0.1, deadline - time.monotonic())))
+        except IsolationError as exc:
+            results.append(exc)
+    return results
+
+
+class _Child:
+    def __init__(self, pid: int, read_fd: int) -> None:
+        self.pid, self.read_fd = pid, read_fd
+
+    def result(self, timeout: float) -> Any:
+        return _collect(self.pid, self.read_fd, timeout)
+
+
+def _start(function: Callable[..., Any], args: tuple, memory: int) -> _Child:
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
@@ -74,7 +103,7 @@ def run_isolated(function: Callable[..., Any], *args: Any, timeout: float = DEFA
         finally:
             os._exit(status)
     os.close(write_fd)
-    return _collect(pid, read_fd, timeout)
+    return _Child(pid, read_fd)
 
 
 def _collect(pid: int, read_fd: int, timeout: float) -> Any:
