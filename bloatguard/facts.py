@@ -87,6 +87,8 @@ class ModelFacts:
     notes: list[str] = field(default_factory=list)
     # Globals a pickle refers to that are not on the allowlist (BG900 reports them).
     unsafe_globals: list[str] = field(default_factory=list)
+    # Set when the weights were deliberately not read (an unsafe pickle): counts are unknown.
+    weights_unknown: bool = False
     # Set when the file could not be read at all; BG000 reports it.
     unreadable: str | None = None
     remedy: str = ""
@@ -99,7 +101,7 @@ class ModelFacts:
 
     @property
     def params(self) -> int | None:
-        if self.unreadable:
+        if self.unreadable or self.weights_unknown:
             return None
         return sum(t.numel for t in self.tensors)
 
@@ -112,7 +114,7 @@ class ModelFacts:
 
     @property
     def weight_bytes(self) -> int | None:
-        if self.unreadable:
+        if self.unreadable or self.weights_unknown:
             return None
         sizes = [t.nbytes for t in self.tensors]
         return None if any(s is None for s in sizes) else sum(sizes)
@@ -144,6 +146,7 @@ def facts_to_dict(facts: ModelFacts) -> dict[str, Any]:
         "opsets": facts.opsets, "external_files": facts.external_files, "macs": facts.macs,
         "notes": facts.notes, "unsafe_globals": facts.unsafe_globals,
         "unreadable": facts.unreadable, "remedy": facts.remedy, "extra": facts.extra,
+        "weights_unknown": facts.weights_unknown,
     }
 
 
@@ -167,4 +170,5 @@ def facts_from_dict(path: str, data: dict[str, Any]) -> ModelFacts:
         macs=None if data["macs"] is None else int(data["macs"]),
         notes=list(data["notes"]), unsafe_globals=list(data["unsafe_globals"]),
         unreadable=data["unreadable"], remedy=str(data["remedy"]), extra=dict(data["extra"]),
+        weights_unknown=bool(data.get("weights_unknown", False)),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -58,8 +59,22 @@ def test_exceptions_are_reported_with_their_message():
         run_isolated(_raise)
 
 
-def test_no_zombies_left(tmp_path):
+def _zombie_children() -> list[int]:
+    zombies = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == os.getpid():
+            zombies.append(int(stat.parent.name))
+    return zombies
+
+
+def test_no_zombies_left():
+    before = set(_zombie_children())
     for _ in range(5):
         run_isolated(_add, 1, 1)
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
+    with pytest.raises(IsolationError):
+        run_isolated(_hang, timeout=0.2)
+    assert set(_zombie_children()) <= before

@@ -12,6 +12,9 @@ from bloatguard.facts import ModelFacts
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 ZIP_MAGIC = b"PK\x03\x04"
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
+PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle"}
+# First opcodes of protocol 0/1 pickles: GLOBAL, MARK, EMPTY_LIST, EMPTY_DICT, INT, STRING, ...
+_PROTOCOL_0_1_STARTS = {b"c", b"(", b"]", b"}", b"I", b"L", b"S", b"V", b"N", b"F", b"i", b")"}
 
 
 def sniff(head: bytes, suffix: str) -> str:
@@ -21,6 +24,9 @@ def sniff(head: bytes, suffix: str) -> str:
     if head.startswith((ZIP_MAGIC, EMPTY_ZIP_MAGIC)):
         return "zip"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    if suffix in PICKLE_SUFFIXES and head[:1] in _PROTOCOL_0_1_STARTS:
+        # Protocol 0/1 pickles have no header; trust the suffix, the scanner decides the rest.
         return "pickle"
     if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
         return "safetensors"

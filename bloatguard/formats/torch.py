@@ -1,0 +1,764 @@
+"""PyTorch reader: ModelFacts from torch.save checkpoints and TorchScript archives, statically.
+
+A .pt/.pth/.bin file is a pickle, and unpickling it runs whatever code it names. So this reader
+never calls `pickle.load`, `torch.load` or `torch.jit.load`, and never imports torch. Instead:
+
+1. every pickle in the file is scanned for the globals it references (`pickle_scan`); if any is
+   outside the allowlist the file is reported (BG900) and not unpickled at all;
+2. only then is it unpickled by `_RestrictedUnpickler`, whose `find_class` hands out bloatguard's
+   own inert placeholders (a tensor placeholder records dtype, shape and where its bytes live)
+   and whose `persistent_load` resolves storage references to zip records, never reading them;
+3. the tensors reachable from the result are the model's weights, named like state dict keys.
+
+Layouts handled: the zip archive torch.save has written since 1.6 (`<prefix>/data.pkl` plus one
+record per storage under `<prefix>/data/`), TorchScript archives (the same, plus `code/` and
+`constants.pkl`), the legacy format (a sequence of pickles followed by raw storages), and plain
+pickles that are not checkpoints at all (scanned the same way).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import pickle
+import re
+import struct
+import zipfile
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+from bloatguard.errors import UnreadableModel
+from bloatguard.facts import ModelFacts, TensorInfo
+from bloatguard.formats.pickle_scan import (
+    ALLOWLIST, STORAGE_TYPES, PickleScanError, PickleTooLarge, disallowed, global_name,
+    is_torchscript_class, read_pickle, scan_globals,
+)
+
+# data.pkl holds structure, not weights: a few KB for a 7B-parameter state dict. A larger one is
+# a zip bomb or something that is not a checkpoint.
+MAX_PICKLE_BYTES = 256 * 2**20
+# No real tensor has more elements; a larger shape is corruption or a lie.
+MAX_NUMEL = 2**48
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL_VERSION = 1001
+
+REMEDY = "re-save the model with torch.save or restore the file from git"
+UNSAFE_REMEDY = "re-save the weights as a plain state dict or as safetensors"
+NO_GRAPH_NOTE = "PyTorch checkpoints have no graph: compute (MACs) is not measured"
+SCRIPT_NOTE = "TorchScript code is not analysed: compute (MACs) is not measured"
+
+# torch dtype name -> bloatguard dtype name (facts.DTYPE_SIZES) and torch's bytes per element.
+_DTYPES: dict[str, tuple[str, int]] = {
+    "float64": ("float64", 8), "float32": ("float32", 4), "float16": ("float16", 2),
+    "bfloat16": ("bfloat16", 2),
+    "int64": ("int64", 8), "int32": ("int32", 4), "int16": ("int16", 2), "int8": ("int8", 1),
+    "uint64": ("uint64", 8), "uint32": ("uint32", 4), "uint16": ("uint16", 2),
+    "uint8": ("uint8", 1), "bool": ("bool", 1),
+    "complex32": ("complex32", 4), "complex64": ("complex64", 8), "complex128": ("complex128", 16),
+    "float8_e4m3fn": ("float8e4m3fn", 1), "float8_e4m3fnuz": ("float8e4m3fnuz", 1),
+    "float8_e5m2": ("float8e5m2", 1), "float8_e5m2fnuz": ("float8e5m2fnuz", 1),
+    "float8_e8m0fnu": ("float8e8m0", 1), "float4_e2m1fn_x2": ("float4_e2m1fn_x2", 1),
+    "qint8": ("int8", 1), "qint32": ("int32", 4), "quint8": ("uint8", 1),
+    "quint4x2": ("uint4", 1), "quint2x4": ("uint2", 1),
+    "bits8": ("bits8", 1), "bits16": ("bits16", 2), "bits1x8": ("bits1x8", 1),
+    "bits2x4": ("bits2x4", 1), "bits4x2": ("bits4x2", 1),
+    **{f"int{b}": (f"int{b}", 1) for b in range(1, 8)},
+    **{f"uint{b}": (f"uint{b}", 1) for b in range(1, 8)},
+}
+# Sub-byte dtypes pack several elements per stored byte, so shape and storage size are not
+# related by the element size and the storage-extent check is skipped for them.
+_PACKED = {"quint4x2", "quint2x4", *(f"int{b}" for b in range(1, 8)),
+           *(f"uint{b}" for b in range(1, 8))}
+
+_STORAGE_DTYPES = {
+    "DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
+    "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
+    "ComplexDoubleStorage": "complex128", "ComplexFloatStorage": "complex64",
+    "QInt8Storage": "qint8", "QInt32Storage": "qint32", "QUInt8Storage": "quint8",
+    "QUInt4x2Storage": "quint4x2", "QUInt2x4Storage": "quint2x4",
+}
+assert set(_STORAGE_DTYPES) == set(STORAGE_TYPES)
+
+
+class _Refused(pickle.UnpicklingError):
+    """Raised inside the restricted unpickler for anything a real checkpoint would not contain."""
+
+
+# --- placeholders the restricted unpickler builds instead of torch objects --------------------
+# They use __slots__ and refuse BUILD, so a hostile pickle cannot overwrite a validated shape.
+
+
+class _Inert:
+    __slots__ = ()
+
+    def __setstate__(self, state):
+        raise _Refused(f"BUILD on a {type(self).__name__[1:]} is not something torch writes")
+
+
+class _Storage(_Inert):
+    """One stored buffer: `record` identifies it (zip record path or legacy key)."""
+
+    __slots__ = ("record", "dtype", "nbytes", "base")
+
+    def __init__(self, record: str, dtype: str, nbytes: int, base: int = 0) -> None:
+        self.record, self.dtype, self.nbytes, self.base = record, dtype, nbytes, base
+
+
+class _Tensor(_Inert):
+    """A tensor: what it holds (dtype, shape) and where its bytes are (storage, offset)."""
+
+    __slots__ = ("dtype", "shape", "storage", "offset")
+
+    def __init__(self, dtype: str, shape: tuple[int, ...], storage: _Storage | None,
+                 offset: int) -> None:
+        self.dtype, self.shape, self.storage, self.offset = dtype, shape, storage, offset
+
+
+class _StorageType(_Inert):
+    """A storage class such as torch.HalfStorage; UntypedStorage holds bytes ("uint8")."""
+
+    __slots__ = ("dtype",)
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype = dtype
+
+
+class _Constant(_Inert):
+    """A torch object that holds no weights: a dtype, qscheme, layout, device, torch.Tensor."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _ScriptObject:
+    """An instance of a TorchScript class (`__torch__.*`): keeps its constructor args and state."""
+
+    __slots__ = ("args", "state")
+
+    def __new__(cls, *args, **kwargs):  # NEWOBJ passes the constructor args to __new__ too
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.args = args
+        self.state = None
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+
+_script_classes: dict[str, type] = {}
+
+
+def _script_class(name: str) -> type:
+    if name not in _script_classes:
+        _script_classes[name] = type(name.rsplit(".", 1)[-1], (_ScriptObject,),
+                                     {"__slots__": (), "__qualname__": name})
+    return _script_classes[name]
+
+
+# --- what allowlisted globals become ------------------------------------------------------------
+
+
+def _ints(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, (tuple, list)) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        raise _Refused(f"{what} is not a sequence of non-negative integers: {value!r:.80}")
+    return tuple(value)
+
+
+def _make_tensor(storage: Any, offset: Any, size: Any, stride: Any,
+                 dtype: str | None = None) -> _Tensor:
+    """A tensor placeholder, after checking that its shape fits inside its storage."""
+    if not isinstance(storage, _Storage):
+        raise _Refused("a tensor without a storage reference")
+    dtype = dtype or storage.dtype
+    shape = _ints(size, "tensor size")
+    strides = _ints(stride, "tensor stride")
+    (offset,) = _ints((offset,), "storage offset")
+    if len(strides) != len(shape):
+        raise _Refused(f"tensor size {shape} and stride {strides} differ in length")
+    numel = math.prod(shape)
+    if numel > MAX_NUMEL:
+        raise _Refused(f"a tensor of shape {shape} ({numel} elements) is implausibly large")
+    itemsize = _DTYPES[dtype][1]
+    if numel and dtype not in _PACKED:
+        extent = offset + sum((n - 1) * s for n, s in zip(shape, strides)) + 1
+        needed = (storage.base + extent) * itemsize
+        if needed > storage.nbytes:
+            raise _Refused(f"a {dtype} tensor of shape {list(shape)} needs {needed} bytes but "
+                           f"its storage {storage.record!r} holds {storage.nbytes}")
+    return _Tensor(dtype, shape, storage, offset)
+
+
+def _tensor(value: Any, what: str) -> _Tensor:
+    if not isinstance(value, _Tensor):
+        raise _Refused(f"{what} is not a tensor")
+    return value
+
+
+def _dtype(value: Any) -> str:
+    if not isinstance(value, _Constant) or value.name not in _DTYPES:
+        raise _Refused(f"not a torch dtype: {value!r:.80}")
+    return value.name
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride):
+    return _make_tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
+                       backward_hooks=None, metadata=None):
+    return _make_tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks,
+                       dtype, metadata=None):
+    # The storage is untyped (bytes); the dtype comes separately (uint16, float8, ...).
+    return _make_tensor(storage, storage_offset, size, stride, _dtype(dtype))
+
+
+def _rebuild_parameter(data, requires_grad, backward_hooks, state=None):
+    return _tensor(data, "a Parameter's data")
+
+
+def _rebuild_qtensor(storage, storage_offset, size, stride, quantizer_params, requires_grad,
+                     backward_hooks):
+    # Per-channel scales and zero points are quantization metadata, not weights.
+    return _make_tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_sparse_tensor(layout, data):
+    # The stored weights of a sparse tensor are its values (as the ONNX reader counts them):
+    # COO data is (indices, values, size, ...); CSR/CSC/BSR/BSC data is
+    # (compressed indices, plain indices, values, size).
+    if not isinstance(data, tuple) or len(data) < 3:
+        raise _Refused("malformed sparse tensor")
+    values = data[1] if getattr(layout, "name", None) == "sparse_coo" else data[2]
+    return _tensor(values, "a sparse tensor's values")
+
+
+def _rebuild_nested_tensor(buffer, sizes, strides, storage_offsets):
+    return _tensor(buffer, "a nested tensor's buffer")
+
+
+def _rebuild_meta_tensor_no_storage(dtype, size, stride, requires_grad):
+    shape = _ints(size, "tensor size")
+    if math.prod(shape) > MAX_NUMEL:
+        raise _Refused(f"a tensor of shape {shape} is implausibly large")
+    return _Tensor(_dtype(dtype), shape, None, 0)
+
+
+def _rebuild_device_tensor_from_cpu_tensor(data, dtype, device, requires_grad):
+    return _tensor(data, "a device tensor's data")
+
+
+def _rebuild_from_type_v2(func, new_type, args, state):
+    # Emitted for a plain tensor that carries Python attributes; func is one of the above.
+    if func not in _REBUILDERS or not isinstance(args, tuple):
+        raise _Refused("_rebuild_from_type_v2 with an unexpected rebuild function")
+    return func(*args)
+
+
+_REBUILDERS = {
+    _rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter,
+    _rebuild_qtensor, _rebuild_sparse_tensor, _rebuild_nested_tensor,
+    _rebuild_meta_tensor_no_storage, _rebuild_device_tensor_from_cpu_tensor,
+}
+
+
+def _size(dims=()):
+    return _ints(tuple(dims) if isinstance(dims, (tuple, list)) else dims, "torch.Size")
+
+
+def _device(kind, index=None):
+    return _Constant(f"{kind}:{index}" if index is not None else str(kind))
+
+
+def _get_layout(name):
+    return _Constant(str(name).removeprefix("torch."))
+
+
+def _bytearray(*args):
+    # bytearray(10**12) would allocate a terabyte; pickles only ever pass the contents.
+    if args and not isinstance(args[0], (bytes, str)):
+        raise _Refused("bytearray called with a size instead of contents")
+    return bytearray(*args)
+
+
+def _identity(value, *ignored):
+    return value
+
+
+def _tensor_from_id(data):
+    return data if isinstance(data, int) else None
+
+
+def _placeholders() -> dict[str, Any]:
+    table: dict[str, Any] = {
+        "torch._utils._rebuild_tensor": _rebuild_tensor,
+        "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
+        "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
+        "torch._utils._rebuild_parameter": _rebuild_parameter,
+        "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
+        "torch._utils._rebuild_qtensor": _rebuild_qtensor,
+        "torch._utils._rebuild_sparse_tensor": _rebuild_sparse_tensor,
+        "torch._utils._rebuild_nested_tensor": _rebuild_nested_tensor,
+        "torch._utils._rebuild_meta_tensor_no_storage": _rebuild_meta_tensor_no_storage,
+        "torch._utils._rebuild_device_tensor_from_cpu_tensor":
+            _rebuild_device_tensor_from_cpu_tensor,
+        "torch._tensor._rebuild_from_type_v2": _rebuild_from_type_v2,
+        "torch.storage.UntypedStorage": _StorageType("uint8"),
+        "torch.UntypedStorage": _StorageType("uint8"),
+        "torch.device": _device,
+        "torch.Size": _size,
+        "torch.Tensor": _Constant("Tensor"),
+        "torch.serialization._get_layout": _get_layout,
+        "torch.jit._pickle.build_intlist": _identity,
+        "torch.jit._pickle.build_tensorlist": _identity,
+        "torch.jit._pickle.build_doublelist": _identity,
+        "torch.jit._pickle.build_boollist": _identity,
+        "torch.jit._pickle.build_tensor_from_id": _tensor_from_id,
+        "torch.jit._pickle.restore_type_tag": _identity,
+        "collections.OrderedDict": OrderedDict,
+        "collections.Counter": Counter,
+        "builtins.set": set, "builtins.frozenset": frozenset, "builtins.slice": slice,
+        "builtins.complex": complex, "builtins.bytearray": _bytearray,
+    }
+    for storage, dtype in _STORAGE_DTYPES.items():
+        table[f"torch.{storage}"] = table[f"torch.cuda.{storage}"] = _StorageType(dtype)
+    for name in ALLOWLIST:
+        module, _, attribute = name.rpartition(".")
+        if module == "torch" and name not in table:  # dtypes and qschemes
+            table[name] = _Constant(attribute)
+    return {name: value for name, value in table.items() if name in ALLOWLIST}
+
+
+_PLACEHOLDERS = _placeholders()
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles only allowlisted globals, each as a placeholder; storages via `load_storage`."""
+
+    def __init__(self, data: bytes, load_storage: Callable[[tuple], _Storage] | None) -> None:
+        super().__init__(io.BytesIO(data), encoding="utf-8")
+        self._proto = data[1] if len(data) > 1 and data[0] == 0x80 else 0
+        self._load_storage = load_storage
+
+    def find_class(self, module: str, name: str) -> Any:
+        full = global_name(module, name, self._proto)
+        if full in _PLACEHOLDERS:
+            return _PLACEHOLDERS[full]
+        if is_torchscript_class(full):
+            return _script_class(full)
+        raise _Refused(f"global {full} is not allowed")
+
+    def persistent_load(self, pid: Any) -> Any:
+        if self._load_storage is None:
+            raise _Refused("a persistent reference outside a PyTorch checkpoint")
+        if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
+            raise _Refused(f"unknown persistent reference {pid!r:.80}")
+        return self._load_storage(pid)
+
+
+def _unpickle(data: bytes, what: str, load_storage: Callable[[tuple], _Storage] | None) -> Any:
+    try:
+        return _RestrictedUnpickler(data, load_storage).load()
+    except UnreadableModel:
+        raise
+    except RecursionError:
+        raise UnreadableModel(f"{what} nests too deeply to read", REMEDY) from None
+    except Exception as exc:  # anything a damaged or unexpected pickle makes the unpickler raise
+        raise UnreadableModel(f"{what} is not a PyTorch checkpoint pickle ({exc})",
+                              REMEDY) from None
+
+
+def _storage_type(pid: tuple, what: str) -> _StorageType:
+    if not isinstance(pid[1], _StorageType):
+        raise _Refused(f"{what}: storage reference without a storage type")
+    return pid[1]
+
+
+def _check_numel(value: Any) -> int:
+    if not isinstance(value, int) or value < 0 or value > MAX_NUMEL:
+        raise _Refused(f"implausible storage size {value!r:.40}")
+    return value
+
+
+# --- collecting tensors from the unpickled object -----------------------------------------------
+
+
+def _children(obj: Any) -> list[tuple[str, Any]] | None:
+    if isinstance(obj, _ScriptObject):
+        obj = obj.state if obj.state is not None else obj.args
+    if isinstance(obj, dict):
+        return [(_key(key), value) for key, value in obj.items()]
+    if isinstance(obj, (list, tuple)):
+        return [(str(index), value) for index, value in enumerate(obj)]
+    if isinstance(obj, (set, frozenset)):
+        return [(str(index), value) for index, value in enumerate(obj)]
+    return None
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, bytes):
+        return key.decode("utf-8", "replace")
+    return str(key)
+
+
+def _collect(root: Any, prefix: str = "") -> list[tuple[str, _Tensor]]:
+    """Every tensor reachable from `root`, named by the keys leading to it, in pickle order.
+
+    Iterative, and each container is visited once: the memo lets a pickle share one object from
+    many places (or nest deeply), which must not cost exponential time or the Python stack.
+    """
+    found: list[tuple[str, _Tensor]] = []
+    seen: set[int] = set()
+    pending: list[tuple[str, Any]] = [(prefix, root)]
+    while pending:
+        name, obj = pending.pop()
+        if id(obj) in seen:
+            continue
+        if isinstance(obj, _Tensor):
+            seen.add(id(obj))
+            found.append((name or "tensor", obj))
+            continue
+        children = _children(obj)
+        if children is None:
+            continue
+        seen.add(id(obj))
+        pending.extend((f"{name}.{key}" if name else key, value)
+                       for key, value in reversed(children))
+    return found
+
+
+def _add_tensors(facts: ModelFacts, named: list[tuple[str, _Tensor]], where: str) -> None:
+    """Tensors as TensorInfo; tied weights (same storage bytes and shape) are counted once."""
+    seen: dict[tuple, str] = {}
+    tied = facts.extra.setdefault("tied", [])
+    # Bytes per storage record, summed into storage_bytes by _finish (a storage shared by
+    # several tensors is stored, and counted, once).
+    storages = facts.extra.setdefault("_storages", {})
+    for name, tensor in named:
+        if tensor.storage is not None:
+            storages[tensor.storage.record] = tensor.storage.nbytes
+            key = (tensor.storage.record, tensor.storage.base + tensor.offset, tensor.shape)
+            if key in seen:
+                tied.append([name, seen[key]])
+                continue
+            seen[key] = name
+        dtype = _DTYPES[tensor.dtype][0]
+        facts.tensors.append(TensorInfo(name=name, dtype=dtype, shape=tensor.shape, where=where))
+
+
+def _finish(facts: ModelFacts) -> ModelFacts:
+    storages = facts.extra.pop("_storages", {})
+    facts.extra["storage_bytes"] = sum(storages.values())
+    if not facts.extra.get("tied"):
+        facts.extra.pop("tied", None)
+    return facts
+
+
+# --- scanning ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pickle:
+    """One pickle of a file. `oversized` is set when only a prefix of it could be read."""
+
+    what: str
+    data: bytes
+    oversized: str | None = None
+
+
+def _scan(facts: ModelFacts, pickles: list[_Pickle]) -> bool:
+    """Scan every pickle; True if unpickling may go ahead.
+
+    Globals outside the allowlist make the file unsafe: they are recorded (BG900 reports them),
+    and nothing is unpickled, so the weights stay unknown. A pickle that does not parse (or is too large to read
+    whole) is unreadable, but its globals up to that point still count: a real unpickler would
+    have imported them first.
+    """
+    names: list[str] = []
+    damage: str | None = None
+    for item in pickles:
+        try:
+            names += scan_globals(item.data)
+        except PickleScanError as exc:
+            names += exc.globals_seen
+            damage = damage or f"{item.what}: {exc.cause}"
+        if item.oversized:  # its prefix "ends early" only because reading stopped there
+            damage = f"{item.what}: {item.oversized}"
+    # The allowlisted globals seen, for reports; TorchScript class names are the model's own.
+    facts.extra["pickle_globals"] = sorted({n for n in names if not is_torchscript_class(n)})
+    unsafe = disallowed(names)
+    if unsafe:
+        facts.unsafe_globals = unsafe
+        facts.weights_unknown = True
+        facts.note("weights not read: the pickle names globals outside the allowlist (see BG900); "
+                   + UNSAFE_REMEDY)
+        if damage:
+            facts.note(f"the pickle is also damaged ({damage})")
+        return False
+    if damage:
+        raise UnreadableModel(damage, REMEDY)
+    return True
+
+
+# --- zip archives (torch.save since 1.6, TorchScript) -------------------------------------------
+
+_DATA_PKL = re.compile(r"^([^/]+)/data\.pkl$")
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, NotImplementedError,
+            EOFError) as exc:
+        raise UnreadableModel(f"not a valid zip archive ({exc}); the file may be truncated",
+                              REMEDY) from None
+
+
+def _check_records(archive: zipfile.ZipFile, file_size: int) -> None:
+    """Cheap integrity checks on the central directory, without reading any record."""
+    names = Counter(info.filename for info in archive.infolist())
+    duplicates = sorted(name for name, count in names.items() if count > 1)
+    if duplicates:
+        # Different readers pick different copies: a classic way to smuggle a second payload.
+        raise UnreadableModel(f"the zip archive has duplicate records ({duplicates[0]})", REMEDY)
+    for info in archive.infolist():
+        if info.flag_bits & 0x1:
+            raise UnreadableModel(f"zip record {info.filename} is encrypted", REMEDY)
+        if info.header_offset + info.compress_size > file_size:
+            raise UnreadableModel(f"zip record {info.filename} extends past the end of the file; "
+                                  "the file is truncated or corrupt", REMEDY)
+        if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+            raise UnreadableModel(f"zip record {info.filename} has inconsistent sizes", REMEDY)
+
+
+def _find_prefix(archive: zipfile.ZipFile) -> str:
+    """The archive's top directory holding data.pkl; torch uses the first record's directory."""
+    candidates = [m.group(1) for m in map(_DATA_PKL.match, archive.namelist()) if m]
+    if not candidates:
+        raise UnreadableModel("a zip archive without data.pkl: not a PyTorch checkpoint",
+                              "check that this is a PyTorch model, or exclude it in the config")
+    first = archive.namelist()[0].split("/", 1)[0]
+    return first if first in candidates else candidates[0]
+
+
+def _read_record(archive: zipfile.ZipFile, name: str) -> _Pickle:
+    """A pickle record; beyond MAX_PICKLE_BYTES only its start, which is still scanned."""
+    what = name.rsplit("/", 1)[-1]
+    size = archive.getinfo(name).file_size
+    try:
+        with archive.open(name) as record:
+            data = record.read(MAX_PICKLE_BYTES)
+    except Exception as exc:  # BadZipFile, zlib.error, EOFError, ... for a damaged record
+        raise UnreadableModel(f"cannot read {name} from the zip archive ({exc})", REMEDY) from None
+    if size > MAX_PICKLE_BYTES:
+        return _Pickle(what, data, f"{size} bytes, more than a checkpoint's pickle ever needs "
+                                   f"({MAX_PICKLE_BYTES // 2**20} MiB)")
+    return _Pickle(what, data)
+
+
+def _zip_storage_loader(archive: zipfile.ZipFile, directory: str) -> Callable[[tuple], _Storage]:
+    """persistent_load for zip archives: ('storage', type, key, location, numel) -> zip record."""
+    loaded: dict[str, _Storage] = {}
+
+    def load(pid: tuple) -> _Storage:
+        if len(pid) != 5 or not isinstance(pid[2], str):
+            raise _Refused(f"malformed storage reference {pid!r:.80}")
+        storage_type = _storage_type(pid, "data.pkl")
+        record = f"{directory}/{pid[2]}"
+        if record not in loaded:
+            try:
+                info = archive.getinfo(record)
+            except KeyError:
+                raise UnreadableModel(f"storage {record} referenced by the pickle is missing "
+                                      "from the archive", REMEDY) from None
+            declared = _check_numel(pid[4]) * _DTYPES[storage_type.dtype][1]
+            if info.file_size < declared:
+                raise UnreadableModel(f"storage {record} holds {info.file_size} bytes but the "
+                                      f"pickle declares {declared}", REMEDY)
+            loaded[record] = _Storage(record, storage_type.dtype, info.file_size)
+        return loaded[record]
+
+    return load
+
+
+def _read_zip(path: Path, facts: ModelFacts) -> ModelFacts:
+    with _open_zip(path) as archive:
+        _check_records(archive, facts.file_size)
+        prefix = _find_prefix(archive)
+        names = set(archive.namelist())
+        script = f"{prefix}/constants.pkl" in names or any(
+            name.startswith(f"{prefix}/code/") for name in names)
+        facts.format = "torchscript" if script else "pytorch"
+        facts.extra["serialization"] = "zip"
+        # traced_inputs.pkl (traced TorchScript) holds example inputs, not weights, but is
+        # still a pickle a loader reads, so it is scanned too.
+        archives = [name for name in ("data", "constants", "traced_inputs")
+                    if f"{prefix}/{name}.pkl" in names]
+        pickles = [_read_record(archive, f"{prefix}/{name}.pkl") for name in archives]
+        if not _scan(facts, pickles):
+            return facts
+        where = "torchscript" if script else "state_dict"
+        for item, name in zip(pickles, archives):
+            if name == "traced_inputs":
+                continue
+            loader = _zip_storage_loader(archive, f"{prefix}/{name}")
+            root = _unpickle(item.data, item.what, loader)
+            _add_tensors(facts, _collect(root, "constants" if name == "constants" else ""), where)
+    facts.note(SCRIPT_NOTE if script else NO_GRAPH_NOTE)
+    return _finish(facts)
+
+
+# --- legacy torch.save files and plain pickles ------------------------------------------------
+
+
+@dataclass
+class _LegacyStorages:
+    """persistent_load for the legacy format: storage bytes follow the pickles in the file."""
+
+    storages: dict[str, _Storage] = field(default_factory=dict)
+
+    def __call__(self, pid: tuple) -> _Storage:
+        # ('storage', type, root_key, location, numel, view_metadata)
+        if len(pid) != 6 or not isinstance(pid[2], str):
+            raise _Refused(f"malformed storage reference {pid!r:.80}")
+        storage_type = _storage_type(pid, "legacy checkpoint")
+        key = pid[2]
+        if key not in self.storages:
+            nbytes = _check_numel(pid[4]) * _DTYPES[storage_type.dtype][1]
+            self.storages[key] = _Storage(key, storage_type.dtype, nbytes)
+        root = self.storages[key]
+        view = pid[5]
+        if view is None:
+            return root
+        # Pre-1.0 storage views: (view_key, offset, size) into the root storage.
+        if not (isinstance(view, tuple) and len(view) == 3):
+            raise _Refused("malformed storage view")
+        _, offset, size = view
+        (offset, size) = _ints((offset, size), "storage view")
+        return _Storage(key, root.dtype, root.nbytes, base=offset)
+
+
+def _next_pickle(handle: BinaryIO, what: str) -> _Pickle:
+    try:
+        return _Pickle(what, read_pickle(handle, MAX_PICKLE_BYTES))
+    except PickleTooLarge as exc:
+        return _Pickle(what, exc.prefix, exc.cause)
+
+
+def _read_pickles(path: Path, facts: ModelFacts) -> ModelFacts:
+    with open(path, "rb") as handle:
+        first = _next_pickle(handle, "the pickle")
+        if not first.oversized and _is_legacy_magic(first.data):
+            return _read_legacy(handle, facts, first)
+        return _read_plain(handle, facts, first)
+
+
+def _is_legacy_magic(data: bytes) -> bool:
+    """Whether this first pickle is legacy torch.save's magic number (a 15-byte pickle)."""
+    if len(data) > 64:  # do not unpickle a large plain pickle twice just to find out
+        return False
+    try:
+        if scan_globals(data):
+            return False
+        return _RestrictedUnpickler(data, None).load() == LEGACY_MAGIC
+    except Exception:  # not a valid pickle either way; the plain path reports why
+        return False
+
+
+def _read_legacy(handle: BinaryIO, facts: ModelFacts, magic: _Pickle) -> ModelFacts:
+    facts.format = "pytorch"
+    facts.extra["serialization"] = "legacy"
+    pickles = [magic]
+    for what in ("the protocol version", "sys_info", "the main pickle", "the storage key list"):
+        pickles.append(_next_pickle(handle, what))
+        if pickles[-1].oversized:  # the rest of the file cannot be located
+            break
+    if not _scan(facts, pickles):
+        return facts
+    _, version, _, main, keys = (item.data for item in pickles)
+    version = _unpickle(version, "the protocol version", None)
+    if version != LEGACY_PROTOCOL_VERSION:
+        raise UnreadableModel(f"unsupported legacy torch.save protocol version {version!r:.20}",
+                              REMEDY)
+    storages = _LegacyStorages()
+    root = _unpickle(main, "the main pickle", storages)
+    keys = _unpickle(keys, "the storage key list", None)
+    _check_legacy_storages(handle, keys, storages.storages)
+    _add_tensors(facts, _collect(root), "state_dict")
+    facts.note(NO_GRAPH_NOTE)
+    return _finish(facts)
+
+
+def _check_legacy_storages(handle: BinaryIO, keys: Any, storages: dict[str, _Storage]) -> None:
+    """Walk the raw storage section: each storage is an int64 element count, then its bytes.
+
+    Reads 8 bytes per storage, so it is cheap; it catches truncation and counts that disagree
+    with the pickle.
+    """
+    if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
+        raise UnreadableModel("the legacy checkpoint's storage key list is malformed", REMEDY)
+    if set(keys) != set(storages):
+        raise UnreadableModel("the legacy checkpoint's storage key list does not match the "
+                              "storages its pickle references", REMEDY)
+    offset = handle.tell()
+    end = handle.seek(0, io.SEEK_END)
+    for key in keys:
+        storage = storages[key]
+        handle.seek(offset)
+        header = handle.read(8)
+        if len(header) < 8:
+            raise UnreadableModel(f"the file ends before storage {key}; it is truncated", REMEDY)
+        (numel,) = struct.unpack("<q", header)
+        itemsize = _DTYPES[storage.dtype][1]
+        if numel * itemsize != storage.nbytes:
+            raise UnreadableModel(f"storage {key} holds {numel} elements but the pickle "
+                                  f"declares {storage.nbytes // itemsize}", REMEDY)
+        offset += 8 + storage.nbytes
+        if offset > end:
+            raise UnreadableModel(f"the file ends inside storage {key}; it is truncated", REMEDY)
+
+
+def _read_plain(handle: BinaryIO, facts: ModelFacts, first: _Pickle) -> ModelFacts:
+    """A pickle that is not a torch.save checkpoint: scan it (and any pickles that follow)."""
+    facts.format = "pickle"
+    facts.extra["serialization"] = "pickle"
+    pickles = [first]
+    end = handle.seek(0, io.SEEK_END)
+    handle.seek(len(first.data))
+    trailing = None
+    while handle.tell() < end and not pickles[-1].oversized:
+        position = handle.tell()
+        if handle.read(1) != b"\x80":
+            trailing = f"{end - position} bytes of trailing data after the pickle"
+            break
+        handle.seek(position)
+        pickles.append(_next_pickle(handle, f"the pickle at byte {position}"))
+    if not _scan(facts, pickles):
+        return facts
+    if trailing:
+        raise UnreadableModel(f"{trailing} (not another pickle)", REMEDY)
+    root = _unpickle(first.data, "the pickle", None)
+    _add_tensors(facts, _collect(root), "state_dict")
+    facts.note("a plain pickle, not a torch.save checkpoint: only tensors it holds are counted")
+    return _finish(facts)
+
+
+def read(path: Path, display: str, kind: str) -> ModelFacts:
+    """Facts about a PyTorch file; `kind` is what the dispatcher sniffed: "zip" or "pickle"."""
+    facts = ModelFacts(path=display, format="pytorch", file_size=path.stat().st_size)
+    try:
+        if kind == "zip":
+            return _read_zip(path, facts)
+        return _read_pickles(path, facts)
+    except _Refused as exc:
+        raise UnreadableModel(f"not a PyTorch checkpoint this reader accepts ({exc})",
+                              REMEDY) from None
