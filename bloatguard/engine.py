@@ -43,6 +43,34 @@ class Selection:
                 and not any(selector_matches(s, rule) for s in ignore)]
 
 
+@dataclass(frozen=True)
+class Shard:
+    """`--shard K/N`: the K-th (1-based) of N parts of the models, for parallel CI jobs.
+
+    A model's part is a hash of its report path, so every job computes the same split without
+    talking to the others, and adding a model moves no other model to another part."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        index, slash, count = text.partition("/")
+        try:
+            shard = cls(int(index), int(count))
+        except ValueError:
+            raise ValueError(f"expected K/N such as 1/4, got {text!r}") from None
+        if not slash or not 1 <= shard.index <= shard.count:
+            raise ValueError(f"expected K/N with 1 <= K <= N, got {text!r}")
+        return shard
+
+    def __contains__(self, path: str) -> bool:
+        import hashlib
+
+        digest = hashlib.sha256(path.encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
+
+
 def display_path(path: Path) -> str:
     """Paths as the user typed them when relative to the working directory, else absolute."""
     try:
@@ -104,7 +132,7 @@ class MacsBatch:
             indices = range(start, len(jobs), workers)
             if isinstance(result, Exception) and len(indices) > 1:
                 # Retry each model of a crashed chunk alone, so only the culprit loses its MACs.
-                result = [r[0] if isinstance(r, list) else r
+                result = [r if isinstance(r, Exception) else r[0]
                           for r in map_isolated(_count_all, [[jobs[i]] for i in indices], timeout=60)]
             for index, outcome in zip(indices, result if isinstance(result, list) else [result]):
                 outcomes[index] = outcome
@@ -115,20 +143,45 @@ class MacsBatch:
             callback()
 
 
-def _count_all(jobs):
+def _count_all(jobs) -> list[dict]:
+    from dataclasses import asdict
+
     from bloatguard.measure.compute import count_macs
 
-    return [count_macs(proto, shapes) for proto, shapes in jobs]
+    return [asdict(count_macs(proto, shapes)) for proto, shapes in jobs]
 
 
 def _store_macs(facts: ModelFacts, outcome) -> None:
     if isinstance(outcome, Exception):
         facts.note(f"MACs not measured: shape inference {outcome}")
         return
-    facts.macs = outcome.macs
-    facts.extra["macs_by_op"] = outcome.by_op
-    for note in outcome.notes:
+    facts.macs = outcome["macs"]
+    facts.extra["macs_by_op"] = outcome["by_op"]
+    for note in outcome["notes"]:
         facts.note(note)
+
+
+def _findings(facts: ModelFacts, base: ModelFacts | None, path: Path, config: Config,
+              rules: list[Rule]) -> list[Finding]:
+    """apply_rules for one model, in a form a worker process can run (no closures)."""
+    result = ModelResult(path=facts.path, facts=facts, base=base)
+    apply_rules(result, path, config, rules)
+    return result.findings
+
+
+def _in_order(function: Callable, calls: list[tuple], jobs: int) -> list:
+    """`function(*call)` for every call: in `jobs` worker processes when jobs > 1, always
+    returned in the calls' order. Workers are forked where the platform can (cheap, and unlike
+    spawn they never re-run the caller's main script), as bloatguard.isolate does."""
+    if jobs <= 1 or len(calls) <= 1:
+        return [function(*call) for call in calls]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(min(jobs, len(calls)),
+                             mp_context=multiprocessing.get_context(method)) as pool:
+        return list(pool.map(function, *zip(*calls)))
 
 
 def apply_rules(result: ModelResult, path: Path, config: Config, rules: list[Rule]) -> None:
@@ -138,18 +191,24 @@ def apply_rules(result: ModelResult, path: Path, config: Config, rules: list[Rul
         for rule in rules:
             if any(selector_matches(code, rule) for code in settings.ignored):
                 continue
-            result.findings.extend(rule.check(context))
+            try:
+                result.findings.extend(rule.check(context))
+            except Exception as exc:  # one rule's bug on one odd model must not sink the run
+                if os.environ.get("BLOATGUARD_DEBUG"):
+                    raise
+                result.facts.note(f"{rule.code} {rule.name} could not check this model "
+                                  f"({type(exc).__name__}: {exc}); set BLOATGUARD_DEBUG=1 for details")
     finally:
         context.close()
 
 
 def check(paths: list[Path], config: Config, selection: Selection,
           progress: Callable[[int, int, str], None] | None = None,
-          latency: bool = False) -> list[ModelResult]:
+          latency: bool = False, shard: Shard | None = None, jobs: int = 1) -> list[ModelResult]:
     from bloatguard.discover import discover
 
     results = []
-    models = discover(paths, config)
+    models = [path for path in discover(paths, config) if shard is None or display_path(path) in shard]
     macs = MacsBatch()
     for index, path in enumerate(models):
         if progress:
@@ -157,27 +216,33 @@ def check(paths: list[Path], config: Config, selection: Selection,
         results.append(ModelResult(path=display_path(path), facts=measure(path, config, macs=macs),
                                    settings_path=path, head_file=path))
     macs.run()
-    _finish(results, config, selection, latency)
+    _finish(results, config, selection, latency, jobs)
     return results
 
 
-def _finish(results: list[ModelResult], config: Config, selection: Selection, latency: bool) -> None:
+def _finish(results: list[ModelResult], config: Config, selection: Selection, latency: bool,
+            jobs: int = 1) -> None:
     """The steps that need every model measured first: latency (interleaved, corrected for
-    multiple comparisons across models), then the rules."""
+    multiple comparisons across models), then the rules. The rules scan weights, the per-model
+    work that grows with model size, so `jobs` runs them for several models at once; latency
+    stays serial, since parallel timing would measure the contention."""
     if latency:
         from bloatguard.measure.latency import attach_latency
 
         attach_latency(results, config)
     rules = selection.rules(config)
-    for result in results:
-        if result.facts is not None:
-            apply_rules(result, result.settings_path or Path(result.path), config, rules)
+    checked = [result for result in results if result.facts is not None]
+    calls = [(result.facts, result.base, result.settings_path or Path(result.path), config, rules)
+             for result in checked]
+    for result, findings in zip(checked, _in_order(_findings, calls, jobs)):
+        result.findings.extend(findings)
 
 
 def check_against_base(paths: list[Path], config: Config, selection: Selection, base_ref: str | None,
                        *, staged: bool = False, head_ref: str | None = None, fetch: bool = False,
                        use_cache: bool = True, latency: bool = False,
-                       progress: Callable[[int, int, str], None] | None = None) -> list[ModelResult]:
+                       progress: Callable[[int, int, str], None] | None = None,
+                       shard: Shard | None = None, jobs: int = 1) -> list[ModelResult]:
     """Measure each model and its base version; see gitbase for where each side comes from."""
     from bloatguard.cache import DEFAULT_DIR, MetricCache
     from bloatguard.discover import AMBIGUOUS_SUFFIXES, MODEL_SUFFIXES, discover
@@ -201,6 +266,8 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
                 repo, head_files, base, staged=staged, head_commit=head_commit, scope=scope,
                 is_model_path=lambda p: Path(p).suffix.lower() in MODEL_SUFFIXES - AMBIGUOUS_SUFFIXES
                 and config.is_included(repo.root / p)))
+        if shard is not None:
+            pairings = [p for p in pairings if display_path(repo.root / p.path) in shard]
         for index, pairing in enumerate(pairings):
             if progress:
                 progress(index, len(pairings), pairing.path)
@@ -228,7 +295,7 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
                 result.facts = measure(pairing.head_file, config, display, macs=macs)
                 result.head_file = pairing.head_file
         macs.run()
-        _finish(results, config, selection, latency)
+        _finish(results, config, selection, latency, jobs)
     return results
 
 

@@ -2,15 +2,16 @@
 forked child with a timeout and an address-space cap, so a segfault, a hang or a memory blow-up
 in a native library becomes a one-line error for that model instead of a dead linter.
 
-fork keeps this cheap (a few milliseconds: the child inherits the parent's imported modules),
-which matters because the static check runs it once per model. Results come back pickled over a
-pipe; they are produced by bloatguard's own code in the child, never read from a model file.
+fork keeps this cheap (a few milliseconds: the child inherits the parent's imported modules).
+Results come back over a pipe as JSON, not pickle: a child whose native code was subverted by a
+hostile model could write anything to the pipe, and JSON cannot make the parent run code.
+Functions run here must therefore return JSON-compatible values.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
 import select
 import signal
 import time
@@ -91,11 +92,11 @@ def _start(function: Callable[..., Any], args: tuple, memory: int) -> _Child:
             faulthandler.disable()  # a crash is reported by the parent, in one line
             _limit_memory(memory)
             try:
-                payload = pickle.dumps(("ok", function(*args)))
+                payload = json.dumps(["ok", function(*args)]).encode()
             except MemoryError:
-                payload = pickle.dumps(("error", "ran out of memory (address-space cap reached)"))
+                payload = json.dumps(["error", "ran out of memory (address-space cap reached)"]).encode()
             except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-                payload = pickle.dumps(("error", f"{type(exc).__name__}: {exc}"))
+                payload = json.dumps(["error", f"{type(exc).__name__}: {exc}"]).encode()
             with os.fdopen(write_fd, "wb") as pipe:
                 pipe.write(payload)
         except BaseException:  # noqa: BLE001
@@ -129,7 +130,10 @@ def _collect(pid: int, read_fd: int, timeout: float) -> Any:
         raise IsolationError(f"crashed ({name})")
     if not chunks:
         raise IsolationError("exited without a result (out of memory?)")
-    kind, value = pickle.loads(b"".join(chunks))
+    try:
+        kind, value = json.loads(b"".join(chunks))
+    except (ValueError, TypeError):
+        raise IsolationError("returned a malformed result") from None
     if kind == "error":
         raise IsolationError(value)
     return value
