@@ -1,0 +1,367 @@
+"""Graph questions the hygiene rules share: who produces and who consumes a value, which nodes
+reach an output, which values are constants. Works on the weightless ModelProto of the ONNX reader.
+
+Subgraphs (`If` branches, `Loop`/`Scan` bodies) may read any name of the scopes around them
+without declaring it, so every answer here counts such outer-scope references as uses; a linter
+that forgets this reports the weights of silero-vad's `If` branches as unused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from bloatguard.facts import dtype_nbytes
+from bloatguard.formats.onnx import dtype_name, node_label
+
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+def subgraphs(node) -> list:
+    """The graphs held in a node's attributes (If branches, Loop/Scan bodies)."""
+    graphs = []
+    for attribute in node.attribute:
+        if attribute.HasField("g"):
+            graphs.append(attribute.g)
+        graphs.extend(attribute.graphs)
+    return graphs
+
+
+def tensor_nbytes(tensor) -> int:
+    size = 1
+    for dim in tensor.dims:
+        size *= int(dim)
+    return dtype_nbytes(dtype_name(tensor.data_type), size) or 0
+
+
+@dataclass(eq=False)
+class Scope:
+    """One graph (the main graph, a subgraph or a function body) and what it defines."""
+
+    prefix: str  # where it lives, as in formats.onnx.scopes()
+    graph: object | None  # GraphProto, None for a function body
+    nodes: list
+    inputs: list[str]
+    outputs: list[str]
+    initializers: dict[str, object]  # name -> TensorProto (sparse: its values)
+    parent: Scope | None = None
+    owner: object | None = None  # the node holding this subgraph; a function's FunctionProto
+    children: list[Scope] = field(default_factory=list)
+
+    @property
+    def is_function(self) -> bool:
+        return self.graph is None
+
+    def defined(self) -> set[str]:
+        names = set(self.inputs) | set(self.initializers)
+        for node in self.nodes:
+            names.update(o for o in node.output if o)
+        return names
+
+    def producers(self) -> dict[str, object]:
+        return {out: node for node in self.nodes for out in node.output if out}
+
+    def walk(self) -> Iterator[Scope]:
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+def _graph_scope(graph, prefix: str, parent: Scope | None = None, owner=None) -> Scope:
+    initializers = {t.name: t for t in graph.initializer}
+    initializers.update({s.values.name: s.values for s in graph.sparse_initializer})
+    scope = Scope(prefix, graph, list(graph.node), [v.name for v in graph.input],
+                  [v.name for v in graph.output], initializers, parent, owner)
+    for node in graph.node:
+        for attribute in node.attribute:
+            label = f"{prefix}{node_label(node)}/{attribute.name}"
+            if attribute.HasField("g"):
+                scope.children.append(_graph_scope(attribute.g, f"{label}/", scope, node))
+            for index, sub in enumerate(attribute.graphs):
+                scope.children.append(_graph_scope(sub, f"{label}[{index}]/", scope, node))
+    return scope
+
+
+def model_scopes(model) -> list[Scope]:
+    """The main graph's scope tree, then one tree per model-local function."""
+    roots = [_graph_scope(model.graph, "")]
+    for function in model.functions:
+        root = Scope(f"function {function.name}/", None, list(function.node), list(function.input),
+                     list(function.output), {}, owner=function)
+        for node in function.node:
+            for index, sub in enumerate(subgraphs(node)):
+                root.children.append(_graph_scope(sub, f"{root.prefix}{node_label(node)}[{index}]/",
+                                                  root, node))
+        roots.append(root)
+    return roots
+
+
+# --- uses and liveness -------------------------------------------------------------------------
+
+class ModelGraph:
+    """A model's scopes plus memoized use information. Build one per model and check."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.roots = model_scopes(model)
+        self._outer: dict[int, frozenset[str]] = {}  # id(GraphProto) -> names; model outlives us
+        self._live: dict[int, set[int]] = {}
+        self._readers: dict[int, dict[str, list]] = {}
+
+    def scopes(self) -> Iterator[Scope]:
+        for root in self.roots:
+            yield from root.walk()
+
+    def outer_names(self, graph) -> frozenset[str]:
+        """Names a subgraph reads without defining them: references to the enclosing scopes."""
+        cached = self._outer.get(id(graph))
+        if cached is None:
+            defined = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+            defined |= {s.values.name for s in graph.sparse_initializer}
+            read = {v.name for v in graph.output}
+            for node in graph.node:
+                defined.update(o for o in node.output if o)
+                read.update(self.node_uses(node))
+            cached = self._outer[id(graph)] = frozenset(read - defined)
+        return cached
+
+    def node_uses(self, node) -> list[str]:
+        """Every name a node reads: its inputs and the outer-scope names of its subgraphs."""
+        names = [name for name in node.input if name]
+        for graph in subgraphs(node):
+            names.extend(self.outer_names(graph))
+        return names
+
+    def names_read(self, scope: Scope) -> set[str]:
+        """Names read anywhere in a scope: by its nodes (subgraphs included) and as outputs."""
+        read = set(scope.outputs)
+        for node in scope.nodes:
+            read.update(self.node_uses(node))
+        return read
+
+    def consumers(self, scope: Scope) -> dict[str, list]:
+        """name -> nodes of the scope that read it, directly or from inside their subgraphs."""
+        readers = self._readers.get(id(scope))
+        if readers is None:
+            readers = self._readers[id(scope)] = {}
+            for node in scope.nodes:
+                for name in dict.fromkeys(self.node_uses(node)):
+                    readers.setdefault(name, []).append(node)
+        return readers
+
+    def live_nodes(self, scope: Scope) -> set[int]:
+        """ids of the nodes whose outputs reach one of the scope's outputs.
+
+        A node without outputs cannot be judged (a custom op may act through side effects), so
+        it is kept alive; a subgraph body counts as used as a whole when its node is live.
+        """
+        if id(scope) in self._live:
+            return self._live[id(scope)]
+        producers = scope.producers()
+        live = {id(node) for node in scope.nodes if not any(node.output)}
+        stack = list(scope.outputs)
+        stack += [n for node in scope.nodes if not any(node.output) for n in self.node_uses(node)]
+        seen: set[str] = set()
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            node = producers.get(name)
+            if node is not None and id(node) not in live:
+                live.add(id(node))
+                stack.extend(self.node_uses(node))
+        self._live[id(scope)] = live
+        return live
+
+
+    def live_scopes(self) -> Iterator[Scope]:
+        """The main graph, the functions some node calls, and the subgraphs of live nodes
+        (a dead node's bodies are dead with it)."""
+        called = {(node.domain, node.op_type) for scope in self.scopes() for node in scope.nodes}
+        stack = [self.roots[0]]
+        stack += [root for root in self.roots[1:] if (root.owner.domain, root.owner.name) in called]
+        while stack:
+            scope = stack.pop()
+            yield scope
+            live = self.live_nodes(scope)
+            stack.extend(child for child in scope.children if id(child.owner) in live)
+
+
+def count_nodes(node) -> int:
+    """A node plus every node of its subgraphs."""
+    return 1 + sum(count_nodes(inner) for graph in subgraphs(node) for inner in graph.node)
+
+
+# --- constants ---------------------------------------------------------------------------------
+
+def initializer_constants(scope: Scope) -> set[str]:
+    """Initializers that are constants. One that shares its name with a graph input is only a
+    default the caller may override (IR < 4 exports list every weight as an input too), so only
+    names that are not inputs count."""
+    return set(scope.initializers) - set(scope.inputs)
+
+
+def inherited_constants(scope: Scope) -> set[str]:
+    """Constant names visible from the enclosing scopes (not shadowed here)."""
+    names: set[str] = set()
+    parent = scope.parent
+    while parent is not None:
+        names |= initializer_constants(parent) | constant_node_outputs(parent)
+        parent = parent.parent
+    return names - scope.defined()
+
+
+def constant_node_outputs(scope: Scope) -> set[str]:
+    return {node.output[0] for node in scope.nodes if node.op_type == "Constant" and node.output}
+
+
+def constant_tensor(scope: Scope, name: str):
+    """The TensorProto behind a constant name (initializer or Constant `value`), searching the
+    enclosing scopes too; None when the value is not a stored tensor."""
+    here: Scope | None = scope
+    while here is not None:
+        if name in here.initializers and name not in here.inputs:
+            return here.initializers[name]
+        for node in here.nodes:
+            if node.op_type == "Constant" and node.output and node.output[0] == name:
+                return _constant_value(node)
+        if name in here.defined():
+            return None  # defined here by something else: shadows outer scopes
+        here = here.parent
+    return None
+
+
+def _constant_value(node):
+    """A Constant node's value as a TensorProto (`value`, or the scalar/list shorthands)."""
+    from onnx import TensorProto, helper
+
+    for attr in node.attribute:
+        if attr.name == "value" and attr.HasField("t"):
+            return attr.t
+        if attr.name in ("value_int", "value_ints"):
+            values = [attr.i] if attr.name == "value_int" else list(attr.ints)
+            dims = [] if attr.name == "value_int" else [len(values)]
+            return helper.make_tensor(node.output[0], TensorProto.INT64, dims, values)
+        if attr.name in ("value_float", "value_floats"):
+            values = [attr.f] if attr.name == "value_float" else list(attr.floats)
+            dims = [] if attr.name == "value_float" else [len(values)]
+            return helper.make_tensor(node.output[0], TensorProto.FLOAT, dims, values)
+    return None
+
+
+def attribute(node, name: str, default=None):
+    from onnx import helper
+
+    for attr in node.attribute:
+        if attr.name == name:
+            return helper.get_attribute_value(attr)
+    return default
+
+
+# --- where weights go ----------------------------------------------------------------------------
+
+# Ops that only move, reshape or re-type a value. Exporters put them between a weight and the
+# layer that uses it: Transpose before Gemm/MatMul, Cast after fp16 storage, and silero-vad's
+# LSTM weights pass through Slice -> Concat -> Unsqueeze (gate reordering). Value: the input
+# positions that carry the data through (None: all of them).
+PASS_THROUGH: dict[str, tuple[int, ...] | None] = {
+    "Identity": (0,), "Cast": (0,), "CastLike": (0,), "Transpose": (0,), "Reshape": (0,),
+    "Flatten": (0,), "Squeeze": (0,), "Unsqueeze": (0,), "Slice": (0,), "Split": (0,),
+    "Concat": None, "Expand": (0,), "Tile": (0,),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class WeightUse:
+    """A node that consumes a stored weight, directly or through PASS_THROUGH ops (`via`)."""
+
+    node: object
+    index: int  # the input position the weight arrives at
+    scope: Scope
+    via: tuple[str, ...] = ()
+
+    @property
+    def op(self) -> str:
+        return self.node.op_type
+
+    @property
+    def label(self) -> str:
+        return f"{self.scope.prefix}{node_label(self.node)}"
+
+
+def stored_weights(scope: Scope) -> Iterator[tuple[str, str, str]]:
+    """(where, tensor name, value name) of the tensors one scope stores, keyed like
+    formats.onnx.stored_tensors (and so like ModelFacts.tensors and TensorValues)."""
+    sparse = {s.values.name for s in scope.graph.sparse_initializer} if scope.graph else set()
+    for name in scope.initializers:
+        yield f"{scope.prefix}{'sparse' if name in sparse else 'initializer'}", name, name
+    for node in scope.nodes:
+        if node.op_type != "Constant" or not node.output:
+            continue
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield f"{scope.prefix}constant", attr.t.name or node.output[0], node.output[0]
+            elif attr.HasField("sparse_tensor"):
+                yield (f"{scope.prefix}constant (sparse)",
+                       attr.sparse_tensor.values.name or node.output[0], node.output[0])
+
+
+class WeightUses:
+    """For every stored weight, the nodes its value reaches. Names resolve the ONNX way: a node
+    inside a subgraph reading a name its own scopes do not define reads the enclosing scope's."""
+
+    def __init__(self, model) -> None:
+        self._readers: dict[int, dict[str, list[tuple[object, int]]]] = {}
+        self._defined: dict[int, set[str]] = {}
+        self.uses: dict[tuple[str, str], list[WeightUse]] = {}
+        for scope in (s for root in model_scopes(model) for s in root.walk()):
+            for where, name, value in stored_weights(scope):
+                self.uses.setdefault((where, name), []).extend(self._follow(scope, value))
+
+    def __call__(self, where: str, name: str) -> list[WeightUse]:
+        return self.uses.get((where, name), [])
+
+    def _readers_of(self, scope: Scope, name: str) -> Iterator[tuple[object, int, Scope]]:
+        table = self._readers.get(id(scope))
+        if table is None:
+            table = self._readers[id(scope)] = {}
+            for node in scope.nodes:
+                for index, input_name in enumerate(node.input):
+                    if input_name:
+                        table.setdefault(input_name, []).append((node, index))
+        for node, index in table.get(name, ()):
+            yield node, index, scope
+        for child in scope.children:
+            defined = self._defined.get(id(child))
+            if defined is None:
+                defined = self._defined[id(child)] = child.defined()
+            if name not in defined:  # not shadowed: the child reads this scope's value
+                yield from self._readers_of(child, name)
+
+    def _follow(self, scope: Scope, value: str) -> list[WeightUse]:
+        found: list[WeightUse] = []
+        stack = [(scope, value, ())]
+        seen: set[tuple[int, str]] = set()
+        while stack:
+            here, name, via = stack.pop()
+            if (id(here), name) in seen:
+                continue
+            seen.add((id(here), name))
+            for node, index, reader_scope in self._readers_of(here, name):
+                positions = PASS_THROUGH.get(node.op_type, ()) if node.domain in STANDARD_DOMAINS else ()
+                if positions is None or index in positions:
+                    stack += [(reader_scope, out, (*via, node.op_type)) for out in node.output if out]
+                else:
+                    found.append(WeightUse(node, index, reader_scope, via))
+        return found
+
+
+def weight_uses(handle) -> WeightUses:
+    """WeightUses of an ONNX reader handle, computed once and shared by the rules."""
+    cached = getattr(handle, "_weight_uses", None)
+    if cached is None:
+        cached = WeightUses(handle.proto)
+        handle._weight_uses = cached
+    return cached
+
