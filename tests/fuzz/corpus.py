@@ -1,0 +1,232 @@
+"""Builds a corpus of hostile and damaged model files from real and synthetic seeds.
+
+Run `python tests/fuzz/corpus.py OUT_DIR` to write it; tests/test_fuzz.py builds it in a temporary
+directory and runs the CLI on every file. Mutations: truncation at many offsets, random byte
+flips, wrong magic, huge declared dims, deep nesting, LFS pointers, hostile external-data paths,
+archives, and malicious pickles that would create a canary file if anything executed them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import random
+import struct
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import factories  # noqa: E402
+
+
+class _Reduce:
+    """Pickles as a call of `func(*args)`: what an attacker writes into a checkpoint."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def malicious_payloads(canary: Path) -> dict[str, object]:
+    import builtins
+    import pkgutil
+
+    touch = f"touch {canary}"
+    return {
+        "os_system": _Reduce(os.system, touch),
+        "exec": _Reduce(builtins.exec, f"open({str(canary)!r}, 'w').close()"),
+        "resolve_name": _Reduce(pkgutil.resolve_name, "os:system"),
+        "eval": _Reduce(builtins.eval, f"__import__('os').system({touch!r})"),
+    }
+
+
+def _seeds(work: Path) -> dict[str, Path]:
+    seeds = {
+        "mlp.onnx": factories.mlp(work / "seed_mlp.onnx", sizes=(16, 16, 4)),
+        "if.onnx": factories.if_model(work / "seed_if.onnx"),
+        "conv.onnx": factories.conv_model(work / "seed_conv.onnx"),
+        "fn.onnx": factories.function_model(work / "seed_fn.onnx"),
+    }
+    header = {"w": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]},
+              "b": {"dtype": "F16", "shape": [4], "data_offsets": [64, 72]}}
+    raw = json.dumps(header).encode()
+    safetensors = work / "seed.safetensors"
+    safetensors.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(72))
+    seeds["st.safetensors"] = safetensors
+    try:
+        import torch
+
+        state = {"w": torch.randn(8, 4), "b": torch.zeros(8, dtype=torch.float16)}
+        torch.save(state, work / "seed_state.pt")
+        seeds["state.pt"] = work / "seed_state.pt"
+        torch.save(state, work / "seed_legacy.pt", _use_new_zipfile_serialization=False)
+        seeds["legacy.pt"] = work / "seed_legacy.pt"
+    except ImportError:
+        pass
+    return seeds
+
+
+def _truncations(data: bytes, count: int) -> list[bytes]:
+    offsets = sorted({1, 2, 4, 8, 9, 16, *(len(data) * k // count for k in range(1, count))})
+    return [data[:offset] for offset in offsets if 0 < offset < len(data)]
+
+
+def _flips(data: bytes, rng: random.Random, count: int) -> list[bytes]:
+    out = []
+    for _ in range(count):
+        mutated = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            position = rng.randrange(len(mutated))
+            mutated[position] = rng.randrange(256)
+        out.append(bytes(mutated))
+    return out
+
+
+def _huge_dims_onnx(work: Path) -> bytes:
+    model = onnx.load(str(factories.mlp(work / "huge.onnx", sizes=(4, 4))))
+    model.graph.initializer[0].ClearField("raw_data")
+    del model.graph.initializer[0].dims[:]
+    model.graph.initializer[0].dims.extend([2**40, 2**40, 2**40])
+    return model.SerializeToString()
+
+
+def _deep_if_onnx(depth: int) -> bytes:
+    """`If` nested `depth` deep: deeper than protobuf's recursion limit at the extremes."""
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y0"])], "leaf", [],
+                              [helper.make_tensor_value_info("y0", TensorProto.FLOAT, [1])])
+    leaf = graph
+    for level in range(depth):
+        # Only one branch nests: nesting both would double the model at every level.
+        node = helper.make_node("If", ["c"], [f"y{level + 1}"], then_branch=graph, else_branch=leaf)
+        graph = helper.make_graph([node], f"g{level}", [],
+                                  [helper.make_tensor_value_info(f"y{level + 1}", TensorProto.FLOAT, [1])])
+    main = helper.make_graph(graph.node, "main",
+                             [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1]),
+                              helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                             list(graph.output))
+    return helper.make_model(main).SerializeToString()
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    from bloatguard.formats.onnx_wire import _key_and_len
+
+    return _key_and_len(number, len(payload)) + payload
+
+
+def _deep_if_wire(depth: int) -> bytes:
+    """Nested If graphs far beyond protobuf's depth limit, written straight in wire format
+    (the protobuf library itself refuses to build them)."""
+    graph = _field(1, _field(1, b"x") + _field(2, b"y") + _field(4, b"Identity"))
+    for _ in range(depth):
+        attribute = _field(1, b"then_branch") + b"\xa0\x01\x05" + _field(6, graph)  # type=GRAPH
+        node = _field(1, b"c") + _field(2, b"y") + _field(4, b"If") + _field(5, attribute)
+        graph = _field(1, node)
+    return b"\x08\x08" + _field(7, graph + _field(2, b"deep"))  # ir_version 8, graph
+
+
+def _hostile_external(work: Path, location: str, offset: str = "0") -> bytes:
+    model = onnx.load(str(factories.mlp(work / "ext_seed.onnx", sizes=(4, 4), external=True)),
+                      load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+            if entry.key == "offset":
+                entry.value = offset
+    return model.SerializeToString()
+
+
+def _zip_with(records: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in records.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _bad_crc_zip(data: bytes) -> bytes:
+    mutated = bytearray(data)
+    index = mutated.find(b"PK\x03\x04")
+    mutated[index + 14] ^= 0xFF  # the CRC field of the first local header
+    return bytes(mutated)
+
+
+def _deep_list_pickle(depth: int) -> bytes:
+    """[[[...]]] nested `depth` deep, written opcode by opcode (pickle.dumps would recurse)."""
+    return b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
+
+
+def build(out: Path, canary: Path, *, seed: int = 1234, truncations: int = 24, flips: int = 12) -> list[Path]:
+    """Write the corpus into `out` and return the files (one directory per case, because
+    external-data cases need their own companions)."""
+    rng = random.Random(seed)
+    work = out / "_seeds"
+    work.mkdir(parents=True, exist_ok=True)
+    cases: dict[str, bytes] = {}
+    for name, path in _seeds(work).items():
+        data = path.read_bytes()
+        stem, suffix = name.rsplit(".", 1)
+        for index, cut in enumerate(_truncations(data, truncations)):
+            cases[f"trunc_{stem}_{index}.{suffix}"] = cut
+        for index, mutated in enumerate(_flips(data, rng, flips)):
+            cases[f"flip_{stem}_{index}.{suffix}"] = mutated
+        cases[f"magic_{stem}.{suffix}"] = b"\x00\xff\x13\x37" + data[4:]
+        cases[f"empty_{stem}.{suffix}"] = b""
+        cases[f"lfs_{stem}.{suffix}"] = factories.LFS_POINTER
+        cases[f"gzip_{stem}.{suffix}"] = b"\x1f\x8b\x08\x00" + data
+        cases[f"tar_{stem}.{suffix}"] = bytes(257) + b"ustar\x0000" + bytes(300)
+        cases[f"7z_{stem}.{suffix}"] = b"7z\xbc\xaf\x27\x1c" + data
+        if suffix == "pt" and stem == "state":
+            cases[f"badcrc_{stem}.pt"] = _bad_crc_zip(data)
+    cases["random.onnx"] = bytes(rng.randrange(256) for _ in range(4096))
+    cases["random.pt"] = bytes(rng.randrange(256) for _ in range(4096))
+    cases["random.safetensors"] = bytes(rng.randrange(256) for _ in range(4096))
+    cases["huge_dims.onnx"] = _huge_dims_onnx(work)
+    cases["deep_if_20.onnx"] = _deep_if_onnx(20)
+    cases["deep_if_5000.onnx"] = _deep_if_wire(5000)
+    cases["deep_pickle.pkl"] = _deep_list_pickle(100_000)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2**62, 2**62], "data_offsets": [0, 16]}}).encode()
+    cases["huge_dims.safetensors"] = struct.pack("<Q", len(header)) + header + bytes(16)
+    cases["huge_header.safetensors"] = struct.pack("<Q", 2**62) + b"{}"
+    for name, payload in malicious_payloads(canary).items():
+        for protocol in (0, 2, 4):
+            cases[f"evil_{name}_p{protocol}.pkl"] = pickle.dumps({"w": [1.0], "x": payload}, protocol=protocol)
+        evil = pickle.dumps({"w": payload}, protocol=2)
+        cases[f"evil_{name}_zip.pt"] = _zip_with({"archive/data.pkl": evil, "archive/version": b"3\n"})
+        cases[f"evil_{name}.bin"] = evil
+    files: list[Path] = []
+    for name, data in sorted(cases.items()):
+        directory = out / name.replace(".", "_")
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / name
+        target.write_bytes(data)
+        files.append(target)
+    for label, location, offset in (("abs", "/etc/passwd", "0"), ("dotdot", "../../etc/passwd", "0"),
+                                    ("offset", "model.onnx.data", str(2**40)), ("missing", "nope.data", "0"),
+                                    ("symlink", "link.data", "0")):
+        directory = out / f"external_{label}"
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / "model.onnx"
+        target.write_bytes(_hostile_external(work, location, offset))
+        (directory / "model.onnx.data").write_bytes(bytes(128))
+        if label == "symlink":
+            os.symlink("/etc/hostname", directory / "link.data")
+        files.append(target)
+    return files
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "fuzz-corpus")
+    built = build(target, target / "CANARY")
+    print(f"wrote {len(built)} files to {target}")

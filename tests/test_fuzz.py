@@ -1,0 +1,97 @@
+"""The CLI on a corpus of damaged and hostile model files (tests/fuzz/corpus.py).
+
+For every file: no traceback, no hang, exit code 0/1/2 (0 only when the mutation happened to
+leave a valid model), one line on stderr per unreadable model naming the file, and nothing from
+the file executed (the canary a malicious pickle would create never appears). The corpus is left
+byte-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
+import corpus  # noqa: E402
+
+PER_FILE_SECONDS = 60
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzz")
+    canary = root / "CANARY"
+    files = corpus.build(root / "corpus", canary)
+    return root, canary, files
+
+
+def _digest(files: list[Path]) -> dict[str, str]:
+    return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def _alarm(signum, frame):
+    raise TimeoutError(f"a check took longer than {PER_FILE_SECONDS} s")
+
+
+def test_cli_survives_the_corpus(built, run_cli):
+    root, canary, files = built
+    before = _digest(files)
+    assert len(files) > 300
+    outcomes: dict[int, int] = {}
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    try:
+        for file in files:
+            signal.alarm(PER_FILE_SECONDS)
+            code, out, err = run_cli("check", file, "--output-format", "json", "--no-latency", "--no-cache")
+            signal.alarm(0)
+            outcomes[code] = outcomes.get(code, 0) + 1
+            assert code in (0, 1, 2), (file, code, err)
+            assert "Traceback" not in err and "internal error" not in err, (file, err)
+            report = json.loads(out)
+            unreadable = [m for m in report["models"] if any(f["code"] == "BG000" for f in m["findings"])]
+            if code == 2:
+                assert unreadable, (file, err)
+                lines = err.strip().splitlines()
+                assert len(lines) == len(unreadable), (file, err)
+                assert all(line.startswith(f"bloatguard: {report['models'][0]['path']}: ") for line in lines)
+            else:
+                assert not unreadable and err == "", (file, err)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not canary.exists()
+    assert _digest(files) == before
+    # The corpus is hostile by construction: most files must be rejected, not measured.
+    assert outcomes.get(2, 0) > len(files) // 2, outcomes
+
+
+def test_malicious_pickles_are_errors_not_unreadable(built, run_cli):
+    _, canary, files = built
+    evil = [f for f in files if f.name.startswith("evil_")]
+    assert len(evil) >= 20
+    for file in evil:
+        code, out, _ = run_cli("check", file, "--output-format", "json", "--no-latency", "--no-cache")
+        findings = json.loads(out)["models"][0]["findings"]
+        assert code == 1, file
+        assert [f["code"] for f in findings] == ["BG900"], (file, findings)
+    assert not canary.exists()
+
+
+def test_real_cli_process_prints_one_line_per_bad_file(built):
+    """The installed entry point, as a separate process, over a directory of hostile files."""
+    root, canary, files = built
+    directory = files[0].parent.parent
+    result = subprocess.run([sys.executable, "-m", "bloatguard", "check", str(directory),
+                             "--output-format", "json", "--no-latency", "--no-cache"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    report = json.loads(result.stdout)
+    assert report["summary"]["unreadable"] == len(result.stderr.strip().splitlines())
+    assert not canary.exists()
