@@ -1,4 +1,4 @@
-"""Command-line entry points: check, rules, explain.
+"""Command-line entry points: check, init, merge, ci, rules, explain.
 
 Start-up matters (this runs as a pre-commit hook), so heavy modules are imported inside the
 commands that need them, never at module level.
@@ -54,6 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only these rules (codes, prefixes or names; comma-separated)")
     check.add_argument("--ignore", action="append", metavar="CODES",
                        help="skip these rules (codes, prefixes or names; comma-separated)")
+    check.add_argument("--shard", type=_shard, metavar="K/N",
+                       help="check only the K-th of N parts of the models (split by a hash of each "
+                            "path), for parallel CI jobs; `bloatguard merge` joins their JSON reports")
+    check.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                       help="check N models at a time in worker processes: the rules that read "
+                            "the weights (0: one per CPU); latency is still timed one model at a time")
+
+    merge = commands.add_parser("merge", help="combine the JSON reports of sharded checks")
+    merge.add_argument("reports", nargs="+", type=Path, metavar="REPORT.json")
+    merge.add_argument("--output-format", choices=FORMATS, default="text")
+    merge.add_argument("--output-file", type=Path, metavar="FILE",
+                       help="write the report here instead of standard output")
+
+    commands.add_parser(
+        "ci", help="run as the GitHub Action: check, annotate, summarize, comment",
+        description="The GitHub Action's logic. Its inputs are read from BLOATGUARD_* environment "
+                    "variables (see bloatguard/ci.py), the workflow run's from GITHUB_*.")
 
     init = commands.add_parser("init", help="write a starting config from today's measurements")
     init.add_argument("paths", nargs="*", type=Path, metavar="PATH",
@@ -80,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
             return run_check(args)
         if args.command == "init":
             return run_init(args)
+        if args.command == "merge":
+            return run_merge(args)
+        if args.command == "ci":
+            from bloatguard import ci
+
+            return ci.run()
         if args.command == "rules":
             return run_rules()
         if args.command == "explain":
@@ -118,6 +141,27 @@ def _common_parent(paths: list[Path]) -> str:
     return os.path.commonpath(resolved) if len(resolved) > 1 else resolved[0]
 
 
+def _shard(text: str):
+    from bloatguard.engine import Shard
+
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _jobs(text: str) -> int:
+    import os
+
+    try:
+        jobs = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes, got {text!r}") from None
+    if jobs < 0:
+        raise argparse.ArgumentTypeError("must be 0 (one per CPU) or more")
+    return jobs or os.cpu_count() or 1
+
+
 def _progress(index: int, total: int, path: str) -> None:
     sys.stderr.write(f"\r\033[Kbloatguard: [{index + 1}/{total}] {path}")
     sys.stderr.flush()
@@ -125,7 +169,21 @@ def _progress(index: int, total: int, path: str) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     from bloatguard import engine
-    from bloatguard.report import writer
+
+    results, config, rules = collect(args)
+    write_report(results, args.output_format, args.output_file, rules=rules,
+                 budgets_for=lambda result: config.resolve(Path(result.path)).budgets)
+    for result in results:
+        if result.facts is not None and result.facts.unreadable:
+            print(f"bloatguard: {result.path}: {result.facts.unreadable}"
+                  + (f"; remedy: {result.facts.remedy}" if result.facts.remedy else ""),
+                  file=sys.stderr)
+    return engine.exit_code(results)
+
+
+def collect(args: argparse.Namespace):
+    """Measure and check what `bloatguard check` was asked to: (results, config, rules that ran)."""
+    from bloatguard import engine
 
     paths = args.paths or [Path(".")]
     config = load_config(args.config, paths)
@@ -139,23 +197,40 @@ def run_check(args: argparse.Namespace) -> int:
         results = engine.check_against_base(paths, config, selection, base, staged=args.staged and head is None,
                                             head_ref=head, fetch=args.fetch_base,
                                             use_cache=not args.no_cache, progress=progress,
-                                            latency=latency)
+                                            latency=latency, shard=args.shard, jobs=args.jobs)
     else:
-        results = engine.check(paths, config, selection, progress=progress, latency=latency)
+        results = engine.check(paths, config, selection, progress=progress, latency=latency,
+                               shard=args.shard, jobs=args.jobs)
     if show_progress:
         sys.stderr.write("\r\033[K")
-    report = writer(args.output_format)(
-        results, budgets_for=lambda result: config.resolve(Path(result.path)).budgets)
-    if args.output_file:
-        args.output_file.write_text(report, encoding="utf-8")
+    return results, config, selection.rules(config)
+
+
+def write_report(results, output_format: str, output_file: Path | None, **context) -> None:
+    import os
+
+    from bloatguard.report import writer
+
+    report = writer(output_format)(results, **context)
+    if output_file:
+        output_file.write_text(report, encoding="utf-8")
     else:
         sys.stdout.write(report)
-    for result in results:
-        if result.facts is not None and result.facts.unreadable:
-            print(f"bloatguard: {result.path}: {result.facts.unreadable}"
-                  + (f"; remedy: {result.facts.remedy}" if result.facts.remedy else ""),
-                  file=sys.stderr)
-    return engine.exit_code(results)
+    if output_format == "github" and os.environ.get("GITHUB_STEP_SUMMARY"):
+        # Findings beyond GitHub's annotation limits would be lost: list them in the summary.
+        from bloatguard.ci import append_summary
+        from bloatguard.report.github import overflow_markdown
+
+        append_summary(Path(os.environ["GITHUB_STEP_SUMMARY"]), overflow_markdown(results))
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from bloatguard.engine import exit_code
+    from bloatguard.merge import merge_reports
+
+    results = merge_reports(args.reports)
+    write_report(results, args.output_format, args.output_file)
+    return exit_code(results)
 
 
 def _comparison(args: argparse.Namespace) -> tuple[str | None, str | None]:

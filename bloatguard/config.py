@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from bloatguard import globs
 from bloatguard.errors import ConfigError
-from bloatguard.units import Growth, PARSERS, parse_growth
+from bloatguard.units import Growth, PARSERS, parse_count, parse_growth, parse_size, parse_time_ms
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -72,6 +72,124 @@ class ResolvedSettings:
     ignored: list[str] = field(default_factory=list)
 
 
+GRAPH_OPTIMIZATIONS = ("disabled", "basic", "extended", "all")
+
+
+@dataclass
+class LatencyConfig:
+    """`[tool.bloatguard.latency]`: how BG004 measures (see bloatguard.measure.latency)."""
+
+    threads: int = 1  # intra-op threads: fixed, so a number means the same thing on every run
+    inter_op_threads: int = 1
+    graph_optimization: str = "all"  # onnxruntime's production default
+    warmup: int = 5  # untimed runs per model before timing
+    # Per model (absolute), or per base/head pair including a flagged pair's re-measurement.
+    time_budget_ms: float = 10_000.0
+    min_rounds: int = 10
+    max_rounds: int = 100
+    block_ms: float = 20.0  # a round times each model for about this long
+    timeout_ms: float | None = None  # None: derived from the time budget
+    memory_limit: int | None = None  # bytes of address space; None: derived from model sizes
+    min_effect: float = 0.05  # smallest slowdown ever called a regression
+    alpha: float = 0.01  # significance level, after correcting for the models compared
+    feed_cap: int = 2**30
+    int_range: tuple[int, int] = (0, 9)  # inclusive range of random integer inputs
+    confirm: bool = True  # re-measure a flagged regression in a fresh process
+    # (model glob, {input name: pinned value}), e.g. a sample rate that must be 16000.
+    values: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def _parse_pinned(value: Any) -> Any:
+    """A number, a boolean, or a rectangular nested list of them."""
+    def shape(item: Any) -> tuple[int, ...]:
+        if isinstance(item, list):
+            if not item:
+                raise ValueError("empty lists cannot be fed to a model")
+            shapes = {shape(element) for element in item}
+            if len(shapes) != 1:
+                raise ValueError("nested lists must be rectangular")
+            return (len(item), *shapes.pop())
+        if isinstance(item, (bool, int, float)):
+            return ()
+        raise ValueError("expected a number, a boolean or a (nested) list of them")
+
+    shape(value)
+    return value
+
+
+def _parse_positive_count(value: Any) -> int:
+    count = parse_count(value)
+    if count < 1:
+        raise ValueError("must be at least 1")
+    return count
+
+
+def _parse_percent(value: Any) -> float:
+    if not isinstance(value, str) or not value.strip().endswith("%"):
+        raise ValueError('expected a percentage such as "5%"')
+    return parse_growth(value, "count").relative
+
+
+def _parse_alpha(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, float) or not 0 < value < 0.5:
+        raise ValueError("expected a significance level between 0 and 0.5, such as 0.01")
+    return value
+
+
+def _parse_int_range(value: Any) -> tuple[int, int]:
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            or value[0] > value[1]):
+        raise ValueError("expected [low, high], two integers with low <= high (both included)")
+    return value[0], value[1]
+
+
+def _parse_graph_optimization(value: Any) -> str:
+    if value not in GRAPH_OPTIMIZATIONS:
+        raise ValueError("use " + ", ".join(GRAPH_OPTIMIZATIONS))
+    return value
+
+
+def _parse_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _parse_positive_size(value: Any) -> int:
+    size = parse_size(value)
+    if size <= 0:
+        raise ValueError("must be more than zero")
+    return size
+
+
+def _parse_positive_time(value: Any) -> float:
+    ms = parse_time_ms(value)
+    if ms <= 0:
+        raise ValueError("must be more than zero")
+    return ms
+
+
+# key -> (LatencyConfig attribute, parser)
+LATENCY_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "threads": ("threads", _parse_positive_count),
+    "inter-op-threads": ("inter_op_threads", _parse_positive_count),
+    "graph-optimization": ("graph_optimization", _parse_graph_optimization),
+    "warmup": ("warmup", parse_count),
+    "time-budget": ("time_budget_ms", _parse_positive_time),
+    "min-rounds": ("min_rounds", _parse_positive_count),
+    "max-rounds": ("max_rounds", _parse_positive_count),
+    "block-time": ("block_ms", _parse_positive_time),
+    "timeout": ("timeout_ms", _parse_positive_time),
+    "memory-limit": ("memory_limit", _parse_positive_size),
+    "min-effect": ("min_effect", _parse_percent),
+    "alpha": ("alpha", _parse_alpha),
+    "feed-cap": ("feed_cap", _parse_positive_size),
+    "int-range": ("int_range", _parse_int_range),
+    "confirm": ("confirm", _parse_bool),
+}
+
+
 @dataclass
 class Config:
     path: Path | None = None
@@ -86,6 +204,7 @@ class Config:
     select: list[str] | None = None
     ignore: list[str] = field(default_factory=list)
     cache_dir: str | None = None
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
 
     @property
     def source(self) -> str:
@@ -204,7 +323,7 @@ class _Validator:
             "include": self._include, "exclude": self._exclude, "budgets": self._budgets,
             "inputs": self._inputs, "samples": self._samples, "rules": self._rules,
             "per-file-ignores": self._per_file_ignores, "select": self._select,
-            "ignore": self._ignore, "cache-dir": self._cache_dir,
+            "ignore": self._ignore, "cache-dir": self._cache_dir, "latency": self._latency,
         }
         for key, value in table.items():
             handler = handlers.get(key)
@@ -255,6 +374,27 @@ class _Validator:
                 raise self.fail(self.key("samples", pattern), "expected the path of a .npz file")
             config.samples.append((pattern, sample))
 
+    def _latency(self, config: Config, value: Any) -> None:
+        latency = config.latency
+        for key, raw in self.table(self.key("latency"), value).items():
+            full_key = self.key("latency", key)
+            if key == "values":
+                for pattern, pins in self.table(full_key, raw).items():
+                    parsed = {}
+                    for name, pin in self.table(self.key("latency", "values", pattern), pins).items():
+                        parsed[name] = self.parse(self.key("latency", "values", pattern, name),
+                                                  pin, _parse_pinned)
+                    latency.values.append((pattern, parsed))
+                continue
+            if key not in LATENCY_KEYS:
+                raise self.fail(full_key, "unknown key; known keys are "
+                                + ", ".join(sorted([*LATENCY_KEYS, "values"])))
+            attribute, parser = LATENCY_KEYS[key]
+            setattr(latency, attribute, self.parse(full_key, raw, parser))
+        if latency.min_rounds > latency.max_rounds:
+            raise self.fail(self.key("latency", "min-rounds"),
+                            f"{latency.min_rounds} is more than max-rounds ({latency.max_rounds})")
+
     def _per_file_ignores(self, config: Config, value: Any) -> None:
         from bloatguard.registry import all_rules, selector_matches
 
@@ -288,5 +428,5 @@ class _Validator:
             config.rules[rule.name] = parsed
 
 
-__all__ = ["BUDGET_KEYS", "Config", "ConfigError", "Growth", "ResolvedSettings",
+__all__ = ["BUDGET_KEYS", "Config", "ConfigError", "Growth", "LatencyConfig", "ResolvedSettings",
            "find_config_file", "load"]

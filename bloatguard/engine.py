@@ -162,17 +162,21 @@ def _store_macs(facts: ModelFacts, outcome) -> None:
 
 
 def _findings(facts: ModelFacts, base: ModelFacts | None, path: Path, config: Config,
-              rules: list[Rule]) -> list[Finding]:
-    """apply_rules for one model, in a form a worker process can run (no closures)."""
+              rules: list[Rule]) -> tuple[list[Finding], list[str]]:
+    """apply_rules for one model, in a form a worker process can run (no closures). Returns the
+    findings and the facts' notes, since a worker's notes (a rule that failed) would otherwise
+    stay in its copy of the facts."""
     result = ModelResult(path=facts.path, facts=facts, base=base)
     apply_rules(result, path, config, rules)
-    return result.findings
+    return result.findings, facts.notes
 
 
 def _in_order(function: Callable, calls: list[tuple], jobs: int) -> list:
     """`function(*call)` for every call: in `jobs` worker processes when jobs > 1, always
     returned in the calls' order. Workers are forked where the platform can (cheap, and unlike
-    spawn they never re-run the caller's main script), as bloatguard.isolate does."""
+    spawn they never re-run the caller's main script), as bloatguard.isolate does. They run the
+    code the parent runs itself with jobs=1, on the same input, so trusting their (pickled)
+    answers adds no trust the default path does not already give."""
     if jobs <= 1 or len(calls) <= 1:
         return [function(*call) for call in calls]
     import multiprocessing
@@ -234,8 +238,10 @@ def _finish(results: list[ModelResult], config: Config, selection: Selection, la
     checked = [result for result in results if result.facts is not None]
     calls = [(result.facts, result.base, result.settings_path or Path(result.path), config, rules)
              for result in checked]
-    for result, findings in zip(checked, _in_order(_findings, calls, jobs)):
+    for result, (findings, notes) in zip(checked, _in_order(_findings, calls, jobs)):
         result.findings.extend(findings)
+        for note in notes:
+            result.facts.note(note)
 
 
 def check_against_base(paths: list[Path], config: Config, selection: Selection, base_ref: str | None,

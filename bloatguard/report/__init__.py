@@ -1,20 +1,51 @@
-"""Report writers. Each takes the check results and returns the report as a string."""
+"""Report writers. Each takes the check results and returns the report as a string.
+
+Every writer is `render(results, **context)`; context a writer may use: `budgets_for` (result ->
+its budgets) and `rules` (the rules that ran). Writers ignore what they do not need.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
+import inspect
+import re
+from pathlib import Path
 from typing import Callable
+
+FORMATS = ("text", "json", "markdown", "github", "sarif", "junit")
 
 
 def writer(name: str) -> Callable:
-    if name == "json":
-        from bloatguard.report.json import render
-    elif name == "text":
-        from bloatguard.report.text import render
-    elif name == "markdown":
-        from bloatguard.report.markdown import render
-    else:
+    if name not in FORMATS:
         raise ValueError(name)
-    return render
+    # Imported on demand: the pre-commit hook should not pay for writers it does not use.
+    return importlib.import_module(f"bloatguard.report.{name}").render
 
 
-FORMATS = ("text", "json", "markdown")
+def repo_relative(path: str) -> str:
+    """A report path relative to the root of the git work tree that holds it, in posix form:
+    GitHub resolves annotation files and SARIF artifact URIs against the repository root, while
+    reports show paths relative to the working directory. Outside a repository: `path` as is."""
+    absolute = Path(path).resolve()
+    root = _work_tree_root(absolute.parent)
+    return absolute.relative_to(root).as_posix() if root else Path(path).as_posix()
+
+
+@functools.lru_cache(maxsize=256)
+def _work_tree_root(directory: Path) -> Path | None:
+    for candidate in (directory, *directory.parents):
+        if (candidate / ".git").exists():  # a directory, or a file in worktrees and submodules
+            return candidate
+    return None
+
+
+def doc_section(rule, heading: str) -> str:
+    """The first paragraph of one `## heading` section of a rule's docstring (the ruff-style
+    rule docs) on one line; empty when there is no such section or it opens with code."""
+    doc = inspect.cleandoc(type(rule).__doc__ or "")
+    match = re.search(rf"^## {re.escape(heading)}[ \t]*\n(.*?)(?=^## |\Z)", doc, re.M | re.S)
+    if not match:
+        return ""
+    paragraph = re.split(r"\n\s*\n|^```", match.group(1).strip(), maxsplit=1, flags=re.M)[0]
+    return " ".join(paragraph.split())

@@ -25,9 +25,20 @@ def model_json(result: ModelResult) -> dict[str, Any]:
         entry["inputs"] = [value.to_json() for value in facts.inputs]
         entry["outputs"] = [value.to_json() for value in facts.outputs]
         entry["opsets"] = facts.opsets
+    latency = _latency(facts)
+    if latency is not None:
+        entry["latency"] = latency
     if result.base is not None:
         entry["base"] = {"path": result.base_path or result.path, "metrics": result.base.metrics()}
     return entry
+
+
+def _latency(facts) -> dict[str, Any] | None:
+    if facts is None or "latency" not in facts.extra:
+        return None  # latency was off: keep the measurement module unimported
+    from bloatguard.measure.latency import report_json
+
+    return report_json(facts)
 
 
 def render(results: list[ModelResult], **_: Any) -> str:

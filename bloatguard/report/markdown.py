@@ -26,6 +26,20 @@ def _cell(result: ModelResult, key: str, kind: str) -> str:
     return f"{format_amount(before, kind)} → **{format_amount(after, kind)}**{percent}"
 
 
+def _latency_cell(result: ModelResult) -> str:
+    """The head's median and, against a base, the paired ratio: "1.2 ms ×1.12 [1.08, 1.16]
+    regression". The ratio comes from interleaved rounds, not from the two medians."""
+    cell = _cell(result, "latency_ms", "ms")
+    comparison = result.facts.extra.get("latency_comparison") if result.facts else None
+    if comparison:
+        from bloatguard.measure.latency import describe_comparison
+
+        described = describe_comparison(comparison)
+        cell = f"{format_amount(comparison['head_median_ms'], 'ms')} " + (
+            f"**{described}**" if comparison["verdict"] == "regression" else described)
+    return cell
+
+
 def _icon(result: ModelResult) -> str:
     severities = {finding.severity for finding in result.findings}
     for severity in (Severity.ERROR, Severity.WARNING):
@@ -45,12 +59,15 @@ def render(results: list[ModelResult], **_: Any) -> str:
     if not results:
         return "\n".join(lines + ["No model files found.", ""])
     show_status = any(result.status for result in results)
-    header = ["", "model", *(["status"] if show_status else []), *(label for _, label, _ in COLUMNS)]
+    show_latency = any(r.facts is not None and "latency_ms" in r.facts.extra for r in results)
+    header = ["", "model", *(["status"] if show_status else []), *(label for _, label, _ in COLUMNS),
+              *(["latency"] if show_latency else [])]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for result in results:
         row = [_icon(result), f"`{_escape(result.path)}`", *([result.status or ""] if show_status else []),
-               *(_cell(result, key, kind) for key, _, kind in COLUMNS)]
+               *(_cell(result, key, kind) for key, _, kind in COLUMNS),
+               *([_latency_cell(result)] if show_latency else [])]
         lines.append("| " + " | ".join(row) + " |")
     with_findings = [result for result in results if result.findings]
     if with_findings:
@@ -61,4 +78,38 @@ def render(results: list[ModelResult], **_: Any) -> str:
                 lines.append(f"- {ICONS[finding.severity]} **{finding.code}** {finding.rule}: "
                              f"{_escape(finding.message)}")
             lines.append("")
+    lines += _suggestions(with_findings)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _suggestions(results: list[ModelResult]) -> list[str]:
+    """What to do about the findings: each rule's advice (the "Use instead" of its docs), then
+    the `bloatguard fix` commands for the models that have automatic fixes."""
+    import shlex
+
+    from bloatguard.registry import find_rule
+    from bloatguard.report import doc_section
+
+    advice: dict[str, list[str]] = {}
+    for result in results:
+        for finding in result.findings:
+            models = advice.setdefault(finding.code, [])
+            if result.path not in models:
+                models.append(result.path)
+    lines = []
+    for code, models in sorted(advice.items()):
+        rule = find_rule(code)
+        text = doc_section(rule, "Use instead") if rule else ""
+        if text:
+            where = ", ".join(f"`{_escape(path)}`" for path in models)
+            lines.append(f"- **{code}** {rule.name} ({where}): {_escape(text)}")
+    for result in results:
+        fixes = [finding.fix for finding in result.findings if finding.fix is not None]
+        for safe, flag, verb in ((True, "", "applies"), (False, " --unsafe-fixes", "tries")):
+            kinds = sorted({fix.kind for fix in fixes if fix.safe is safe})
+            if kinds:
+                command = f"bloatguard fix{flag} {shlex.quote(result.path)}"
+                note = ("output-equivalent" if safe else "changes outputs; kept only if it meets "
+                        "every budget and the fidelity check")
+                lines.append(f"- `{_escape(command)}` {verb} {', '.join(kinds)} ({note})")
+    return ["#### Fix suggestions", "", *lines, ""] if lines else []

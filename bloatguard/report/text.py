@@ -42,13 +42,35 @@ def model_table(result: ModelResult, budgets: dict[str, Any]) -> str:
         budget = budgets.get(budget_key) if budget_key else None
         row = [label]
         if base:
-            row += [format_amount(base.get(key), kind), format_amount(value, kind),
-                    _delta(base.get(key), value, kind)]
+            comparison = result.facts.extra.get("latency_comparison") if result.facts else None
+            delta = (_paired(comparison) if key == "latency_ms" and comparison
+                     else _delta(base.get(key), value, kind))
+            row += [format_amount(base.get(key), kind), format_amount(value, kind), delta]
         else:
             row.append(format_amount(value, kind))
         row.append(format_amount(budget, kind) if budget is not None else "")
         rows.append(row)
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def _paired(comparison: dict[str, Any]) -> str:
+    from bloatguard.measure.latency import describe_comparison
+
+    return describe_comparison(comparison)
+
+
+def _latency_line(facts) -> str:
+    """Where the latency was measured, and how strong the comparison's evidence is."""
+    info = facts.extra.get("latency")
+    if not info or "error" in info:
+        return ""
+    threads = f"{info['threads']} thread{'s' if info['threads'] != 1 else ''}"
+    line = f"latency: median of {info['runs']} runs, {threads}, on {info['machine']}"
+    comparison = facts.extra.get("latency_comparison")
+    if comparison:
+        line += (f"; head/base ratio from {comparison['rounds']} interleaved rounds, "
+                 f"p = {comparison['p_value']:.2g}")
+    return line
 
 
 def _plural(count: int, noun: str) -> str:
@@ -87,6 +109,8 @@ def render(results: list[ModelResult], *, budgets_for=None, **_: Any) -> str:
             budgets = budgets_for(result) if budgets_for and facts else {}
             out.extend("  " + line for line in model_table(result, budgets).splitlines())
             if facts and (line := _dtype_line(result)):
+                out.append("  " + line)
+            if facts and (line := _latency_line(facts)):
                 out.append("  " + line)
         for finding in result.findings:
             out.append(f"  {finding.code} {finding.severity.value}: [{finding.rule}] {finding.message}")

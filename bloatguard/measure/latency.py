@@ -1,0 +1,597 @@
+"""onnxruntime CPU latency (BG004): absolute medians and paired base/head comparisons.
+
+Why the protocol looks like this (DESIGN.md §5): CI machines are shared, so an absolute number
+varies by tens of percent between runs and a pull request cannot be judged by comparing today's
+head median with yesterday's base median. Instead base and head are loaded side by side in one
+child process with identical session options and timed in *rounds*; each round times a block of
+runs of each model (tens of milliseconds), in random order, and contributes one head/base ratio.
+Whatever slowed the machine during a round slowed both sides of it. The verdict
+(bloatguard.measure.stats) needs a median ratio above the minimum effect AND a significant
+one-sided sign test after Holm's correction over every model compared in the run, and a flagged
+regression is measured again in a fresh process (new sessions, new memory layout) before it
+counts.
+
+Each measurement runs in a child (`python -m bloatguard.measure.latency`, job as JSON on stdin)
+with a timeout and an address-space limit: a model file is untrusted input to native code, and a
+hang, a crash or a 16 GB allocation must become a note for that model, not a dead linter.
+onnxruntime is imported only in that child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bloatguard.config import Config, LatencyConfig
+    from bloatguard.engine import ModelResult
+    from bloatguard.facts import ModelFacts
+    from bloatguard.measure.feeds import FeedPlan
+
+PROTOCOL = "bloatguard-latency: "  # prefix of the child's protocol lines on stdout
+_MEMORY_HEADROOM = 2 * 2**30  # interpreter, onnxruntime, arenas and thread stacks
+_NOT_RUNNABLE = ("pytorch", "safetensors")
+
+
+class MeasurementError(Exception):
+    """The child could not measure; the message is the note shown to the user."""
+
+
+# --- the linter side ----------------------------------------------------------------------------
+
+@dataclass
+class _Side:
+    label: str  # how messages name this model ("models/a.onnx", "base of models/a.onnx")
+    path: Path
+    plan: "FeedPlan"
+    nbytes: int  # the model's bytes, external data included: they set the memory limit
+
+
+@dataclass
+class _Job:
+    result: "ModelResult"
+    head: _Side
+    base: _Side | None = None  # None: absolute measurement of the head only
+    wants_base: bool = False  # a comparison was due (modified/renamed), whether or not it ran
+    outcome: dict[str, Any] | None = None
+    paired: Any = None  # stats.PairedResult of the measurement that is reported
+    screening: Any = None  # the first PairedResult, when a confirmation replaced it
+    confirmed: bool | None = None  # None: no confirmation was needed (or possible)
+    verdict: str | None = None
+    p_value: float | None = None  # Holm-adjusted, in the direction of the ratio
+    comparisons: int = 0  # models compared in this run (the Holm family)
+    notes: list[str] = field(default_factory=list)
+
+
+def attach_latency(results: list["ModelResult"], config: "Config",
+                   progress: bool | None = None) -> None:
+    """Measure every ONNX model that needs it and store the numbers in its facts:
+    extra["latency_ms"] (median), extra["latency"] (distribution, threads, machine, or "error"),
+    and for modified/renamed models extra["latency_comparison"] (ratio, ci, p_value, verdict)."""
+    settings = config.latency
+    show = sys.stderr.isatty() if progress is None else progress
+    jobs = _plan_jobs(results, config)
+    for index, job in enumerate(jobs):
+        if show:
+            what = "vs base" if job.base else "absolute"
+            sys.stderr.write(f"\r\033[Kbloatguard: latency [{index + 1}/{len(jobs)}] "
+                             f"{job.result.path} ({what})")
+            sys.stderr.flush()
+        _run_job(job, settings)
+    _decide(jobs, settings, show)
+    if show:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+    for job in jobs:
+        _store(job, settings)
+
+
+def _plan_jobs(results: list["ModelResult"], config: "Config") -> list[_Job]:
+    """Which models to time and how; models that cannot be timed get their note here."""
+    jobs = []
+    not_runnable = [r for r in results if r.facts is not None and not r.facts.unreadable
+                    and r.facts.format in _NOT_RUNNABLE and r.status != "unchanged"]
+    if not_runnable:  # one note for the run, not the same sentence under every checkpoint
+        not_runnable[0].facts.note(
+            f"latency is not measured for PyTorch or safetensors files ({len(not_runnable)} in "
+            "this run): they hold weights, not a runnable graph; export to ONNX to time them")
+    for result in results:
+        facts = result.facts
+        if facts is None or facts.unreadable or facts.format != "onnx" or result.status == "deleted":
+            continue
+        settings_path = result.settings_path or Path(result.path)
+        resolved = config.resolve(settings_path)
+        if result.status == "unchanged" and "max-latency" not in resolved.budgets:
+            continue  # same bytes as the base: nothing to compare and no budget to check
+        head = _side(result.path, result.head_file or facts.file, facts, config, settings_path)
+        if isinstance(head, str):
+            _fail(facts, head)
+            continue
+        job = _Job(result=result, head=head)
+        base_facts = result.base
+        if (result.status in ("modified", "renamed") and base_facts is not None
+                and not base_facts.unreadable and base_facts.format == "onnx"):
+            job.wants_base = True
+            try:
+                base_file = result.base_file() if result.base_file else None
+            except OSError as exc:  # writing the base blob out failed (disk full, ...)
+                base_file = None
+                job.notes.append(f"latency not compared with the base: cannot write it out ({exc})")
+            # Settings of the head's path apply to both sides: a comparison needs the same
+            # inputs, threads and options on each.
+            base = _side(f"the base version of {result.path}", base_file, base_facts, config,
+                         settings_path)
+            if isinstance(base, str):
+                if base_file is not None or not job.notes:
+                    job.notes.append(f"latency not compared with the base: {base}")
+            else:
+                job.base = base
+        jobs.append(job)
+    return jobs
+
+
+def _side(label: str, path: Path | None, facts: "ModelFacts", config: "Config",
+          settings_path: Path) -> _Side | str:
+    """A model ready to be timed, or why it cannot be."""
+    from bloatguard import globs
+    from bloatguard.measure.feeds import FeedError, plan_feeds
+
+    if path is None or not Path(path).is_file():
+        # Happens for a git blob whose metrics came from the cache: nothing wrote its bytes out.
+        return (f"the file of {label} is not available to time (its metrics came from the "
+                "cache; --no-cache works around it)")
+    resolved = config.resolve(settings_path)
+    latency = config.latency
+    rel = config.relpath(settings_path)
+    pins: dict[str, Any] = {}
+    for pattern, values in latency.values:
+        if rel is not None and globs.match(pattern, rel):
+            pins.update(values)
+    try:
+        plan = plan_feeds(facts.inputs, shapes=resolved.inputs, pins=pins,
+                          samples=resolved.samples, int_range=latency.int_range,
+                          cap=latency.feed_cap)
+    except FeedError as exc:
+        return str(exc)
+    for note in plan.notes:
+        if note not in facts.notes:  # the MAC count may have said the same (batch 1)
+            facts.note(f"latency: {note}")
+    return _Side(label=label, path=Path(path), plan=plan, nbytes=facts.file_size)
+
+
+def _fail(facts: "ModelFacts", reason: str) -> None:
+    facts.note(f"latency not measured: {reason}")
+    facts.extra["latency"] = {"error": reason}
+    facts.extra.pop("latency_ms", None)
+
+
+def _run_job(job: _Job, settings: "LatencyConfig") -> None:
+    sides = [job.head] if job.base is None else [job.base, job.head]
+    try:
+        job.outcome = measure_in_child(sides, settings)
+    except MeasurementError as exc:
+        if job.base is None:
+            job.notes.append(str(exc))
+            return
+        # The pair failed; the head alone may still be measurable (the base may be the culprit).
+        job.notes.append(f"latency not compared with the base: {exc}")
+        job.base = None
+        try:
+            job.outcome = measure_in_child([job.head], settings)
+        except MeasurementError as head_exc:
+            job.notes.append(str(head_exc))
+            return
+    if job.base is not None:
+        from bloatguard.measure.stats import paired
+
+        base_rounds, head_rounds = (m["round_ms"] for m in job.outcome["models"])
+        job.paired = paired(base_rounds, head_rounds)
+
+
+def _decide(jobs: list[_Job], settings: "LatencyConfig", show: bool) -> None:
+    """Verdicts for every comparison of the run.
+
+    p-values are corrected with Holm over all models compared (one test per model and
+    direction), so a run over fifty models is not fifty chances of a false alarm. Flagged
+    regressions are measured again in fresh processes and the confirmation's numbers are the
+    ones reported and judged: the screening chose which models to re-measure, so its own numbers
+    are biased towards large ratios, while the confirmation is independent of that choice."""
+    from bloatguard.measure.stats import REGRESSION, holm, paired
+
+    compared = [job for job in jobs if job.paired is not None]
+    if not compared:
+        return
+    flagged = [job for job, p in zip(compared, holm([j.paired.p_regression for j in compared]))
+               if job.paired.verdict(min_effect=settings.min_effect, alpha=settings.alpha,
+                                     p_regression=p) == REGRESSION]
+    for index, job in enumerate(flagged if settings.confirm else []):
+        if show:
+            sys.stderr.write(f"\r\033[Kbloatguard: latency: confirming [{index + 1}/{len(flagged)}] "
+                             f"{job.result.path}")
+            sys.stderr.flush()
+        try:
+            outcome = measure_in_child([job.base, job.head], settings)
+        except MeasurementError as exc:
+            job.notes.append(f"latency regression not re-measured ({exc}); reporting the first "
+                             "measurement")
+            continue
+        job.screening, job.outcome = job.paired, outcome
+        base_rounds, head_rounds = (m["round_ms"] for m in outcome["models"])
+        job.paired = paired(base_rounds, head_rounds, seed=1)
+    up = holm([job.paired.p_regression for job in compared])
+    down = holm([job.paired.p_improvement for job in compared])
+    for job, p_up, p_down in zip(compared, up, down):
+        job.verdict = job.paired.verdict(min_effect=settings.min_effect, alpha=settings.alpha,
+                                         p_regression=p_up, p_improvement=p_down)
+        # Report the test in the direction the data point to.
+        job.p_value = p_up if job.paired.ratio >= 1 else p_down
+        job.comparisons = len(compared)
+        if job.screening is not None:
+            job.confirmed = job.verdict == REGRESSION
+
+
+def _store(job: _Job, settings: "LatencyConfig") -> None:
+    facts = job.result.facts
+    for note in job.notes:
+        facts.note(note if note.startswith("latency") else f"latency not measured: {note}")
+    if job.outcome is None:
+        facts.extra["latency"] = {"error": "; ".join(job.notes) or "not measured"}
+        return
+    models = job.outcome["models"]
+    facts.extra["latency_ms"] = models[-1]["runs"]["median_ms"]
+    facts.extra["latency"] = _distribution(models[-1], job.outcome, settings)
+    if job.paired is None:
+        if job.wants_base:  # BG004 warns when a growth budget could not be checked
+            facts.extra["latency"]["comparison_error"] = "; ".join(
+                note for note in job.notes if "compared" in note) or "not compared"
+        return
+    base = job.result.base
+    base.extra["latency_ms"] = models[0]["runs"]["median_ms"]
+    base.extra["latency"] = _distribution(models[0], job.outcome, settings)
+    paired = job.paired
+    comparison = {
+        "ratio": round(paired.ratio, 4),
+        "ci": [round(paired.ci[0], 4), round(paired.ci[1], 4)],
+        "p_value": job.p_value,
+        "verdict": job.verdict,
+        "rounds": paired.rounds,
+        "slower_rounds": paired.slower_rounds,
+        "base_median_ms": models[0]["runs"]["median_ms"],
+        "head_median_ms": models[-1]["runs"]["median_ms"],
+        "runs_per_block": job.outcome["blocks"],  # [base, head]
+        "min_effect": settings.min_effect,
+        "alpha": settings.alpha,
+        "comparisons": job.comparisons,
+        "confirmed": job.confirmed,
+    }
+    if job.screening is not None:
+        comparison["screening"] = {"ratio": round(job.screening.ratio, 4),
+                                   "p_value": job.screening.p_regression,
+                                   "rounds": job.screening.rounds}
+    facts.extra["latency_comparison"] = comparison
+    if paired.rounds < _rounds_needed(settings.alpha, job.comparisons):
+        facts.note(f"latency: only {paired.rounds} rounds fit in the time budget, too few for any "
+                   f"verdict at alpha {settings.alpha:g} over {job.comparisons} comparison(s); raise "
+                   "time-budget or min-rounds in [tool.bloatguard.latency]")
+
+
+def _rounds_needed(alpha: float, comparisons: int) -> int:
+    from bloatguard.measure.stats import min_rounds_for
+
+    return min_rounds_for(alpha, comparisons)
+
+
+def _distribution(model: dict[str, Any], outcome: dict[str, Any],
+                  settings: "LatencyConfig") -> dict[str, Any]:
+    runs = model["runs"]
+    return {
+        "median_ms": runs["median_ms"], "p90_ms": runs["p90_ms"], "min_ms": runs["min_ms"],
+        "iqr_ms": runs["iqr_ms"],
+        # Relative spread: interquartile range / median. A few percent is a quiet machine.
+        "spread": round(runs["iqr_ms"] / runs["median_ms"], 4) if runs["median_ms"] else None,
+        "runs": runs["count"], "rounds": len(model["round_ms"]),
+        "threads": settings.threads, "inter_op_threads": settings.inter_op_threads,
+        "graph_optimization": settings.graph_optimization,
+        "machine": outcome.get("machine") or machine(),
+        "onnxruntime": outcome.get("onnxruntime"),
+    }
+
+
+def describe_comparison(comparison: dict[str, Any]) -> str:
+    """How reports show a paired comparison: "×1.12 [1.08, 1.16] regression"."""
+    low, high = comparison["ci"]
+    return f"×{comparison['ratio']:.2f} [{low:.2f}, {high:.2f}] {comparison['verdict']}"
+
+
+def report_json(facts: "ModelFacts | None") -> dict[str, Any] | None:
+    """The JSON report's `latency` object: the head's distribution (median, p90, spread, threads,
+    machine) and, with a base, the ratio, its interval, the p-value and the verdict."""
+    info = facts.extra.get("latency") if facts is not None else None
+    if info is None:
+        return None
+    entry = dict(info)
+    comparison = facts.extra.get("latency_comparison")
+    if comparison is not None:
+        entry.update({key: comparison[key] for key in
+                      ("ratio", "ci", "p_value", "verdict", "rounds", "confirmed")})
+    return entry
+
+
+def machine() -> str:
+    """What an absolute number was measured on: CPU model and the CPUs this process may use."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine() or "unknown CPU"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{name}, {cpus} CPUs"
+
+
+def measure_in_child(sides: list[_Side], settings: "LatencyConfig") -> dict[str, Any]:
+    """Time one model (absolute) or a base/head pair (interleaved rounds) in a child process.
+    Returns the child's result; raises MeasurementError with a readable reason."""
+    from bloatguard.units import human_bytes
+
+    budget_s = settings.time_budget_ms / 1000
+    if len(sides) > 1 and settings.confirm:
+        # The time budget covers a flagged pair's confirming re-measurement too, and each
+        # child's start-up, loading and warm-up (about a tenth, for models of a few ms).
+        budget_s *= 0.45
+    timeout_s = (settings.timeout_ms / 1000 if settings.timeout_ms is not None
+                 else 2 * budget_s + 60)
+    memory = settings.memory_limit
+    if memory is None:  # room for the weights (often copied once by onnxruntime) and the feeds
+        memory = _MEMORY_HEADROOM + sum(3 * side.nbytes + 2 * side.plan.nbytes for side in sides)
+    job = {
+        "models": [{"label": side.label, "path": str(side.path),
+                    "feeds": [feed.to_json() for feed in side.plan.feeds]} for side in sides],
+        "threads": settings.threads, "inter_op_threads": settings.inter_op_threads,
+        "graph_optimization": settings.graph_optimization, "warmup": settings.warmup,
+        "time_budget_s": budget_s, "min_rounds": settings.min_rounds,
+        "max_rounds": settings.max_rounds, "block_s": settings.block_ms / 1000,
+        # Stop timing (with what has been collected) well before the parent's kill.
+        "deadline_s": 0.8 * timeout_s, "memory_limit": memory, "seed": secrets.randbits(32),
+    }
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "OMP_NUM_THREADS": str(settings.threads)}
+    process = subprocess.Popen([sys.executable, "-m", "bloatguard.measure.latency"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env, text=True)
+    timed_out = False
+    try:
+        out, err = process.communicate(json.dumps(job), timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        process.kill()
+        out, err = process.communicate()
+    except BaseException:  # Ctrl-C: never leave a child spinning on a CPU
+        process.kill()
+        process.wait()
+        raise
+    messages = [json.loads(line[len(PROTOCOL):]) for line in out.splitlines()
+                if line.startswith(PROTOCOL)]
+    stage = next((m["stage"] for m in reversed(messages) if "stage" in m), "starting")
+    final = next((m for m in reversed(messages) if "result" in m or "error" in m), None)
+    if timed_out:
+        raise MeasurementError(f"timed out after {timeout_s:g} s while {stage} (timeout in "
+                               "[tool.bloatguard.latency]; a huge Loop trip count or input "
+                               "shape can cause this)")
+    if final is not None and "result" in final:
+        return final["result"]
+    if final is not None:
+        raise MeasurementError(final["error"])
+    code = process.returncode
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        cause = f"onnxruntime crashed ({name}) while {stage}"
+    else:
+        tail = " ".join(err.strip().splitlines()[-1:])[:300]
+        cause = f"the measuring process exited with status {code} while {stage}" + (
+            f": {tail}" if tail else "")
+    raise MeasurementError(f"{cause} (memory limit {human_bytes(memory)})")
+
+
+# --- the child ----------------------------------------------------------------------------------
+
+def _emit(message: dict[str, Any]) -> None:
+    sys.stdout.write(PROTOCOL + json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def _limit_address_space(limit: int) -> None:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows: the timeout still applies
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _child_main() -> int:
+    started = time.perf_counter()
+    job = json.loads(sys.stdin.read())
+    # Before numpy and onnxruntime are imported: everything they map counts against the cap.
+    _limit_address_space(job["memory_limit"])
+    try:
+        _emit({"result": _child_measure(job, started)})
+    except MemoryError:
+        _emit({"error": _out_of_memory(job)})
+    except _ChildFailure as exc:
+        _emit({"error": str(exc)})
+    return 0
+
+
+class _ChildFailure(Exception):
+    pass
+
+
+def _out_of_memory(job: dict[str, Any]) -> str:
+    from bloatguard.units import human_bytes
+
+    return (f"ran out of memory: the measuring process is limited to "
+            f"{human_bytes(job['memory_limit'])} of address space (memory-limit in "
+            "[tool.bloatguard.latency])")
+
+
+def _ort_failure(job: dict[str, Any], what: str, exc: BaseException) -> _ChildFailure:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if any(s in text for s in ("bad_alloc", "Failed to allocate", "std::bad_alloc", "MemoryError")):
+        return _ChildFailure(f"{what}: {_out_of_memory(job)}")
+    return _ChildFailure(f"{what}: {text[:400]}")
+
+
+def _child_measure(job: dict[str, Any], started: float) -> dict[str, Any]:
+    import gc
+    import random
+    import statistics
+
+    import numpy as np
+
+    from bloatguard.measure.feeds import Feed, materialize
+
+    _emit({"stage": "importing onnxruntime"})
+    import onnxruntime as ort
+
+    rng = random.Random(job["seed"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = job["threads"]
+    options.inter_op_num_threads = job["inter_op_threads"]
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = {
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[job["graph_optimization"]]
+    # A spinning worker burns the CPU the other session (or a neighbour job) needs, and makes
+    # times depend on how long the previous run's threads kept spinning.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.log_severity_level = 3
+
+    models = job["models"]
+    sessions: list[Any] = [None] * len(models)
+    load_order = list(range(len(models)))
+    rng.shuffle(load_order)  # which session gets the fresher memory is left to chance
+    for index in load_order:
+        label = models[index]["label"]
+        _emit({"stage": f"loading {label}"})
+        try:
+            sessions[index] = ort.InferenceSession(models[index]["path"], sess_options=options,
+                                                   providers=["CPUExecutionProvider"])
+        except MemoryError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise _ort_failure(job, f"onnxruntime cannot load {label}", exc) from None
+
+    runners = []
+    for model, session in zip(models, sessions):
+        _emit({"stage": f"preparing inputs of {model['label']}"})
+        try:
+            feeds = materialize([Feed.from_json(feed) for feed in model["feeds"]])
+        except MemoryError:
+            raise
+        except Exception as exc:  # a bad samples file, a pinned value out of the dtype's range
+            raise _ChildFailure(f"cannot build the inputs of {model['label']}: "
+                                f"{type(exc).__name__}: {exc}") from None
+        runners.append((model["label"], session.run, feeds))
+
+    def run(index: int) -> float:
+        label, runner, feeds = runners[index]
+        start = time.perf_counter()
+        try:
+            runner(None, feeds)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise _ort_failure(job, f"inference failed on {label} with generated inputs (pin "
+                               "meaningful values in [tool.bloatguard.latency.values] or give a "
+                               "samples file)", exc) from None
+        return time.perf_counter() - start
+
+    _emit({"stage": "warming up"})
+    # Interleaved warm-up until every model ran `warmup` times and at least two blocks' worth
+    # of time passed: caches, allocator arenas and CPU frequency settle before timing. A slow
+    # model stops after two runs each once a fifth of the time budget is spent.
+    warm: list[list[float]] = [[] for _ in runners]
+    warm_start = time.perf_counter()
+    while True:
+        for index in range(len(runners)):
+            warm[index].append(run(index))
+        done, elapsed = min(len(w) for w in warm), time.perf_counter() - warm_start
+        if done >= max(job["warmup"], 2) and elapsed >= 2 * job["block_s"]:
+            break
+        if done >= 2 and elapsed >= 0.2 * job["time_budget_s"]:
+            break
+    # The lower quartile of the settled half: a neighbour's burst during warm-up should not
+    # shrink every block of the measurement.
+    per_run = [float(np.percentile(w[len(w) // 2:], 25)) for w in warm]
+    # Each model's block takes about block_s, so a round is a short stretch of machine time
+    # shared evenly by both sides, and a round's median is not one lucky or unlucky run.
+    blocks = [max(1, min(10_000, round(job["block_s"] / t))) if t > 0 else 1 for t in per_run]
+
+    _emit({"stage": "timing"})
+    round_ms: list[list[float]] = [[] for _ in runners]
+    runs: list[list[float]] = [[] for _ in runners]
+    rounds_start = time.perf_counter()
+    stopped = "max-rounds"
+    gc.collect()
+    gc.disable()  # a collection inside a block would be charged to whichever model ran
+    try:
+        while len(round_ms[0]) < job["max_rounds"]:
+            done = len(round_ms[0])
+            now = time.perf_counter()
+            if done >= job["min_rounds"] and now - rounds_start >= job["time_budget_s"]:
+                stopped = "time-budget"
+                break
+            if done and now - started >= job["deadline_s"]:
+                stopped = "timeout"
+                break
+            order = list(range(len(runners)))
+            rng.shuffle(order)
+            for index in order:
+                times = [run(index) for _ in range(blocks[index])]
+                round_ms[index].append(statistics.median(times) * 1000)
+                runs[index].extend(times)
+    finally:
+        gc.enable()
+
+    def summary(times: list[float]) -> dict[str, Any]:
+        ms = np.asarray(times) * 1000
+        p25, median, p75, p90 = np.percentile(ms, [25, 50, 75, 90])
+        return {"median_ms": round(float(median), 5), "p90_ms": round(float(p90), 5),
+                "min_ms": round(float(ms.min()), 5), "iqr_ms": round(float(p75 - p25), 5),
+                "count": int(ms.size)}
+
+    return {
+        "models": [{"label": model["label"], "round_ms": rounds, "runs": summary(times)}
+                   for model, rounds, times in zip(models, round_ms, runs)],
+        "blocks": blocks, "stopped": stopped, "elapsed_s": round(time.perf_counter() - started, 3),
+        "machine": machine(), "onnxruntime": ort.__version__,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main())

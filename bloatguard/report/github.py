@@ -1,0 +1,80 @@
+"""GitHub Actions workflow commands: one annotation per finding, on the model file.
+
+GitHub turns at most 10 error, 10 warning and 10 notice commands per step into annotations; the
+rest stay in the log only. So this writer emits the first 10 of each kind, and when findings are
+left over it opens with one notice that counts them (`overflow_markdown` lists them for the job
+summary). Model files are binary, so annotations carry a file but no line.
+
+Everything interpolated into a command is escaped, so a model path or message cannot end the
+command early or start a new one: a newline in a file name is data, not a second command.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from bloatguard.engine import ModelResult
+from bloatguard.report import repo_relative
+from bloatguard.rule import Finding, Severity
+
+LIMIT = 10  # annotations of each kind GitHub shows per step
+COMMANDS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+ICONS = {Severity.ERROR: "❌", Severity.WARNING: "⚠️", Severity.INFO: "ℹ️"}
+
+
+def escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def command(kind: str, message: str, **properties: str | None) -> str:
+    """`::kind key=value,...::message`, escaped."""
+    props = ",".join(f"{key}={escape_property(value)}" for key, value in properties.items()
+                     if value is not None)
+    return f"::{kind}{' ' + props if props else ''}::{escape_data(message)}"
+
+
+def split(results: list[ModelResult]) -> tuple[list[tuple[ModelResult, Finding]],
+                                                list[tuple[ModelResult, Finding]]]:
+    """(findings to annotate, findings beyond GitHub's limits), in report order."""
+    findings = [(result, finding) for result in results for finding in result.findings]
+    for notice_limit in (LIMIT, LIMIT - 1):  # the overflow notice itself takes one notice slot
+        shown, rest, counts = [], [], Counter()
+        for item in findings:
+            kind = COMMANDS[item[1].severity]
+            counts[kind] += 1
+            (shown if counts[kind] <= (notice_limit if kind == "notice" else LIMIT) else rest).append(item)
+        if not rest:
+            break
+    return shown, rest
+
+
+def annotation(result: ModelResult, finding: Finding) -> str:
+    return command(COMMANDS[finding.severity], finding.message, file=repo_relative(result.path),
+                   title=f"{finding.code} {finding.rule}")
+
+
+def render(results: list[ModelResult], **_: Any) -> str:
+    shown, rest = split(results)
+    lines = []
+    if rest:
+        lines.append(command("notice", f"{len(rest)} more bloatguard finding(s) are not annotated "
+                                       f"(GitHub shows {LIMIT} per kind per step); the job summary "
+                                       "lists them", title="bloatguard"))
+    lines += [annotation(result, finding) for result, finding in shown]
+    return "".join(line + "\n" for line in lines)
+
+
+def overflow_markdown(results: list[ModelResult]) -> str:
+    """The findings `render` could not annotate, as markdown for $GITHUB_STEP_SUMMARY."""
+    _, rest = split(results)
+    if not rest:
+        return ""
+    lines = ["#### bloatguard findings not shown as annotations", ""]
+    lines += [f"- {ICONS[finding.severity]} `{result.path}` **{finding.code}** {finding.rule}: "
+              f"{finding.message}" for result, finding in rest]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,95 @@
+"""SARIF 2.1.0, for GitHub code scanning (`github/codeql-action/upload-sarif`) and other viewers.
+
+Every rule is described in `tool.driver.rules` from its docstring, so a viewer can show the
+rule's documentation next to a result. Results point at the model file by a repository-relative
+URI and carry no region: a model is binary, and a line number in it would mean nothing. Without a
+region, code scanning cannot derive a fingerprint from the file's text, so each result carries
+`partialFingerprints` built from what identifies it across runs (rule, file, which limit) and not
+from its message, whose numbers change with every commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections import Counter
+from typing import Any
+from urllib.parse import quote
+
+from bloatguard.engine import ModelResult
+from bloatguard.report import doc_section, repo_relative
+from bloatguard.rule import Finding, Severity
+
+SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
+FINGERPRINT = "bloatguardFinding/v1"
+
+
+def rule_descriptor(rule) -> dict[str, Any]:
+    doc = inspect.cleandoc(type(rule).__doc__ or rule.summary)
+    return {
+        "id": rule.code,
+        "name": rule.name,
+        "shortDescription": {"text": rule.summary},
+        "fullDescription": {"text": doc_section(rule, "What it does") or rule.summary},
+        # The docstrings are markdown already (ruff's section layout); `text` is for viewers
+        # that cannot render it.
+        "help": {"text": doc, "markdown": f"# {rule.code} {rule.name}\n\n{doc}"},
+        "defaultConfiguration": {"level": LEVELS[rule.default_severity]},
+        "properties": {"tags": ["bloatguard", "model"]},
+    }
+
+
+def _unknown_rule(finding: Finding) -> dict[str, Any]:
+    """A descriptor for a finding whose rule is not installed here (a merged report)."""
+    return {"id": finding.code, "name": finding.rule,
+            "shortDescription": {"text": finding.rule},
+            "defaultConfiguration": {"level": LEVELS[finding.severity]}}
+
+
+def fingerprint(uri: str, finding: Finding, occurrence: int) -> str:
+    # details["key"] names the budget (max-params vs max-params-increase); `occurrence`
+    # separates several findings of one rule on one file, in the rule's deterministic order.
+    identity = [finding.code, uri, str(finding.details.get("key", "")), str(occurrence)]
+    return hashlib.sha256("\0".join(identity).encode()).hexdigest()
+
+
+def render(results: list[ModelResult], *, rules=None, **_: Any) -> str:
+    from bloatguard import __version__
+    from bloatguard.registry import all_rules
+
+    descriptors = [rule_descriptor(rule) for rule in (rules if rules is not None else all_rules())]
+    index = {descriptor["id"]: position for position, descriptor in enumerate(descriptors)}
+    sarif_results = []
+    for result in results:
+        path = repo_relative(result.path)
+        uri = quote(path)  # a URI reference: spaces and the like percent-encoded, "/" kept
+        seen: Counter = Counter()
+        for finding in result.findings:
+            if finding.code not in index:
+                index[finding.code] = len(descriptors)
+                descriptors.append(_unknown_rule(finding))
+            identity = (finding.code, finding.details.get("key"))
+            seen[identity] += 1
+            sarif_results.append({
+                "ruleId": finding.code,
+                "ruleIndex": index[finding.code],
+                "level": LEVELS[finding.severity],
+                "message": {"text": finding.message},
+                "locations": [{"physicalLocation": {
+                    "artifactLocation": {"uri": uri, "uriBaseId": "%SRCROOT%"}}}],
+                "partialFingerprints": {FINGERPRINT: fingerprint(path, finding, seen[identity])},
+                "properties": {"rule": finding.rule, "details": finding.details,
+                               "fix": finding.fix.to_json() if finding.fix else None},
+            })
+    log = {
+        "$schema": SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "bloatguard", "version": __version__,
+                                "semanticVersion": __version__, "rules": descriptors}},
+            "results": sarif_results,
+        }],
+    }
+    return json.dumps(log, indent=2) + "\n"
