@@ -41,7 +41,7 @@ FOLD_LIMIT = 4096
 # an If its condition...); real exports settle in 2-4 rounds.
 MAX_ROUNDS = 10
 # Per-node "MACs unknown" notes beyond this are summarized in one line.
-MAX_NODE_NOTES = 5
+MAX_NODE_NOTES = 2  # the summary line names the inputs to configure; more nodes are noise
 
 _STD = ("", "ai.onnx")
 _MS = "com.microsoft"
