@@ -297,6 +297,8 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
             elif pairing.head_blob is not None:
                 result.facts = side.measure(pairing.head_blob, head_commit or ":index", display, real_path)
                 result.head_file = result.facts.file
+                if result.head_file is None and latency:  # cached blob: write its bytes out to time it
+                    result.head_file = side.file_loader(pairing.head_blob, head_commit or ":index")()
             else:
                 result.facts = measure(pairing.head_file, config, display, macs=macs)
                 result.head_file = pairing.head_file
