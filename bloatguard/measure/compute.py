@@ -71,9 +71,7 @@ def count_macs(model_proto: onnx.ModelProto,
         model = _working_copy(model_proto, notes)
         _fix_inputs(model, dict(input_shapes or {}), notes)
         user_dims = _input_dim_names(model.graph)
-        model = _resolve_shapes(model)
-        counter = _MacCounter(notes, user_dims, _opset(model), model.ir_version)
-        cost = counter.graph(model.graph, {}, {})
+        model, counter, cost, notes = _count_fast_or_folded(model, user_dims, notes)
     except _InferenceFailed as exc:
         notes.add(f"MACs not counted: shape inference failed ({exc})")
         return MacsResult(None, notes.items)
@@ -390,6 +388,26 @@ def _label(node) -> str:
 
 
 # --- shape resolution: inference + folding ------------------------------------------------------
+
+def _count_fast_or_folded(model, user_dims, notes: _Notes):
+    """Count after one round of shape inference when that resolves every counted op (most
+    exports: no folding needed, and folding costs more than the rest of a static check);
+    otherwise fold constants until shapes resolve and count again. Graphs with an If always
+    fold, since folding may decide the branch."""
+    has_if = any(node.op_type == "If" for graph in _graphs(model.graph) for node in graph.node)
+    if not has_if:
+        declared = {v.name for graph in _graphs(model.graph) for v in graph.value_info}
+        inferred = _infer(model, declared)
+        trial = _Notes()
+        trial.items = list(notes.items)
+        counter = _MacCounter(trial, user_dims, _opset(inferred), inferred.ir_version)
+        cost = counter.graph(inferred.graph, {}, {})
+        if not cost.unknown and not cost.invalid:
+            return inferred, counter, cost, trial
+    model = _resolve_shapes(model)
+    counter = _MacCounter(notes, user_dims, _opset(model), model.ir_version)
+    return model, counter, counter.graph(model.graph, {}, {}), notes
+
 
 def _resolve_shapes(model):
     declared = {v.name for graph in _graphs(model.graph) for v in graph.value_info}
