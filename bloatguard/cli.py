@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--growth", default="5%",
                       help="allowed growth per change against --base (default: 5%%)")
 
+    from bloatguard.fix import command as fix_command
+
+    fix_command.add_parser(commands)
     commands.add_parser("rules", help="list the rules")
     explain = commands.add_parser("explain", help="print a rule's documentation")
     explain.add_argument("code", metavar="CODE", help="rule code or name, e.g. BG002 or param-count")
@@ -103,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             from bloatguard import ci
 
             return ci.run()
+        if args.command == "fix":
+            from bloatguard.fix import command as fix_command
+
+            return fix_command.run(args)
         if args.command == "rules":
             return run_rules()
         if args.command == "explain":

@@ -593,5 +593,33 @@ def _child_measure(job: dict[str, Any], started: float) -> dict[str, Any]:
     }
 
 
+# --- comparing model files (bloatguard fix) ------------------------------------------------------
+
+def compare_files(models: list[tuple[str, Path, "FeedPlan", int]],
+                  settings: "LatencyConfig") -> dict[str, Any]:
+    """Time a model and variants of it in one child, with the same interleaved protocol as a
+    base/head comparison: every round times a block of runs of each model, in random order,
+    so each variant gets one ratio per round against the first model under the same machine
+    conditions. `models` holds (label, path, feed plan, bytes incl. external data); the first
+    is the reference. Returns {"reference_ms": median, "variants": [{"paired":
+    stats.PairedResult, "median_ms": median}, ...], "outcome": the child's result}. p-values
+    are not corrected for the number of variants; the caller decides. Raises
+    MeasurementError."""
+    from dataclasses import replace
+
+    from bloatguard.measure.stats import paired
+
+    sides = [_Side(label=label, path=Path(path), plan=plan, nbytes=nbytes)
+             for label, path, plan, nbytes in models]
+    # One child holds all models; a confirmation, if wanted, is the caller's second call.
+    outcome = measure_in_child(sides, replace(settings, confirm=False))
+    measured = outcome["models"]
+    reference = measured[0]["round_ms"]
+    return {"reference_ms": measured[0]["runs"]["median_ms"],
+            "variants": [{"paired": paired(reference, model["round_ms"]),
+                          "median_ms": model["runs"]["median_ms"]} for model in measured[1:]],
+            "outcome": outcome}
+
+
 if __name__ == "__main__":
     sys.exit(_child_main())

@@ -93,6 +93,21 @@ def _dtype_line(result: ModelResult) -> str:
     return "params by dtype: " + ", ".join(parts)
 
 
+def _fix_suggestion(path: str, model_format: str, finding) -> str:
+    """Which `bloatguard fix` command would apply a finding's fix, and what it would save."""
+    import shlex
+
+    from bloatguard.fix import suggestion
+
+    if finding.fix is None:
+        return ""
+    command = suggestion(finding.fix.kind, finding.fix.safe, model_format, shlex.quote(path))
+    if command is None:
+        return ""
+    saved = finding.fix.details.get("bytes_saved")
+    return f"fix: {command}" + (f" (saves about {format_amount(saved, 'bytes')})" if saved else "")
+
+
 def render(results: list[ModelResult], *, budgets_for=None, **_: Any) -> str:
     out: list[str] = []
     for result in results:
@@ -114,6 +129,8 @@ def render(results: list[ModelResult], *, budgets_for=None, **_: Any) -> str:
                 out.append("  " + line)
         for finding in result.findings:
             out.append(f"  {finding.code} {finding.severity.value}: [{finding.rule}] {finding.message}")
+            if shown is not None and (line := _fix_suggestion(result.path, shown.format, finding)):
+                out.append(f"    {line}")
         for note in facts.notes if facts else []:
             out.append(f"  note: {note}")
         out.append("")

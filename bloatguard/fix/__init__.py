@@ -1,0 +1,47 @@
+"""`bloatguard fix`: turn the fix hints of findings into candidate models, verify each against
+the original, and keep the smallest one that passes (DESIGN.md §6).
+
+The flow, one module per step:
+
+    candidates  which transforms to try, from the findings' fix hints (and --unsafe-fixes)
+    build       apply a candidate's steps to a copy of the model, in an isolated child
+      transforms_safe   output-equivalent ONNX graph edits (dead weights, BatchNorm, ...)
+      transforms_quant  lossy ONNX transforms (onnxruntime quantizers, fp16, features)
+      transforms_torch  magnitude pruning of PyTorch state dicts
+    inputs      sample or random inputs for fidelity and calibration
+    verify      size/params/MACs, I/O signature, fidelity, latency, budgets -> verdicts
+    write       atomic replacement of the original (git-aware, kill-safe)
+    command     the CLI: argparse and the per-model orchestration
+    table       the candidate table (text and JSON)
+
+This package module stays import-light: `bloatguard check` uses `suggestion()` to say which
+command would apply a finding's fix, and must not pay for onnx or onnxruntime to do it.
+"""
+
+from __future__ import annotations
+
+# Fix kinds `bloatguard fix` can apply, by model format. A hint of another kind (say
+# "re-export-eval") is reported by check but needs a human.
+ONNX_KINDS = frozenset({
+    "remove-dead-weights", "deduplicate-weights", "fold-batchnorm", "strip-dropout-identity",
+    "fold-constants", "prune-channels", "prune-weights", "narrow-dtypes",
+    "quantize-static", "quantize-dynamic", "quantize-matmulnbits", "convert-fp16",
+    "remove-features",
+})
+STATE_DICT_KINDS = frozenset({"prune-weights"})
+
+
+def applicable(kind: str, model_format: str) -> bool:
+    """Whether `bloatguard fix` has a transform for this hint kind on this format."""
+    if model_format == "onnx":
+        return kind in ONNX_KINDS
+    if model_format == "pytorch":
+        return kind in STATE_DICT_KINDS
+    return False
+
+
+def suggestion(kind: str, safe: bool, model_format: str, path: str) -> str | None:
+    """The command that would apply a fix of this kind, or None when fix cannot apply it."""
+    if not applicable(kind, model_format):
+        return None
+    return f"bloatguard fix {path}" if safe else f"bloatguard fix --unsafe-fixes {path}"

@@ -1,0 +1,77 @@
+"""The candidate table `bloatguard fix` prints: every candidate tried, what it measured, and
+the verdict with its reasons, so a rejected fix is always explained."""
+
+from __future__ import annotations
+
+from bloatguard.facts import ModelFacts
+from bloatguard.fix.verify import Evaluation
+from bloatguard.units import format_amount
+
+
+def render(path: str, original: ModelFacts, evaluations: list[Evaluation], *,
+           header_notes: list[str], footer: list[str]) -> str:
+    from tabulate import tabulate
+
+    lines = [f"{path}: {format_amount(original.file_size, 'bytes')}, "
+             f"{format_amount(original.params, 'count')} params, "
+             f"{format_amount(original.macs, 'count')} MACs"]
+    lines += [f"  {note}" for note in header_notes]
+    if evaluations:
+        rows = [_row(e, original) for e in evaluations]
+        table = tabulate(rows, headers=["candidate", "fix", "size", "vs orig", "MACs", "latency",
+                                        "fidelity", "verdict"],
+                         tablefmt="simple", disable_numparse=True)
+        lines += ["  " + line for line in table.splitlines()]
+        for evaluation in evaluations:
+            details = _details(evaluation)
+            if details:
+                lines.append(f"  {evaluation.candidate.label}:")
+                lines += [f"    - {item}" for item in details]
+    lines += [f"  {line}" for line in footer]
+    return "\n".join(lines) + "\n"
+
+
+def _row(evaluation: Evaluation, original: ModelFacts) -> list[str]:
+    facts = evaluation.facts
+    size = format_amount(facts.file_size, "bytes") if facts else "-"
+    ratio = "-"
+    if facts and facts.file_size:
+        factor = original.file_size / facts.file_size
+        ratio = f"{facts.file_size / original.file_size:.0%}" + (
+            f" ({factor:.1f}x smaller)" if factor >= 1.5 else "")
+    macs = format_amount(facts.macs, "count") if facts and facts.macs is not None else "-"
+    return [evaluation.candidate.label, "safe" if evaluation.candidate.safe else "unsafe", size,
+            ratio, macs, _latency(evaluation), evaluation.fidelity_summary or "-",
+            _verdict(evaluation)]
+
+
+def _latency(evaluation: Evaluation) -> str:
+    info = evaluation.latency
+    if not info:
+        return evaluation.latency_note or "-"
+    low, high = info["ci"]
+    return f"x{info['ratio']:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def _verdict(evaluation: Evaluation) -> str:
+    if evaluation.skipped:
+        return "skipped"
+    if evaluation.winner:
+        return "WINNER"
+    if evaluation.accepted:
+        return "accepted"
+    return "rejected"
+
+
+def _details(evaluation: Evaluation) -> list[str]:
+    items: list[str] = []
+    if evaluation.skipped:
+        items.append(evaluation.skipped)
+    items += [f"rejected: {reason}" for reason in evaluation.reasons]
+    items += evaluation.notes
+    if evaluation.winner or (evaluation.accepted and len(evaluation.changes) <= 3):
+        shown = evaluation.changes[:5]
+        items += shown
+        if len(evaluation.changes) > len(shown):
+            items.append(f"... and {len(evaluation.changes) - len(shown)} more changes")
+    return items

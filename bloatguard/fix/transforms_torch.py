@@ -1,0 +1,203 @@
+"""Magnitude pruning of PyTorch state dicts (only with `--unsafe-fixes`).
+
+torch is imported here only, inside the isolated child that builds or verifies the candidate,
+and only after the static reader's pickle scan found nothing but allowlisted globals (BG900
+passed): the file is then loaded with `weights_only=True`, which refuses any other global
+anyway, so a hostile pickle meets two locks.
+
+A state dict has no graph, so pruning saves bytes only through its layout: the pruned 2-D
+weights are stored as sparse CSR tensors with int32 indices when that is smaller than dense
+(above roughly 50 % zeros for float32). That changes how the file must be loaded: a sparse
+tensor has to be densified (`t.to_dense()`) before `load_state_dict`, which the report says.
+Tensors of other ranks keep a dense layout: no sparse layout of them would be smaller.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class NotAStateDict(ValueError):
+    pass
+
+
+def load_state_dict(path):
+    """The one way bloatguard loads tensors from a pickle-based file (DESIGN.md §7). mmap keeps
+    a large checkpoint out of memory; it needs torch.save's zip format (since torch 1.6)."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" in str(exc):
+            raise NotAStateDict("a legacy (pre-1.6) torch file; re-save it with torch.save "
+                                "to prune it") from None
+        raise
+
+
+def _tensors(state) -> dict[str, Any]:
+    """name -> tensor of a state dict, or of the first nested one (checkpoints often wrap it
+    as {"state_dict": {...}} or {"model": {...}})."""
+    import torch
+
+    if not isinstance(state, dict):
+        raise NotAStateDict(f"the file holds a {type(state).__name__}, not a state dict")
+    direct = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if direct:
+        return state
+    for value in state.values():
+        if isinstance(value, dict) and any(isinstance(v, torch.Tensor) for v in value.values()):
+            return value
+    raise NotAStateDict("no tensors found in the file")
+
+
+def prune_state_dict(src: Path, dst: Path, params: dict[str, Any]) -> list[str]:
+    """Zero the `sparsity` share of smallest-magnitude weights of every float layer weight
+    (2-D+, named like a weight, at least `min_elements`), per tensor. Tied tensors (one
+    storage under several names) are pruned once and stay tied."""
+    import torch
+
+    from bloatguard.hygiene import named_like_layer_weight
+
+    sparsity = float(params.get("sparsity", 0.5))
+    min_elements = int(params.get("min_elements", 1024))
+    state = load_state_dict(src)
+    tensors = _tensors(state)
+    done: dict[int, Any] = {}
+    changes: list[str] = []
+    for name, tensor in list(tensors.items()):
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() \
+                or tensor.layout != torch.strided or tensor.numel() < min_elements \
+                or not named_like_layer_weight(name, tuple(tensor.shape)):
+            continue
+        key = id(tensor)
+        if key not in done:
+            done[key] = _prune(tensor, sparsity)
+        tensors[name] = done[key]
+        sparse = done[key].layout != torch.strided
+        changes.append(f"pruned {sparsity:.0%} of {name}" + (" (stored sparse CSR)" if sparse else ""))
+    if not changes:
+        return []
+    torch.save(state, dst)
+    return changes
+
+
+def _prune(tensor, sparsity: float):
+    import torch
+
+    dense = tensor.detach().clone()
+    count = int(round(sparsity * dense.numel()))
+    if count > 0:
+        magnitude = dense.abs().reshape(-1).float()
+        threshold = magnitude.kthvalue(count).values
+        dense[dense.abs() <= threshold.to(dense.dtype)] = 0
+    if dense.dim() != 2:
+        return dense
+    nonzero = int(torch.count_nonzero(dense))
+    sparse_bytes = nonzero * (dense.element_size() + 4) + (dense.shape[0] + 1) * 4
+    if sparse_bytes >= dense.numel() * dense.element_size():
+        return dense
+    csr = dense.to_sparse_csr()
+    return torch.sparse_csr_tensor(csr.crow_indices().to(torch.int32),
+                                   csr.col_indices().to(torch.int32), csr.values(),
+                                   size=dense.shape)
+
+
+def compare_state_dicts(original: str, candidate: str) -> dict[str, Any]:
+    """Weight fidelity of a pruned state dict (run in an isolated child): the same names,
+    shapes and dtypes once densified, and per tensor the cosine similarity and the relative
+    error ||w' - w|| / ||w||. Returns JSON-ready numbers."""
+    import torch
+
+    before = _tensors(load_state_dict(original))
+    after = _tensors(load_state_dict(candidate))
+    if set(before) != set(after):
+        missing, extra = sorted(set(before) - set(after)), sorted(set(after) - set(before))
+        return {"error": f"names differ (missing {missing[:5]}, added {extra[:5]})"}
+    cosine, relative, sparse, changed = 1.0, 0.0, [], 0
+    for name, old in before.items():
+        new = after[name]
+        if not isinstance(old, torch.Tensor):
+            continue
+        if new.layout != torch.strided:
+            sparse.append(name)
+            new = new.to_dense()
+        if tuple(new.shape) != tuple(old.shape) or new.dtype != old.dtype:
+            return {"error": f"{name}: {tuple(old.shape)} {old.dtype} became "
+                             f"{tuple(new.shape)} {new.dtype}"}
+        if not old.is_floating_point() or torch.equal(old, new):
+            continue
+        changed += 1
+        a, b = old.double().reshape(-1), new.double().reshape(-1)
+        norm = float(a.norm())
+        cosine = min(cosine, float(a @ b / (norm * float(b.norm()))) if norm and float(b.norm()) else 0.0)
+        relative = max(relative, float((a - b).norm()) / norm if norm else float("inf"))
+    return {"min_cosine": cosine, "max_relative_error": relative, "sparse": sparse,
+            "changed": changed}
+
+
+# --- running in a fresh process -----------------------------------------------------------------
+
+_CALLS = {"prune": lambda src, dst, params: prune_state_dict(Path(src), Path(dst), params),
+          "compare": compare_state_dicts}
+_RESULT = "bloatguard-torch: "
+
+
+def run_in_subprocess(call: str, *args: Any, timeout: float, memory: int) -> Any:
+    """Run one of _CALLS in a new interpreter (`python -m bloatguard.fix.transforms_torch`),
+    JSON in and out, with a timeout and an address-space cap.
+
+    Not a fork, unlike bloatguard.isolate: a process that has used torch (a test, a notebook)
+    holds OpenMP thread pools that a forked child deadlocks on. Raises RuntimeError with a
+    readable reason."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    job = json.dumps({"call": call, "args": list(args), "memory": memory})
+    try:
+        done = subprocess.run([sys.executable, "-m", "bloatguard.fix.transforms_torch"], input=job,
+                              capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"timed out after {timeout:g} s") from None
+    lines = [line for line in done.stdout.splitlines() if line.startswith(_RESULT)]
+    if not lines:
+        tail = " ".join(done.stderr.strip().splitlines()[-1:])[:300]
+        raise RuntimeError(f"the torch process exited with status {done.returncode}"
+                           + (f": {tail}" if tail else ""))
+    kind, value = json.loads(lines[-1][len(_RESULT):])
+    if kind == "error":
+        raise RuntimeError(value)
+    return value
+
+
+def _main() -> int:
+    import json
+    import resource
+    import sys
+
+    job = json.loads(sys.stdin.read())
+    try:
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (job["memory"], hard))
+    except (ValueError, OSError):
+        pass
+    try:
+        answer = ["ok", _CALLS[job["call"]](*job["args"])]
+    except NotAStateDict as exc:
+        answer = ["error", str(exc)]
+    except MemoryError:
+        answer = ["error", "ran out of memory (address-space cap reached)"]
+    except Exception as exc:  # noqa: BLE001 - reported to the parent in one line
+        answer = ["error", f"{type(exc).__name__}: {exc}"]
+    sys.stdout.write(_RESULT + json.dumps(answer) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

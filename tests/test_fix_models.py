@@ -1,0 +1,137 @@
+"""Models and helpers shared by the `bloatguard fix` tests (this module holds no tests).
+
+Every model is built here, small enough that a test runs it in milliseconds, and each one
+carries the thing a fix acts on: dead weights, duplicates, unfused BatchNorm, Dropout/Identity,
+constant subgraphs, zero channels, Conv-heavy layers for quantization.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import factories
+
+OPSET = factories.OPSET
+F32 = TensorProto.FLOAT
+
+
+def info(name, shape, elem=F32):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def const(name: str, array) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(array), name))
+
+
+def init(name: str, array) -> TensorProto:
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def save(nodes, inputs, outputs, inits=(), path: Path | None = None, *, external=False, **kwargs) -> Path:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    model = helper.make_model(graph, opset_imports=kwargs.pop("opsets", OPSET), **kwargs)
+    onnx.checker.check_model(model)
+    return factories.save(model, path, external=external)
+
+
+def run(path_or_model, feeds: dict) -> list[np.ndarray]:
+    """Outputs of onnxruntime on a model file or ModelProto."""
+    import onnxruntime as ort
+
+    data = path_or_model.SerializeToString() if isinstance(path_or_model, onnx.ModelProto) \
+        else str(path_or_model)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def assert_same_outputs(before, after, feeds_list, rtol=1e-5) -> None:
+    """Same outputs (relative to each output's scale) for every feed dict."""
+    for feeds in feeds_list:
+        for want, got in zip(run(before, feeds), run(after, feeds)):
+            scale = max(float(np.max(np.abs(want))), 1e-12)
+            assert want.shape == got.shape
+            assert float(np.max(np.abs(want.astype(np.float64) - got))) <= rtol * scale
+
+
+def rand(*shape, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+# --- models ------------------------------------------------------------------------------------
+
+def messy(path: Path, *, external: bool = False) -> Path:
+    """Dead weights of every kind: an unused initializer, a dead chain (Constant -> Mul -> Add)
+    and a 32x32 weight stored twice (initializer and Constant)."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((32, 32)).astype(np.float32)
+    nodes = [const("w_copy", w),
+             helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("MatMul", ["h", "w_copy"], ["y"]),
+             const("dead_scale", rng.standard_normal((32,)).astype(np.float32)),
+             helper.make_node("Mul", ["h", "dead_scale"], ["d1"], name="dead_mul"),
+             helper.make_node("Add", ["d1", "dead_bias"], ["d2"], name="dead_add")]
+    inits = [init("w", w), init("orphan", np.ones((16, 16), np.float32)),
+             init("dead_bias", np.zeros((32,), np.float32))]
+    return save(nodes, [info("x", [1, 32])], [info("y", [1, 32])], inits, path, external=external)
+
+
+def conv_net(path: Path, *, channels=64, blocks=3, size=32, external=False, seed=0) -> Path:
+    """A small Conv-heavy detector: 3x3 Conv + Relu blocks at `size`x`size`, then a 1x1 head.
+    What BG101 recommends static int8 for, and what quantize_dynamic makes slower."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, current, cin = [], [], "images", 3
+    for index in range(blocks):
+        w = (rng.standard_normal((channels, cin, 3, 3)) * np.sqrt(2 / (cin * 9))).astype(np.float32)
+        inits += [init(f"w{index}", w), init(f"b{index}", (rng.standard_normal(channels) * 0.1).astype(np.float32))]
+        nodes += [helper.make_node("Conv", [current, f"w{index}", f"b{index}"], [f"c{index}"],
+                                   pads=[1] * 4, kernel_shape=[3, 3], name=f"conv{index}"),
+                  helper.make_node("Relu", [f"c{index}"], [f"r{index}"])]
+        current, cin = f"r{index}", channels
+    inits.append(init("head", (rng.standard_normal((8, channels, 1, 1)) * 0.1).astype(np.float32)))
+    nodes.append(helper.make_node("Conv", [current, "head"], ["boxes"], name="head"))
+    return save(nodes, [info("images", [1, 3, size, size])], [info("boxes", [1, 8, size, size])],
+                inits, path, external=external)
+
+
+def torch_bn_net():
+    """A torch module whose export keeps BatchNorm unfused (Conv+BN2d, Linear+BN1d, Dropout)."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = torch.nn.BatchNorm2d(8)
+            self.drop = torch.nn.Dropout(0.5)
+            self.fc = torch.nn.Linear(8, 4)
+            self.bn_fc = torch.nn.BatchNorm1d(4)
+
+        def forward(self, x):
+            y = self.drop(torch.relu(self.bn(self.conv(x)))).mean((2, 3))
+            return self.bn_fc(self.fc(y))
+
+    torch.manual_seed(0)
+    net = Net()
+    with torch.no_grad():  # trained-looking statistics
+        for bn in (net.bn, net.bn_fc):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+    return net.eval()
+
+
+def torch_export(net, path: Path, **kwargs) -> Path:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.randn(2, 3, 8, 8),), str(path), dynamo=False,
+                          input_names=["x"], output_names=["y"], **kwargs)
+    return path
