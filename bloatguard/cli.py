@@ -195,6 +195,7 @@ def collect(args: argparse.Namespace):
     paths = args.paths or [Path(".")]
     config = load_config(args.config, paths)
     selection = engine.Selection(select=_split_codes(args.select), ignore=_split_codes(args.ignore) or [])
+    selection.rules(config)  # a typo in --select fails now, not after measuring everything
     show_progress = sys.stderr.isatty()
     progress = _progress if show_progress else None
     base, head = _comparison(args)
@@ -220,7 +221,12 @@ def write_report(results, output_format: str, output_file: Path | None, **contex
 
     report = writer(output_format)(results, **context)
     if output_file:
-        output_file.write_text(report, encoding="utf-8")
+        from bloatguard.errors import BloatguardError
+
+        try:
+            output_file.write_text(report, encoding="utf-8")
+        except OSError as exc:
+            raise BloatguardError(f"{output_file}: cannot write the report ({exc.strerror or exc})") from None
     else:
         sys.stdout.write(report)
     if output_format == "github" and os.environ.get("GITHUB_STEP_SUMMARY"):

@@ -340,10 +340,19 @@ class _Validator:
         config.exclude = self.parse(self.key("exclude"), value, _string_list)
 
     def _select(self, config: Config, value: Any) -> None:
-        config.select = self.parse(self.key("select"), value, _string_list)
+        config.select = self._selectors(self.key("select"), value)
 
     def _ignore(self, config: Config, value: Any) -> None:
-        config.ignore = self.parse(self.key("ignore"), value, _string_list)
+        config.ignore = self._selectors(self.key("ignore"), value)
+
+    def _selectors(self, key: str, value: Any) -> list[str]:
+        from bloatguard.registry import unknown_selectors
+
+        codes = self.parse(key, value, _string_list)
+        unknown = unknown_selectors(codes)
+        if unknown:
+            raise self.fail(key, f"{unknown[0]!r} matches no rule; see `bloatguard rules`")
+        return codes
 
     def _cache_dir(self, config: Config, value: Any) -> None:
         if not isinstance(value, str):
@@ -396,15 +405,9 @@ class _Validator:
                             f"{latency.min_rounds} is more than max-rounds ({latency.max_rounds})")
 
     def _per_file_ignores(self, config: Config, value: Any) -> None:
-        from bloatguard.registry import all_rules, selector_matches
-
         for pattern, codes in self.table(self.key("per-file-ignores"), value).items():
             key = self.key("per-file-ignores", pattern)
-            codes = self.parse(key, codes, _string_list)
-            for code in codes:
-                if not any(selector_matches(code, rule) for rule in all_rules()):
-                    raise self.fail(key, f"{code!r} matches no rule; see `bloatguard rules`")
-            config.per_file_ignores.append((pattern, codes))
+            config.per_file_ignores.append((pattern, self._selectors(key, codes)))
 
     def _rules(self, config: Config, value: Any) -> None:
         from bloatguard.registry import find_rule

@@ -10,7 +10,7 @@ from bloatguard.config import Config
 from bloatguard.errors import BloatguardError
 from bloatguard.formats import read_head, sniff
 
-MODEL_SUFFIXES = {".onnx", ".pt", ".pth", ".ckpt", ".safetensors", ".bin"}
+MODEL_SUFFIXES = {".onnx", ".pt", ".pth", ".ckpt", ".safetensors", ".bin", ".jit"}
 # Suffixes that also name non-model files: such files count only when their bytes say model.
 AMBIGUOUS_SUFFIXES = {".bin"}
 SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv",

@@ -36,6 +36,13 @@ class Selection:
     ignore: list[str] = field(default_factory=list)
 
     def rules(self, config: Config) -> list[Rule]:
+        from bloatguard.errors import BloatguardError
+        from bloatguard.registry import unknown_selectors
+
+        unknown = unknown_selectors([*(self.select or []), *self.ignore])
+        if unknown:
+            raise BloatguardError(f"--select/--ignore: {unknown[0]!r} matches no rule; see "
+                                  "`bloatguard rules`")
         select = self.select if self.select is not None else config.select
         ignore = [*config.ignore, *self.ignore]
         return [rule for rule in all_rules()
@@ -95,7 +102,7 @@ def measure(path: Path, config: Config, display: str | None = None,
         batch.add(facts, config.resolve(settings_path or path).inputs)
         if macs is None:
             batch.run()
-    elif not facts.unreadable and facts.format != "onnx":
+    elif not facts.unreadable and not any("MACs" in note for note in facts.notes):
         facts.note(f"{facts.format} files have no graph, so compute (MACs) is not measured")
     return facts
 

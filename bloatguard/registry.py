@@ -46,3 +46,9 @@ def selector_matches(selector: str, rule: Rule) -> bool:
     if selector.upper() == "ALL":
         return True
     return rule.code.upper().startswith(selector.upper()) or selector.lower() == rule.name
+
+
+def unknown_selectors(selectors: list[str]) -> list[str]:
+    """The selectors that match no rule: a typo in --select must not silently disable every rule."""
+    rules = all_rules()
+    return [s for s in selectors if not any(selector_matches(s, rule) for rule in rules)]

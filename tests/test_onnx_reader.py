@@ -168,3 +168,48 @@ def test_lfs_pointer_message_names_remedy(tmp_path):
     facts = read_model(path)
     assert "git lfs pull" in facts.remedy
     assert facts.metrics()["params"] is None
+
+
+@pytest.mark.parametrize("dims", [[2**31, 2**31], [4, 5], [3]])
+def test_declared_dims_must_match_stored_bytes(tmp_path, dims):
+    path = factories.mlp(tmp_path / "m.onnx", sizes=(4, 4))
+    model = onnx.load(str(path))
+    del model.graph.initializer[0].dims[:]
+    model.graph.initializer[0].dims.extend(dims)
+    onnx.save_model(model, str(path))
+    facts = read_model(path)
+    assert "declares shape" in facts.unreadable and "but stores 64 bytes" in facts.unreadable
+
+
+def test_declared_dims_checked_for_stripped_bulk_data(tmp_path):
+    path = factories.mlp(tmp_path / "m.onnx", sizes=(64, 64))  # a 16 KB weight: stripped
+    model = onnx.load(str(path))
+    model.graph.initializer[0].dims[0] = 65
+    onnx.save_model(model, str(path))
+    assert "but stores 16384 bytes (16640 expected)" in read_model(path).unreadable
+
+
+def test_external_data_without_length_uses_the_tensor_size(tmp_path):
+    path = factories.mlp(tmp_path / "ext.onnx", sizes=(4, 4), external=True)
+    model = onnx.load(str(path), load_external_data=False)
+    tensor = model.graph.initializer[0]
+    kept = [(e.key, e.value) for e in tensor.external_data if e.key != "length"]
+    del tensor.external_data[:]
+    for key, value in kept:
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    del tensor.dims[:]
+    tensor.dims.extend([2**20, 2**20])
+    onnx.save_model(model, str(path))
+    assert "is outside" in read_model(path).unreadable
+
+
+def test_external_location_with_nul_byte(tmp_path):
+    path = factories.mlp(tmp_path / "ext.onnx", sizes=(4, 4), external=True)
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "ext.onnx.data\x00evil"
+    onnx.save_model(model, str(path))
+    assert "control characters" in read_model(path).unreadable

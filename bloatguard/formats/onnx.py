@@ -172,7 +172,53 @@ def _tensor_info(tensor, where: str, model_path: Path, external: dict[str, int])
     elif tensor.external_data and tensor.external_data[0].key != EMBEDDED_KEY:
         raise UnreadableModel(f"tensor {tensor.name!r} has external_data entries but is not "
                               "marked external", "re-export the model")
+    else:
+        _check_stored_size(tensor, info)
     return info
+
+
+# Data fields whose size follows from the element count: field -> (bytes per element, dtypes).
+# Varint-packed fields (int32_data, int64_data, uint64_data) cannot be sized without decoding.
+_FIXED_WIDTH_FIELDS = {"float_data": (4, {"float32": 1, "complex64": 2}),
+                       "double_data": (8, {"float64": 1, "complex128": 2})}
+
+
+def _check_stored_size(tensor, info: TensorInfo) -> None:
+    """Declared dims must match the bytes actually stored: a tensor that claims 2^62 elements
+    over 64 bytes of data is corrupt (or a lie meant to blow up whoever allocates it)."""
+    from bloatguard.formats.onnx_wire import EMBEDDED_KEY
+
+    def corrupt(stored: str) -> UnreadableModel:
+        return UnreadableModel(f"tensor {tensor.name!r} declares shape {list(info.shape)} "
+                               f"({info.dtype}) but stores {stored}", "re-export the model")
+
+    embedded = next((e.value for e in tensor.external_data if e.key == EMBEDDED_KEY), None)
+    if embedded is not None:
+        field, _, length = embedded.split(":")
+        stored_bytes = int(length)
+    elif tensor.raw_data:
+        field, stored_bytes = "raw_data", len(tensor.raw_data)
+    elif tensor.float_data:
+        field, stored_bytes = "float_data", 4 * len(tensor.float_data)
+    elif tensor.double_data:
+        field, stored_bytes = "double_data", 8 * len(tensor.double_data)
+    elif tensor.int32_data or tensor.int64_data or tensor.uint64_data or tensor.string_data:
+        return
+    else:
+        if info.numel:
+            raise corrupt("no data")
+        return
+    if field == "raw_data":
+        expected = info.nbytes
+    elif field in _FIXED_WIDTH_FIELDS:
+        width, per_dtype = _FIXED_WIDTH_FIELDS[field]
+        if info.dtype not in per_dtype:
+            raise corrupt(f"its values in {field}, which cannot hold {info.dtype}")
+        expected = info.numel * width * per_dtype[info.dtype]
+    else:
+        return
+    if expected is not None and stored_bytes != expected:
+        raise corrupt(f"{stored_bytes} bytes ({expected} expected)")
 
 
 def _check_external(name: str, entries: dict[str, str], model_path: Path,
@@ -190,6 +236,8 @@ def _check_external(name: str, entries: dict[str, str], model_path: Path,
     location = entries.get("location", "")
     if not location:
         raise bad("no location")
+    if "\x00" in location or any(ord(c) < 32 for c in location):
+        raise bad(f"location {location!r} contains control characters")
     if os.path.isabs(location) or location.startswith(("\\", "/")) or ":" in location:
         raise bad(f"location {location!r} is an absolute path")
     parts = location.replace("\\", "/").split("/")
@@ -213,13 +261,15 @@ def _check_external(name: str, entries: dict[str, str], model_path: Path,
         raise bad(f"location {location!r} is a hard link")
     try:
         offset = int(entries.get("offset", "0"))
-        length = int(entries["length"]) if "length" in entries else stat.st_size - offset
+        # Without a length the tensor's own size is what will be read.
+        implied = nbytes if nbytes is not None else stat.st_size - offset
+        length = int(entries["length"]) if "length" in entries else implied
     except ValueError:
         raise bad("offset or length is not an integer") from None
     if offset < 0 or length < 0 or offset + length > stat.st_size:
         raise bad(f"offset {offset} + length {length} is outside {location!r} "
                   f"({stat.st_size} bytes)")
-    if nbytes is not None and "length" in entries and length < nbytes:
+    if nbytes is not None and length < nbytes:
         raise bad(f"length {length} is shorter than the tensor's {nbytes} bytes")
     return location, stat.st_size
 

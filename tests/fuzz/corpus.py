@@ -101,6 +101,14 @@ def _huge_dims_onnx(work: Path) -> bytes:
     return model.SerializeToString()
 
 
+def _dims_over_data_onnx(work: Path) -> bytes:
+    """A tensor declaring 2^31 x 2^31 floats over the 64 bytes it really stores."""
+    model = onnx.load(str(factories.mlp(work / "dims.onnx", sizes=(4, 4))))
+    del model.graph.initializer[0].dims[:]
+    model.graph.initializer[0].dims.extend([2**31, 2**31])
+    return model.SerializeToString()
+
+
 def _deep_if_onnx(depth: int) -> bytes:
     """`If` nested `depth` deep: deeper than protobuf's recursion limit at the extremes."""
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y0"])], "leaf", [],
@@ -162,6 +170,18 @@ def _bad_crc_zip(data: bytes) -> bytes:
     return bytes(mutated)
 
 
+def _flip_in_record(data: bytes, suffix: str) -> bytes:
+    """Flip one byte inside a stored record's data (not its header): only a CRC check sees it."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith(suffix))
+    name_length = int.from_bytes(data[info.header_offset + 26:info.header_offset + 28], "little")
+    extra_length = int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    position = info.header_offset + 30 + name_length + extra_length
+    mutated = bytearray(data)
+    mutated[position] ^= 0x01
+    return bytes(mutated)
+
+
 def _deep_list_pickle(depth: int) -> bytes:
     """[[[...]]] nested `depth` deep, written opcode by opcode (pickle.dumps would recurse)."""
     return b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
@@ -189,10 +209,12 @@ def build(out: Path, canary: Path, *, seed: int = 1234, truncations: int = 24, f
         cases[f"7z_{stem}.{suffix}"] = b"7z\xbc\xaf\x27\x1c" + data
         if suffix == "pt" and stem == "state":
             cases[f"badcrc_{stem}.pt"] = _bad_crc_zip(data)
+            cases[f"badcrc_storage_{stem}.pt"] = _flip_in_record(data, "data/0")
     cases["random.onnx"] = bytes(rng.randrange(256) for _ in range(4096))
     cases["random.pt"] = bytes(rng.randrange(256) for _ in range(4096))
     cases["random.safetensors"] = bytes(rng.randrange(256) for _ in range(4096))
     cases["huge_dims.onnx"] = _huge_dims_onnx(work)
+    cases["dims_over_data.onnx"] = _dims_over_data_onnx(work)
     cases["deep_if_20.onnx"] = _deep_if_onnx(20)
     cases["deep_if_5000.onnx"] = _deep_if_wire(5000)
     cases["deep_pickle.pkl"] = _deep_list_pickle(100_000)
@@ -213,6 +235,7 @@ def build(out: Path, canary: Path, *, seed: int = 1234, truncations: int = 24, f
         target.write_bytes(data)
         files.append(target)
     for label, location, offset in (("abs", "/etc/passwd", "0"), ("dotdot", "../../etc/passwd", "0"),
+                                    ("nul", "model.onnx.data\x00x", "0"),
                                     ("offset", "model.onnx.data", str(2**40)), ("missing", "nope.data", "0"),
                                     ("symlink", "link.data", "0")):
         directory = out / f"external_{label}"
