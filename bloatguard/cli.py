@@ -180,11 +180,10 @@ def run_check(args: argparse.Namespace) -> int:
     results, config, rules = collect(args)
     write_report(results, args.output_format, args.output_file, rules=rules,
                  budgets_for=lambda result: config.resolve(Path(result.path)).budgets)
-    for result in results:
-        if result.facts is not None and result.facts.unreadable:
-            print(f"bloatguard: {result.path}: {result.facts.unreadable}"
-                  + (f"; remedy: {result.facts.remedy}" if result.facts.remedy else ""),
-                  file=sys.stderr)
+    for result in results:  # what could not be evaluated, one line each, whatever the format
+        for finding in result.findings:
+            if finding.code == "BG000":
+                print(f"bloatguard: {result.path}: {finding.message}", file=sys.stderr)
     return engine.exit_code(results)
 
 
@@ -253,8 +252,10 @@ def _comparison(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
     if args.staged:
         from_ref, to_ref = os.environ.get("PRE_COMMIT_FROM_REF"), os.environ.get("PRE_COMMIT_TO_REF")
-        if from_ref and to_ref and not set(from_ref) <= {"0"}:
-            return args.base or from_ref, to_ref
+        if from_ref and to_ref:
+            # A new branch is pushed with an all-zero FROM ref: nothing to compare with, so its
+            # models are new (absolute budgets only) unless --base names a comparison point.
+            return args.base or (None if set(from_ref) <= {"0"} else from_ref), to_ref
         return args.base or _head_if_any(args), None
     return args.base, None
 

@@ -24,6 +24,7 @@ class ModelResult:
     # Where the model lives in the repository (settings are resolved for this path), and where
     # each side's bytes can be read for measurements that need a file (latency, fixes).
     settings_path: Path | None = None
+    same_bytes: bool = False  # head and base are the same blob (unchanged, or a pure rename)
     head_file: Path | None = None
     base_file: Callable[[], Path | None] | None = field(default=None, repr=False)
 
@@ -273,7 +274,8 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
         macs = MacsBatch()
         side = _BlobMeasurer(repo, workspace, cache, config, macs)
         if base is None:  # no commit yet: everything staged is new
-            pairings = [_new_pairing(repo, file, staged) for file in head_files]
+            pairings = [pairing for file in head_files
+                        if (pairing := _new_pairing(repo, file, staged, head_commit)) is not None]
         else:
             pairings = list(pair_models(
                 repo, head_files, base, staged=staged, head_commit=head_commit, scope=scope,
@@ -298,7 +300,8 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
             results.append(result)
             if pairing.status == "deleted":
                 continue
-            if pairing.status == "unchanged" and base_facts is not None and not base_facts.external_files:
+            result.same_bytes = pairing.same_bytes
+            if pairing.same_bytes and base_facts is not None and not base_facts.external_files:
                 result.facts = base_facts  # same bytes: reuse, never measure twice
                 result.head_file = pairing.head_file
             elif pairing.head_blob is not None:
@@ -314,12 +317,16 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
     return results
 
 
-def _new_pairing(repo, file: Path, staged: bool):
+def _new_pairing(repo, file: Path, staged: bool, head_commit: str | None):
+    """A model with nothing to compare with; None when the head side does not have it."""
     from bloatguard.gitbase import Pairing
 
     path = repo.relpath(file)
-    return Pairing(path=path, status="new", head_file=file,
-                   head_blob=repo.index_blob(path) if staged else None)
+    head_blob = (repo.tree_blob(head_commit, path) if head_commit
+                 else repo.index_blob(path) if staged else None)
+    if (head_commit or staged) and head_blob is None:
+        return None
+    return Pairing(path=path, status="new", head_file=file, head_blob=head_blob)
 
 
 class _BlobMeasurer:

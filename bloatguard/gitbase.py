@@ -37,6 +37,7 @@ class Pairing:
 
     path: str  # repo-relative posix path (the head path, or the base path when deleted)
     status: str
+    same_bytes: bool = False  # unchanged, or renamed without a change (git's R100)
     head_file: Path | None = None
     head_blob: Blob | None = None
     base_blob: Blob | None = None
@@ -163,7 +164,7 @@ class GitRepo:
             status = fields[index]
             if status[0] in "RC":
                 old, new = fields[index + 1], fields[index + 2]
-                result[new] = (status[0], old)
+                result[new] = (status, old)
                 index += 3
             else:
                 result[fields[index + 1]] = (status[0], fields[index + 1])
@@ -248,14 +249,16 @@ def pair_models(repo: GitRepo, head_files: list[Path], base: str, *, staged: boo
         seen_base_paths.add(base_path)
         if base_blob is None:
             status = "new"
-        elif status_letter == "R":
+        elif status_letter.startswith("R"):
             status = "renamed"
         elif status_letter in ("", ) or (head_blob is not None and head_blob.sha == base_blob.sha):
             status = "unchanged"
         else:
             status = "modified"
+        same_bytes = status == "unchanged" or status_letter == "R100" or (
+            head_blob is not None and base_blob is not None and head_blob.sha == base_blob.sha)
         yield Pairing(path=path, status=status, head_file=file, head_blob=head_blob,
-                      base_blob=base_blob)
+                      base_blob=base_blob, same_bytes=same_bytes)
     for path, (letter, base_path) in changes.items():
         if letter == "D" and base_path not in seen_base_paths and (is_model_path is None or is_model_path(path)):
             blob = repo.tree_blob(base, base_path)

@@ -9,7 +9,9 @@ class UnreadableModel(Rule):
     """## What it does
     Reports model files that bloatguard cannot read: corrupt or truncated files, empty files,
     Git LFS pointers checked out instead of the model, unsupported formats and archives, ONNX
-    external data that is missing or points outside the model's directory.
+    external data that is missing or points outside the model's directory. With `--base`, the
+    base version is held to the same standard: a base that cannot be read (an LFS pointer whose
+    object is not fetched, a corrupt blob) cannot be compared with, so it is reported too.
 
     ## Why is this bad?
     A model that cannot be read cannot be held to any budget. A Git LFS pointer in particular
@@ -35,9 +37,12 @@ class UnreadableModel(Rule):
     default_severity = Severity.ERROR
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
-        facts = ctx.facts
-        if facts.unreadable:
-            message = facts.unreadable + (f"; remedy: {facts.remedy}" if facts.remedy else "")
-            yield self.finding(ctx, message, details={"cause": facts.unreadable,
+        for side, facts in (("head", ctx.facts), ("base", ctx.base)):
+            if facts is None or not facts.unreadable:
+                continue
+            # An unreadable base cannot be compared with: the growth budgets were not checked.
+            what = "the base version cannot be read: " if side == "base" else ""
+            message = what + facts.unreadable + (f"; remedy: {facts.remedy}" if facts.remedy else "")
+            yield self.finding(ctx, message, details={"side": side, "cause": facts.unreadable,
                                                       "remedy": facts.remedy},
                                severity=Severity.ERROR)

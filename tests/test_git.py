@@ -249,3 +249,49 @@ def test_external_data_companions_come_from_the_base_tree(repo, run_cli):
     assert ext["metrics"]["params"] == 32 * 64 + 64
     assert ext["status"] == "modified"
     assert code == 1
+
+
+def test_unreadable_base_is_reported_not_compared(repo, run_cli):
+    """A base that is an LFS pointer without its object must not be measured as a 130-byte
+    model (which would make every growth look enormous, or hide a regression)."""
+    (repo.root / "models" / "a.onnx").write_bytes(factories.LFS_POINTER)
+    repo.commit("a became an LFS pointer")
+    factories.mlp(repo.root / "models" / "a.onnx", sizes=(16, 32, 4))
+    code, document, err = report(run_cli, "models/a.onnx", "--base", "HEAD")
+    assert code == 2
+    finding = by_path(document)["models/a.onnx"]["findings"][0]
+    assert finding["code"] == "BG000" and finding["details"]["side"] == "base"
+    assert "the base version cannot be read" in finding["message"] and "git lfs pull" in finding["message"]
+    assert err.count("\n") == 1 and "base version" in err
+
+
+def test_pre_push_of_a_new_branch_holds_models_to_absolute_budgets(repo, run_cli, monkeypatch):
+    factories.mlp(repo.root / "models" / "a.onnx", sizes=(16, 1024, 4))  # over max-params
+    pushed = repo.commit("grow")
+    factories.mlp(repo.root / "models" / "a.onnx", sizes=(4, 4))  # the dirty tree must not matter
+    monkeypatch.setenv("PRE_COMMIT_FROM_REF", "0" * 40)
+    monkeypatch.setenv("PRE_COMMIT_TO_REF", pushed)
+    code, document, _ = report(run_cli, "models/a.onnx", "--staged")
+    a = by_path(document)["models/a.onnx"]
+    assert a["status"] == "new" and a["metrics"]["params"] == factories.mlp_params((16, 1024, 4))
+    assert [f["code"] for f in a["findings"]] == ["BG002"]
+    assert code == 1
+
+
+def test_pure_rename_reuses_the_base_measurement(repo, run_cli):
+    repo.git("mv", "models/a.onnx", "models/moved.onnx")
+    repo.commit("move")
+    code, document, _ = report(run_cli, "models", "--base", "HEAD~1")
+    moved = by_path(document)["models/moved.onnx"]
+    assert moved["status"] == "renamed" and code == 0
+    assert moved["metrics"] == moved["base"]["metrics"]
+
+
+def test_pure_rename_is_not_timed_again(repo, run_cli):
+    repo.git("mv", "models/b.onnx", "models/b2.onnx")
+    repo.commit("move")
+    code, out, _ = run_cli("check", "models/b2.onnx", "--base", "HEAD~1", "--latency",
+                           "--output-format", "json")
+    moved = json.loads(out)["models"][0]
+    assert moved["status"] == "renamed"
+    assert moved["metrics"]["latency_ms"] is None and not (moved.get("latency") or {}).get("ratio")

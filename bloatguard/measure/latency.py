@@ -99,7 +99,7 @@ def _plan_jobs(results: list["ModelResult"], config: "Config") -> list[_Job]:
     """Which models to time and how; models that cannot be timed get their note here."""
     jobs = []
     not_runnable = [r for r in results if r.facts is not None and not r.facts.unreadable
-                    and r.facts.format in _NOT_RUNNABLE and r.status != "unchanged"]
+                    and r.facts.format in _NOT_RUNNABLE and not r.same_bytes]
     if not_runnable:  # one note for the run, not the same sentence under every checkpoint
         not_runnable[0].facts.note(
             f"latency is not measured for PyTorch or safetensors files ({len(not_runnable)} in "
@@ -110,7 +110,7 @@ def _plan_jobs(results: list["ModelResult"], config: "Config") -> list[_Job]:
             continue
         settings_path = result.settings_path or Path(result.path)
         resolved = config.resolve(settings_path)
-        if result.status == "unchanged" and "max-latency" not in resolved.budgets:
+        if result.same_bytes and "max-latency" not in resolved.budgets:
             continue  # same bytes as the base: nothing to compare and no budget to check
         head = _side(result.path, result.head_file or facts.file, facts, config, settings_path)
         if isinstance(head, str):
@@ -118,7 +118,7 @@ def _plan_jobs(results: list["ModelResult"], config: "Config") -> list[_Job]:
             continue
         job = _Job(result=result, head=head)
         base_facts = result.base
-        if (result.status in ("modified", "renamed") and base_facts is not None
+        if (result.status in ("modified", "renamed") and not result.same_bytes and base_facts is not None
                 and not base_facts.unreadable and base_facts.format == "onnx"):
             job.wants_base = True
             try:
