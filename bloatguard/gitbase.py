@@ -229,9 +229,12 @@ class BlobWorkspace:
 def pair_models(repo: GitRepo, head_files: list[Path], base: str, *, staged: bool = False,
                 head_commit: str | None = None, scope: list[str] | None = None,
                 is_model_path=None) -> Iterator[Pairing]:
-    """Pair each head model with its base version and say what happened to it."""
+    """Pair each head model with its base version and say what happened to it.
+
+    The diff covers the whole repository, not just `scope`: a rename is only detected when git
+    sees both paths, and pre-commit passes files one by one. `scope` limits deleted models."""
     scope = scope or ["."]
-    changes = repo.changes(base, head_commit, staged=staged, paths=scope)
+    changes = repo.changes(base, head_commit, staged=staged, paths=["."])
     seen_base_paths = set()
     for file in head_files:
         path = repo.relpath(file)
@@ -260,9 +263,15 @@ def pair_models(repo: GitRepo, head_files: list[Path], base: str, *, staged: boo
         yield Pairing(path=path, status=status, head_file=file, head_blob=head_blob,
                       base_blob=base_blob, same_bytes=same_bytes)
     for path, (letter, base_path) in changes.items():
-        if letter == "D" and base_path not in seen_base_paths and (is_model_path is None or is_model_path(path)):
+        if (letter == "D" and base_path not in seen_base_paths and _within(path, scope)
+                and (is_model_path is None or is_model_path(path))):
             blob = repo.tree_blob(base, base_path)
             yield Pairing(path=path, status="deleted", base_blob=blob)
+
+
+def _within(path: str, scope: list[str]) -> bool:
+    return any(part in (".", "") or path == part or path.startswith(part.rstrip("/") + "/")
+               for part in scope)
 
 
 def lfs_object_path(start: Path, oid: str) -> Path | None:
