@@ -115,7 +115,7 @@ def load_report(path: Path) -> list[ModelResult]:
                               f"{SUPPORTED_VERSION} (`bloatguard check --output-format json`)")
     try:
         return [model_result(entry) for entry in document["models"]]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BloatguardError(f"{path}: malformed model entry ({type(exc).__name__}: {exc})") from None
 
 

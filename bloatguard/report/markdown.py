@@ -20,8 +20,10 @@ def _cell(result: ModelResult, key: str, kind: str) -> str:
     before = result.base.metrics().get(key)
     if result.facts is None:
         return f"~~{format_amount(before, kind)}~~"
-    if before is None or after is None or before == after:
+    if before == after or before is None:
         return format_amount(after, kind)
+    if after is None:  # measured on the base, unknown on the head: show both, say so
+        return f"{format_amount(before, kind)} → ?"
     percent = f" ({(after - before) / before * 100:+.1f}%)" if before else ""
     return f"{format_amount(before, kind)} → **{format_amount(after, kind)}**{percent}"
 
