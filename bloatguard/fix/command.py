@@ -144,6 +144,9 @@ def run(args: argparse.Namespace) -> int:
         raise BloatguardError(f"{args.samples}: samples file not found (--samples)")
     config = load_config(args.config, args.paths)
     models = discover(args.paths, config)
+    if args.output is not None and not args.output.is_dir() and not args.output.parent.is_dir():
+        raise BloatguardError(f"--output {args.output}: the directory {args.output.parent} does "
+                              "not exist; create it first")
     if args.output is not None and len(models) > 1 and not args.output.is_dir():
         raise BloatguardError("--output names one file; with several models, give an existing "
                               "directory")
