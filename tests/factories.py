@@ -6,6 +6,7 @@ counts can be asserted exactly.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,17 @@ def sparse_model(path: Path) -> Path:
 LFS_POINTER = (b"version https://git-lfs.github.com/spec/v1\n"
                b"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
                b"size 12345\n")
+
+
+def package_file(package: str, *parts: str) -> Path:
+    """A file a PyPI package ships (silero-vad, magika), found without importing the package
+    (silero_vad's import pulls in torch); skips the test when it is not installed."""
+    import pytest
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip(f"{package} is not installed")
+    path = Path(spec.submodule_search_locations[0]).joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} not shipped by this {package} version")
+    return path

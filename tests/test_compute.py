@@ -14,6 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from factories import package_file
 from bloatguard.formats import read_model
 from bloatguard.measure.compute import MAX_MACS, MacsResult, count_macs
 
@@ -567,16 +568,6 @@ def test_vgg19_matches_published_numbers(tmp_path):
 
 
 # --- real published models ----------------------------------------------------------------------
-
-def package_file(package: str, *parts: str) -> Path:
-    # find_spec locates the package without importing it (silero_vad's import pulls in torch).
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"{package} is not installed")
-    path = Path(spec.submodule_search_locations[0]).joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} not shipped by this {package} version")
-    return path
 
 
 def weight_dims(proto: onnx.ModelProto) -> dict[str, tuple[int, ...]]:

@@ -18,6 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import factories
+from factories import package_file
 from bloatguard import config as config_module
 from bloatguard.engine import measure
 from bloatguard.errors import ConfigError
@@ -77,15 +78,6 @@ def weights(rows: int, cols: int, zero_rows=(), seed: int = 0) -> np.ndarray:
     w[list(zero_rows)] = 0
     return w
 
-
-def package_file(package: str, *parts: str) -> Path:
-    spec = importlib.util.find_spec(package)  # without importing it (silero_vad pulls in torch)
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"{package} is not installed")
-    path = Path(spec.submodule_search_locations[0]).joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} not shipped by this {package} version")
-    return path
 
 
 # --- BG102 redundant-features: graph analysis --------------------------------------------------
@@ -623,27 +615,9 @@ def test_quantized_weights_are_not_foldable_constants(tmp_path):
 @pytest.fixture(scope="module")
 def torch_net():
     torch = pytest.importorskip("torch")
+    from test_fix_models import torch_bn_net  # Conv+BN2d, Linear+BN1d, Dropout; trained-looking stats
 
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
-            self.bn = torch.nn.BatchNorm2d(8)
-            self.drop = torch.nn.Dropout(0.5)
-            self.fc = torch.nn.Linear(8, 4)
-            self.bn_fc = torch.nn.BatchNorm1d(4)
-
-        def forward(self, x):
-            y = self.drop(torch.relu(self.bn(self.conv(x)))).mean((2, 3))
-            return self.bn_fc(self.fc(y))
-
-    torch.manual_seed(0)
-    net = Net()
-    with torch.no_grad():  # trained-looking statistics, so no two BN vectors are equal
-        for bn in (net.bn, net.bn_fc):
-            bn.running_mean.uniform_(-1, 1)
-            bn.running_var.uniform_(0.5, 2)
-    return torch, net.eval()
+    return torch, torch_bn_net()
 
 
 def torch_export(torch_net, path: Path, **kwargs) -> Path:

@@ -15,11 +15,9 @@ import onnx
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
+from factories import package_file
 from bloatguard.formats import read_model
 
-
-def package_file(package: str, *parts: str) -> Path:
-    return Path(importlib.util.find_spec(package).origin).parent.joinpath(*parts)
 
 
 SILERO = [p.name for p in sorted(package_file("silero_vad", "data").glob("*.onnx"))]
