@@ -40,6 +40,26 @@ for _metric, _stem, _kind in (("file_size", "file-size", "bytes"), ("params", "p
     BUDGET_KEYS[f"min-{_stem}-increase"] = BudgetKey(_metric, _kind, "floor")
 
 
+def _parse_nonnegative(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError("expected a non-negative number")
+    return float(value)
+
+
+def _parse_share(value: Any) -> float:
+    number = _parse_nonnegative(value)
+    if number > 1:
+        raise ValueError("expected a number between 0 and 1")
+    return number
+
+
+# Fidelity thresholds of `bloatguard fix`, per model glob (CLI options override them).
+FIX_THRESHOLDS: dict[str, Callable[[Any], float]] = {
+    "tolerance": _parse_nonnegative, "min-cosine": _parse_share, "min-top1": _parse_share,
+    "max-error": _parse_nonnegative,
+}
+
+
 def _parse_budget(key: str, value: Any) -> Any:
     spec = BUDGET_KEYS[key]
     if spec.role == "increase":
@@ -70,6 +90,7 @@ class ResolvedSettings:
     inputs: dict[str, list[int]] = field(default_factory=dict)
     samples: Path | None = None
     ignored: list[str] = field(default_factory=list)
+    fix: dict[str, float] = field(default_factory=dict)  # fidelity thresholds for `fix`
 
 
 GRAPH_OPTIMIZATIONS = ("disabled", "basic", "extended", "all")
@@ -201,6 +222,7 @@ class Config:
     samples: list[tuple[str, str]] = field(default_factory=list)
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
     per_file_ignores: list[tuple[str, list[str]]] = field(default_factory=list)
+    fix: list[tuple[str, dict[str, float]]] = field(default_factory=list)
     select: list[str] | None = None
     ignore: list[str] = field(default_factory=list)
     cache_dir: str | None = None
@@ -242,6 +264,9 @@ class Config:
         for pattern, codes in self.per_file_ignores:
             if globs.match(pattern, rel):
                 settings.ignored += codes
+        for pattern, thresholds in self.fix:
+            if globs.match(pattern, rel):
+                settings.fix.update(thresholds)
         return settings
 
     def rule_options(self, rule_name: str) -> dict[str, Any]:
@@ -324,6 +349,7 @@ class _Validator:
             "inputs": self._inputs, "samples": self._samples, "rules": self._rules,
             "per-file-ignores": self._per_file_ignores, "select": self._select,
             "ignore": self._ignore, "cache-dir": self._cache_dir, "latency": self._latency,
+            "fix": self._fix,
         }
         for key, value in table.items():
             handler = handlers.get(key)
@@ -403,6 +429,17 @@ class _Validator:
         if latency.min_rounds > latency.max_rounds:
             raise self.fail(self.key("latency", "min-rounds"),
                             f"{latency.min_rounds} is more than max-rounds ({latency.max_rounds})")
+
+    def _fix(self, config: Config, value: Any) -> None:
+        """[fix."<glob>"]: output-fidelity thresholds `bloatguard fix` holds candidates to."""
+        for pattern, table in self.table(self.key("fix"), value).items():
+            parsed = {}
+            for key, raw in self.table(self.key("fix", pattern), table).items():
+                full_key = self.key("fix", pattern, key)
+                if key not in FIX_THRESHOLDS:
+                    raise self.fail(full_key, "unknown key; known keys are " + ", ".join(FIX_THRESHOLDS))
+                parsed[key] = self.parse(full_key, raw, FIX_THRESHOLDS[key])
+            config.fix.append((pattern, parsed))
 
     def _per_file_ignores(self, config: Config, value: Any) -> None:
         for pattern, codes in self.table(self.key("per-file-ignores"), value).items():

@@ -3,7 +3,6 @@ numbers, and real published models (silero-vad, magika) whose graphs defeat naiv
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import subprocess
 import sys

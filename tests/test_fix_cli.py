@@ -283,3 +283,24 @@ def test_removing_features_rewrites_the_signature_and_says_so(run_cli, tmp_path)
     x = rng.random((5, 64), dtype=np.float32)
     [want], [got] = run(before, {"x": x}), run(path, {"x": np.delete(x, [1, 4, 9], axis=1)})
     assert np.allclose(want, got, rtol=1e-5, atol=1e-6)
+
+
+def test_fidelity_thresholds_per_model_from_config(tmp_path, run_cli):
+    """[fix."<glob>"] sets a model's fidelity bar; a CLI option still overrides it."""
+    path = factories.mlp(tmp_path / "models" / "m.onnx", sizes=(64, 512, 16))  # BG101: > 64 KiB
+    (tmp_path / "bloatguard.toml").write_text('[fix."models/**"]\nmin-cosine = 0.9999999\n')
+    args = ("fix", path, "--unsafe-fixes", "--dry-run", "--only", "quantize-dynamic",
+            "--no-latency", "--output-format", "json")
+    strict = json.loads(run_cli(*args)[1])
+    strict_candidate = strict["models"][0]["candidates"][0]
+    assert strict_candidate["verdict"] == "rejected"
+    assert "cosine" in " ".join(strict_candidate["reasons"])
+    relaxed = json.loads(run_cli(*args, "--min-cosine", "0.99")[1])
+    assert relaxed["models"][0]["candidates"][0]["verdict"] in ("accepted", "winner")
+
+
+def test_unknown_fix_threshold_is_a_config_error(tmp_path, run_cli):
+    path = factories.mlp(tmp_path / "m.onnx")
+    (tmp_path / "bloatguard.toml").write_text('[fix."**"]\nmin-cosin = 0.9\n')
+    code, _, err = run_cli("fix", path, "--dry-run")
+    assert code == 2 and 'fix."**".min-cosin: unknown key' in err

@@ -7,7 +7,6 @@ magika, whose findings are explained rather than just recorded.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
 from pathlib import Path

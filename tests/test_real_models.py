@@ -7,8 +7,6 @@ the wire format without loading weights.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import onnx

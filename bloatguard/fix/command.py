@@ -56,18 +56,18 @@ def add_parser(subcommands) -> argparse.ArgumentParser:
     fix.add_argument("--latency-budget", metavar="TIME",
                      help="time budget for timing the candidates of one model against the "
                           "original (default: time-budget in [tool.bloatguard.latency])")
-    fix.add_argument("--tolerance", type=_positive_float, default=1e-4, metavar="X",
+    fix.add_argument("--tolerance", type=_positive_float, metavar="X",
                      help="safe fixes: largest output change, relative to the output's largest "
-                          "magnitude (default: 1e-4)")
-    fix.add_argument("--min-cosine", type=_share, default=0.99, metavar="X",
+                          "magnitude (default: 1e-4, or tolerance in [tool.bloatguard.fix.\"<glob>\"])")
+    fix.add_argument("--min-cosine", type=_share, metavar="X",
                      help="unsafe fixes: smallest cosine similarity of each float output "
-                          "(default: 0.99)")
-    fix.add_argument("--min-top1", type=_share, default=0.95, metavar="X",
+                          "(default: 0.99, or min-cosine in the config)")
+    fix.add_argument("--min-top1", type=_share, metavar="X",
                      help="unsafe fixes: smallest top-1 agreement of classifier-like outputs "
-                          "and equal share of integer outputs (default: 0.95)")
+                          "and equal share of integer outputs (default: 0.95, or min-top1 in the config)")
     fix.add_argument("--max-error", type=_positive_float, metavar="X",
                      help="unsafe fixes: largest output change relative to the output scale "
-                          "(default: not checked)")
+                          "(default: not checked, or max-error in the config)")
     fix.add_argument("--prune-sparsity", type=_share, default=0.5, metavar="X",
                      help="share of weights magnitude pruning zeroes in a state dict (default: 0.5)")
     fix.add_argument("--output-format", choices=("text", "json"), default="text")
@@ -106,7 +106,7 @@ class Options:
     only: set[str] | None
     latency: bool
     latency_budget_ms: float | None
-    thresholds: Any
+    thresholds: dict[str, float]  # from the CLI; merged with the config per model
     prune_sparsity: float
 
 
@@ -124,7 +124,6 @@ def run(args: argparse.Namespace) -> int:
     from bloatguard.discover import discover
     from bloatguard.errors import BloatguardError
     from bloatguard.fix import ONNX_KINDS, STATE_DICT_KINDS
-    from bloatguard.fix.verify import Thresholds
     from bloatguard.units import parse_time_ms
 
     only = None
@@ -153,8 +152,9 @@ def run(args: argparse.Namespace) -> int:
     options = Options(
         unsafe=args.unsafe_fixes, dry_run=args.dry_run, force=args.force, samples=args.samples,
         output=args.output, only=only, latency=args.latency, latency_budget_ms=budget,
-        thresholds=Thresholds(tolerance=args.tolerance, min_cosine=args.min_cosine,
-                              min_top1=args.min_top1, max_error=args.max_error),
+        thresholds={key: value for key, value in (
+            ("tolerance", args.tolerance), ("min-cosine", args.min_cosine),
+            ("min-top1", args.min_top1), ("max-error", args.max_error)) if value is not None},
         prune_sparsity=args.prune_sparsity)
     if not models:
         print("bloatguard fix: no model files found", file=sys.stderr)
@@ -299,7 +299,17 @@ def _verify_batch(batch, path, facts, inputs, config, options, workspace, timeou
         verify.check_signature(evaluation, facts)
     # A model-level failure (onnxruntime cannot run the original) is each candidate's reason.
     verify.fidelity(batch, path, facts, inputs.fidelity if inputs else None,
-                    options.thresholds, timeout)
+                    thresholds_for(path, config, options), timeout)
+
+
+def thresholds_for(path: Path, config, options: Options):
+    """Defaults, then the config's [fix."<glob>"] table for this model, then the CLI options."""
+    from bloatguard.fix.verify import Thresholds
+
+    merged = {**config.resolve(path).fix, **options.thresholds}
+    return Thresholds(tolerance=merged.get("tolerance", 1e-4),
+                      min_cosine=merged.get("min-cosine", 0.99),
+                      min_top1=merged.get("min-top1", 0.95), max_error=merged.get("max-error"))
 
 
 def _build(evaluation, path: Path, facts, inputs, workspace: Path, timeout: float) -> None:
