@@ -171,29 +171,39 @@ def _store_macs(facts: ModelFacts, outcome) -> None:
 
 def _findings(facts: ModelFacts, base: ModelFacts | None, path: Path, config: Config,
               rules: list[Rule]) -> tuple[list[Finding], list[str]]:
-    """apply_rules for one model, in a form a worker process can run (no closures). Returns the
-    findings and the facts' notes, since a worker's notes (a rule that failed) would otherwise
-    stay in its copy of the facts."""
+    """apply_rules for one model, returning the findings and the facts' notes (a rule that
+    failed leaves a note, which a worker's copy of the facts would otherwise keep)."""
     result = ModelResult(path=facts.path, facts=facts, base=base)
     apply_rules(result, path, config, rules)
     return result.findings, facts.notes
 
 
-def _in_order(function: Callable, calls: list[tuple], jobs: int) -> list:
-    """`function(*call)` for every call: in `jobs` worker processes when jobs > 1, always
-    returned in the calls' order. Workers are forked where the platform can (cheap, and unlike
-    spawn they never re-run the caller's main script), as bloatguard.isolate does. They run the
-    code the parent runs itself with jobs=1, on the same input, so trusting their (pickled)
-    answers adds no trust the default path does not already give."""
-    if jobs <= 1 or len(calls) <= 1:
-        return [function(*call) for call in calls]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+def _findings_as_json(calls: list[tuple]) -> list:
+    return [[[finding.to_json() for finding in findings], notes]
+            for findings, notes in (_findings(*call) for call in calls)]
 
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(min(jobs, len(calls)),
-                             mp_context=multiprocessing.get_context(method)) as pool:
-        return list(pool.map(function, *zip(*calls)))
+
+def _in_order(calls: list[tuple], jobs: int) -> list[tuple[list[Finding], list[str]]]:
+    """_findings for every call, in `jobs` forked workers when jobs > 1, in the calls' order.
+
+    Workers answer through bloatguard.isolate's JSON pipe, not pickle: they read untrusted
+    weights, and a worker subverted through a native bug must not make the parent run code. A
+    chunk whose worker crashed is checked again here, as jobs=1 would."""
+    if jobs <= 1 or len(calls) <= 1:
+        return [_findings(*call) for call in calls]
+    from bloatguard.isolate import map_isolated
+
+    workers = min(jobs, len(calls))
+    outcomes: list = [None] * len(calls)
+    chunks = [calls[start::workers] for start in range(workers)]
+    timeout = 600 + 120 * len(calls)
+    for start, answer in enumerate(map_isolated(_findings_as_json, chunks, timeout=timeout)):
+        indices = range(start, len(calls), workers)
+        if isinstance(answer, Exception):
+            answer = _findings_as_json([calls[i] for i in indices])
+        for index, (findings, notes) in zip(indices, answer):
+            outcomes[index] = ([Finding.from_json(entry) for entry in findings], notes)
+    return outcomes
 
 
 def apply_rules(result: ModelResult, path: Path, config: Config, rules: list[Rule]) -> None:
@@ -246,7 +256,7 @@ def _finish(results: list[ModelResult], config: Config, selection: Selection, la
     checked = [result for result in results if result.facts is not None]
     calls = [(result.facts, result.base, result.settings_path or Path(result.path), config, rules)
              for result in checked]
-    for result, (findings, notes) in zip(checked, _in_order(_findings, calls, jobs)):
+    for result, (findings, notes) in zip(checked, _in_order(calls, jobs)):
         result.findings.extend(findings)
         for note in notes:
             result.facts.note(note)

@@ -15,7 +15,7 @@ from typing import Any
 from bloatguard.engine import ModelResult
 from bloatguard.errors import BloatguardError
 from bloatguard.facts import ModelFacts, ValueInfo
-from bloatguard.rule import Finding, Fix, Severity
+from bloatguard.rule import Finding
 
 SUPPORTED_VERSION = 1
 # Keys of the JSON `latency` object that come from the base/head comparison.
@@ -63,15 +63,6 @@ class ReportedFacts(ModelFacts):
         return self.recorded.get("weight_bytes")
 
 
-def _finding(entry: dict[str, Any]) -> Finding:
-    fix = entry.get("fix")
-    if fix is not None:
-        details = {key: value for key, value in fix.items() if key not in ("kind", "safe")}
-        fix = Fix(kind=fix["kind"], safe=bool(fix["safe"]), details=details)
-    return Finding(code=entry["code"], rule=entry["rule"], severity=Severity(entry["severity"]),
-                   message=entry["message"], details=entry.get("details") or {}, fix=fix)
-
-
 def _value(entry: dict[str, Any]) -> ValueInfo:
     shape = entry.get("shape")
     return ValueInfo(entry["name"], entry["dtype"], None if shape is None else tuple(shape))
@@ -81,7 +72,7 @@ def model_result(entry: dict[str, Any]) -> ModelResult:
     """The inverse of bloatguard.report.json.model_json."""
     if not isinstance(entry.get("path"), str):
         raise ValueError("a model's path must be a string")
-    findings = [_finding(finding) for finding in entry.get("findings", [])]
+    findings = [Finding.from_json(finding) for finding in entry.get("findings", [])]
     unreadable = next((f for f in findings if f.code == "BG000"), None)
     base = entry.get("base")
     facts = None

@@ -39,6 +39,16 @@ class Finding:
     details: dict[str, Any] = field(default_factory=dict)
     fix: Fix | None = None
 
+    @classmethod
+    def from_json(cls, entry: dict[str, Any]) -> Finding:
+        """The inverse of to_json (for merged reports and worker processes)."""
+        fix = entry.get("fix")
+        if fix is not None:
+            details = {key: value for key, value in fix.items() if key not in ("kind", "safe")}
+            fix = Fix(kind=fix["kind"], safe=bool(fix["safe"]), details=details)
+        return cls(code=entry["code"], rule=entry["rule"], severity=Severity(entry["severity"]),
+                   message=entry["message"], details=entry.get("details") or {}, fix=fix)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "code": self.code,
