@@ -98,13 +98,12 @@ def measure(path: Path, config: Config, display: str | None = None,
     from bloatguard.formats import read_model
 
     facts = read_model(path, display or display_path(path))
+    # Readers of formats without a graph say themselves that MACs are not measured.
     if facts.format == "onnx" and facts.handle is not None:
         batch = macs or MacsBatch()
         batch.add(facts, config.resolve(settings_path or path).inputs)
         if macs is None:
             batch.run()
-    elif not facts.unreadable and not any("MACs" in note for note in facts.notes):
-        facts.note(f"{facts.format} files have no graph, so compute (MACs) is not measured")
     return facts
 
 

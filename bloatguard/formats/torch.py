@@ -628,7 +628,6 @@ def _read_zip(path: Path, facts: ModelFacts) -> ModelFacts:
             loader = _zip_storage_loader(archive, f"{prefix}/{name}")
             root = _unpickle(item.data, item.what, loader)
             _add_tensors(facts, _collect(root, "constants" if name == "constants" else ""), where)
-    facts.note(SCRIPT_NOTE if script else NO_GRAPH_NOTE)
     return _finish(facts)
 
 
@@ -709,7 +708,6 @@ def _read_legacy(handle: BinaryIO, facts: ModelFacts, magic: _Pickle) -> ModelFa
     keys = _unpickle(keys, "the storage key list", None)
     _check_legacy_storages(handle, keys, storages.storages)
     _add_tensors(facts, _collect(root), "state_dict")
-    facts.note(NO_GRAPH_NOTE)
     return _finish(facts)
 
 
@@ -771,9 +769,10 @@ def read(path: Path, display: str, kind: str) -> ModelFacts:
     """Facts about a PyTorch file; `kind` is what the dispatcher sniffed: "zip" or "pickle"."""
     facts = ModelFacts(path=display, format="pytorch", file_size=path.stat().st_size)
     try:
-        if kind == "zip":
-            return _read_zip(path, facts)
-        return _read_pickles(path, facts)
+        facts = _read_zip(path, facts) if kind == "zip" else _read_pickles(path, facts)
     except _Refused as exc:
         raise UnreadableModel(f"not a PyTorch checkpoint this reader accepts ({exc})",
                               REMEDY) from None
+    # Said here, once for every path (unsafe pickles and plain pickles included).
+    facts.note(SCRIPT_NOTE if facts.format == "torchscript" else NO_GRAPH_NOTE)
+    return facts
