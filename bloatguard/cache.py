@@ -22,8 +22,6 @@ DEFAULT_DIR = ".bloatguard_cache"
 class MetricCache:
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
-        self.hits = 0
-        self.misses = 0
 
     @staticmethod
     def key(blob_sha: str, settings: dict[str, Any]) -> str:
@@ -46,12 +44,9 @@ class MetricCache:
                 raise ValueError("key mismatch")
             facts = facts_from_dict(display, data["facts"])
         except FileNotFoundError:
-            self.misses += 1
             return None
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            self.misses += 1  # corrupt or foreign entry: measure again and overwrite it
-            return None
-        self.hits += 1
+            return None  # corrupt or foreign entry: measure again and overwrite it
         return facts
 
     def put(self, key: str, facts: ModelFacts) -> None:

@@ -21,8 +21,6 @@ DTYPE_SIZES: dict[str, float] = {
     "bool": 1, "complex64": 8, "complex128": 16,
 }
 
-FLOAT_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16"})
-
 
 def dtype_nbytes(dtype: str, numel: int) -> int | None:
     size = DTYPE_SIZES.get(dtype)

@@ -48,10 +48,6 @@ class Scope:
     owner: object | None = None  # the node holding this subgraph; a function's FunctionProto
     children: list[Scope] = field(default_factory=list)
 
-    @property
-    def is_function(self) -> bool:
-        return self.graph is None
-
     def defined(self) -> set[str]:
         names = set(self.inputs) | set(self.initializers)
         for node in self.nodes:
