@@ -30,29 +30,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from factories import matmul_chain  # noqa: E402
+
 from bloatguard.config import Config
 from bloatguard.engine import ModelResult, measure
 from bloatguard.measure.latency import attach_latency
 from bloatguard.units import parse_time_ms
 
 OPSET = [helper.make_opsetid("", 17)]
-
-
-def matmul_chain(path: Path, layers: int, width: int = 256, batch: int = 32) -> Path:
-    """x[batch, width] -> (MatMul, Relu) x layers. Work grows linearly with `layers`."""
-    rng = np.random.default_rng(0)
-    nodes, inits, current = [], [], "x"
-    for index in range(layers):
-        weight = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
-        inits.append(numpy_helper.from_array(weight, f"w{index}"))
-        nodes.append(helper.make_node("MatMul", [current, f"w{index}"], [f"m{index}"]))
-        current = "y" if index == layers - 1 else f"h{index}"
-        nodes.append(helper.make_node("Relu", [f"m{index}"], [current]))
-    graph = helper.make_graph(
-        nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, width])], initializer=inits)
-    onnx.save(helper.make_model(graph, opset_imports=OPSET), str(path))
-    return path
 
 
 def conv_net(path: Path, blocks: int = 4, channels: int = 64, size: int = 56) -> Path:
@@ -159,13 +145,13 @@ def main(argv: list[str] | None = None) -> int:
               f"threads {config.latency.threads}, confirm {config.latency.confirm}, "
               f"{args.busy} busy neighbour process(es)")
         if "aa" in cases:
-            base = matmul_chain(workdir / "aa_base.onnx", 20)
+            base = matmul_chain(workdir / "aa_base.onnx", 20, batch=32)
             head = workdir / "aa_head.onnx"
             shutil.copy(base, head)
             run_case("A/A (identical models)", base, head, args.reps, config, "<= 1 flagged")
         if "power" in cases:
-            base = matmul_chain(workdir / "chain20.onnx", 20)
-            head = matmul_chain(workdir / "chain23.onnx", 23)  # 15 % more MatMul + Relu work
+            base = matmul_chain(workdir / "chain20.onnx", 20, batch=32)
+            head = matmul_chain(workdir / "chain23.onnx", 23, batch=32)  # 15 % more MatMul + Relu work
             run_case("power (+15% MatMul work)", base, head, args.reps, config, ">= 19 flagged")
         if "real" in cases:
             base = conv_net(workdir / "convnet.onnx")

@@ -61,6 +61,23 @@ def mlp_params(sizes=(16, 32, 4)) -> int:
     return sum(i * o + o for i, o in zip(sizes, sizes[1:]))
 
 
+def matmul_chain(path: Path, layers: int, width: int = 256, batch: str | int = "batch") -> Path:
+    """x[batch, width] -> (MatMul, Relu) x layers: work proportional to `layers` (latency tests
+    and benchmarks make a head slower by adding layers)."""
+    rng = _rng(0)
+    nodes, inits, current = [], [], "x"
+    for index in range(layers):
+        weight = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        inits.append(numpy_helper.from_array(weight, f"w{index}"))
+        nodes.append(helper.make_node("MatMul", [current, f"w{index}"], [f"m{index}"]))
+        current = "y" if index == layers - 1 else f"h{index}"
+        nodes.append(helper.make_node("Relu", [f"m{index}"], [current]))
+    graph = helper.make_graph(
+        nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, width])], initializer=inits)
+    return save(helper.make_model(graph, opset_imports=OPSET), path)
+
+
 def if_model(path: Path) -> Path:
     """Weights live only inside the branches of an If, as Constant nodes (silero-vad style):
     then: x @ W1 (8x4), else: x @ W2 (8x4) + b (4). Params: 32 + 32 + 4 = 68."""

@@ -400,17 +400,9 @@ def messy_model(path: Path) -> Path:
     """Everything BG103 looks for: an unused initializer (1 KB), a dead chain (Constant ->
     Mul -> Add) whose results reach nothing, a weight only the dead chain reads, and the same
     32x32 weight stored twice, once as an initializer and once as a Constant."""
-    rng = np.random.default_rng(0)
-    w = rng.standard_normal((32, 32)).astype(np.float32)
-    nodes = [const("w_copy", w),
-             helper.make_node("MatMul", ["x", "w"], ["h"]),
-             helper.make_node("MatMul", ["h", "w_copy"], ["y"]),
-             const("dead_scale", rng.standard_normal((32,)).astype(np.float32)),
-             helper.make_node("Mul", ["h", "dead_scale"], ["d1"], name="dead_mul"),
-             helper.make_node("Add", ["d1", "dead_bias"], ["d2"], name="dead_add")]
-    inits = [init("w", w), init("orphan", np.ones((16, 16), np.float32)),
-             init("dead_bias", np.zeros((32,), np.float32))]
-    return model(nodes, [tensor_info("x", [1, 32])], [tensor_info("y", [1, 32])], inits, path)
+    from test_fix_models import messy  # the model `fix` removes all of this from
+
+    return messy(path)
 
 
 def test_dead_weights_reports_unused_dead_and_duplicate_bytes(tmp_path):

@@ -48,22 +48,6 @@ def fast_config(extra: str = "", tmp_path: Path | None = None) -> Config:
     return config_module.load(path)
 
 
-def chain(path: Path, layers: int, width: int = 256, batch: str | int = "batch") -> Path:
-    """x[batch, width] -> (MatMul, Relu) x layers: work proportional to `layers`."""
-    rng = np.random.default_rng(0)
-    nodes, inits, current = [], [], "x"
-    for index in range(layers):
-        weight = (rng.standard_normal((width, width)) / 16).astype(np.float32)
-        inits.append(numpy_helper.from_array(weight, f"w{index}"))
-        nodes.append(helper.make_node("MatMul", [current, f"w{index}"], [f"m{index}"]))
-        current = "y" if index == layers - 1 else f"h{index}"
-        nodes.append(helper.make_node("Relu", [f"m{index}"], [current]))
-    graph = helper.make_graph(
-        nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, width])], initializer=inits)
-    return factories.save(helper.make_model(graph, opset_imports=OPSET), path)
-
-
 def single_op_model(path: Path, nodes, inputs, outputs, inits=(), opsets=OPSET) -> Path:
     graph = helper.make_graph(nodes, "m", inputs, outputs, initializer=list(inits))
     return factories.save(helper.make_model(graph, opset_imports=opsets), path)
@@ -225,7 +209,7 @@ def test_latency_config_is_validated(tmp_path):
 def test_unresolved_dims_and_bad_models_become_notes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     models = tmp_path / "models"
-    chain(models / "good.onnx", 2, width=32)
+    factories.matmul_chain(models / "good.onnx", 2, width=32)
     memory_hog(models / "hog.onnx")
     custom_op(models / "custom.onnx")
     endless_loop(models / "loop.onnx")
@@ -252,7 +236,7 @@ def test_unresolved_dims_and_bad_models_become_notes(tmp_path, monkeypatch):
 
 
 def test_identical_models_show_no_significant_change(tmp_path):
-    base = chain(tmp_path / "base.onnx", 3, width=128)
+    base = factories.matmul_chain(tmp_path / "base.onnx", 3, width=128)
     head = tmp_path / "head.onnx"
     head.write_bytes(base.read_bytes())
     result = comparison(base, head, fast_config(tmp_path=tmp_path))
@@ -280,7 +264,7 @@ def test_pytorch_files_get_one_note_for_the_run(tmp_path):
 def repo(tmp_path, monkeypatch):
     repo = Repo(tmp_path / "repo")
     repo.write("bloatguard.toml", FAST + '[budgets."models/**"]\nmax-latency-increase = "10%"\n')
-    chain(repo.root / "models" / "net.onnx", 2)
+    factories.matmul_chain(repo.root / "models" / "net.onnx", 2)
     repo.commit("base model")
     monkeypatch.chdir(repo.root)
     return repo
@@ -293,7 +277,7 @@ def json_report(run_cli, *args):
 
 def test_a_three_times_slower_head_is_a_regression(repo, run_cli):
     repo.git("checkout", "-q", "-b", "feature")
-    chain(repo.root / "models" / "net.onnx", 6)
+    factories.matmul_chain(repo.root / "models" / "net.onnx", 6)
     repo.commit("three times the work")
     code, model, _ = json_report(run_cli, "--base", "main")
     assert code == 1
@@ -322,7 +306,7 @@ def test_absolute_budget_names_machine_and_threads(repo, run_cli):
 
 
 def test_latency_defaults_on_with_base_only(repo, run_cli):
-    chain(repo.root / "models" / "net.onnx", 3)  # modified in the working tree
+    factories.matmul_chain(repo.root / "models" / "net.onnx", 3)  # modified in the working tree
     measured = lambda model: model["metrics"]["latency_ms"] is not None  # noqa: E731
     assert not measured(json_report(run_cli)[1])
     assert measured(json_report(run_cli, "--latency")[1])
@@ -337,7 +321,7 @@ def test_latency_defaults_on_with_base_only(repo, run_cli):
 
 def test_check_without_latency_never_imports_onnxruntime(repo):
     repo.write("bloatguard.toml", FAST + '[budgets."models/**"]\nmax-latency = "1 us"\n')
-    chain(repo.root / "models" / "net.onnx", 3)
+    factories.matmul_chain(repo.root / "models" / "net.onnx", 3)
     script = ("import sys\nfrom bloatguard.cli import main\n"
               "code = main(['check', 'models', '--output-format', 'json'])\n"
               "print('CODE', code, 'ORT', 'onnxruntime' in sys.modules, file=sys.stderr)\n")
