@@ -248,7 +248,29 @@ def build(out: Path, canary: Path, *, seed: int = 1234, truncations: int = 24, f
     return files
 
 
+def run_cli_over(files: list[Path]) -> dict[int, int]:
+    """Exit codes of `bloatguard check` (in-process) over every file, for the figures in notes."""
+    import collections
+    import contextlib
+
+    from bloatguard.cli import main
+
+    codes: collections.Counter = collections.Counter()
+    for file in files:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            codes[main(["check", str(file), "--output-format", "json", "--no-latency", "--no-cache"])] += 1
+    return dict(sorted(codes.items()))
+
+
 if __name__ == "__main__":
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "fuzz-corpus")
+    # python tests/fuzz/corpus.py OUT_DIR [--run]
+    import time
+
+    target = Path(next((a for a in sys.argv[1:] if not a.startswith("--")), "fuzz-corpus"))
     built = build(target, target / "CANARY")
     print(f"wrote {len(built)} files to {target}")
+    if "--run" in sys.argv:
+        start = time.perf_counter()
+        codes = run_cli_over(built)
+        print(f"exit codes {codes} in {time.perf_counter() - start:.1f} s; "
+              f"canary created: {(target / 'CANARY').exists()}")
