@@ -32,6 +32,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from bloatguard.formats.onnx_wire import EMBEDDED_KEY
+from bloatguard.measure import fold_ops
 
 # Beyond this a count is not a measurement but a sign of absurd dims (or a corrupt model).
 MAX_MACS = 10**18
@@ -592,22 +593,14 @@ class _Folder:
         feeds = {name: values[name] for name in node.input if name}
         if _output_size_bound(node, feeds) > FOLD_LIMIT:
             return None
-        try:
-            from onnx.reference import ReferenceEvaluator
-
-            inputs = [onnx.ValueInfoProto(name=n) for n in dict.fromkeys(feeds)]
-            outputs = [onnx.ValueInfoProto(name=n) for n in node.output if n]
-            graph = helper.make_graph([node], "fold", inputs, outputs)
-            results = ReferenceEvaluator(graph, opsets={"": self.opset}).run(None, feeds)
-        except Exception:  # a node the reference cannot run is simply left unfolded
-            return None
-        arrays = [np.asarray(r) for r in results]
-        if len(arrays) != len(outputs):
+        arrays = fold_ops.evaluate(node, [values[n] if n else None for n in node.input], self.opset)
+        if arrays is None:
+            arrays = _reference_evaluate(node, feeds, self.opset)
+        if arrays is None or len(arrays) != len(node.output):
             return None
         if any(a.size > FOLD_LIMIT or a.dtype == object for a in arrays):
             return None
-        by_name = dict(zip((o.name for o in outputs), arrays))
-        return [by_name.get(name, np.zeros(0)) for name in node.output]
+        return arrays
 
     def inline_if(self, node, cond: bool) -> list | None:
         """The nodes of the branch taken, in place of the If. Skipped when hoisting the branch's
@@ -626,6 +619,24 @@ class _Folder:
         nodes += [helper.make_node("Identity", [inner.name], [outer])
                   for inner, outer in zip(branch.output, node.output) if outer]
         return nodes
+
+
+def _reference_evaluate(node, feeds: dict, opset: int) -> list | None:
+    """onnx's reference implementation of `node`, for what fold_ops does not cover (imported
+    only then: the import alone costs more than folding a typical model)."""
+    try:
+        from onnx.reference import ReferenceEvaluator
+
+        inputs = [onnx.ValueInfoProto(name=n) for n in dict.fromkeys(feeds)]
+        outputs = [onnx.ValueInfoProto(name=n) for n in node.output if n]
+        graph = helper.make_graph([node], "fold", inputs, outputs)
+        results = ReferenceEvaluator(graph, opsets={"": opset}).run(None, feeds)
+    except Exception:  # a node the reference cannot run is simply left unfolded
+        return None
+    if len(results) != len(outputs):
+        return None
+    by_name = dict(zip((o.name for o in outputs), (np.asarray(r) for r in results)))
+    return [by_name.get(name, np.zeros(0)) for name in node.output]
 
 
 def _copy_node(node):
