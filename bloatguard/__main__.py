@@ -1,5 +1,3 @@
-import sys
+from bloatguard.cli import entry
 
-from bloatguard.cli import main
-
-sys.exit(main())
+entry()

@@ -91,6 +91,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def entry() -> None:
+    """The console script: `main`, then an immediate exit.
+
+    Tearing down onnx, numpy and protobuf at interpreter exit costs 20-40 ms, a tenth of a
+    static check, and buys nothing: every file and temporary directory is closed by the time
+    `main` returns (with statements, not finalizers), so only the streams need flushing."""
+    import os
+
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, OSError):  # the reader went away (`bloatguard check | head`)
+        pass
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from bloatguard.errors import BloatguardError

@@ -93,7 +93,7 @@ def measure(path: Path, config: Config, display: str | None = None,
 
     `settings_path` is where the model lives in the repository when `path` is a temporary copy
     of a git blob, so that per-path settings (input shapes) still apply. With a `macs` batch,
-    MACs are counted later for all models at once (one child process instead of one per model).
+    MACs are counted by the batch's children (started early, or at `macs.run()`).
     """
     from bloatguard.formats import read_model
 
@@ -101,61 +101,89 @@ def measure(path: Path, config: Config, display: str | None = None,
     # Readers of formats without a graph say themselves that MACs are not measured.
     if facts.format == "onnx" and facts.handle is not None:
         batch = macs or MacsBatch()
-        batch.add(facts, config.resolve(settings_path or path).inputs)
+        batch.add(path, config.resolve(settings_path or path).inputs, facts)
         if macs is None:
             batch.run()
     return facts
 
 
 class MacsBatch:
-    """Counts MACs for many ONNX models in one forked child.
+    """Counts MACs for many ONNX models in forked children, one per core.
 
-    Shape inference is native code fed with untrusted input, so it runs isolated; batching keeps
-    that to one fork and lets the child's lazily built operator tables serve every model. If the
-    batch child crashes, each model is retried alone so only the culprit loses its MACs.
+    Shape inference is native code fed with untrusted input, so it runs isolated. The children
+    read the model files themselves, so counting can start before the parent has read them
+    (`start`): the parent then reads the facts while the children count. A child that crashes
+    on one model costs only that model its MACs.
     """
 
     def __init__(self) -> None:
-        self.items: list[tuple[ModelFacts, dict[str, list[int]]]] = []
+        self.jobs: list[tuple[Path, dict[str, list[int]]]] = []
+        self.owners: list[list[ModelFacts]] = []  # the facts each job's count belongs to
+        self.index: dict[str, int] = {}
+        self.queues: list[tuple[int, object]] = []  # (index of its first job, isolate.Queue)
+        self.started = 0
         self.done_callbacks: list[Callable[[], None]] = []
 
-    def add(self, facts: ModelFacts, input_shapes: dict[str, list[int]]) -> None:
-        self.items.append((facts, input_shapes))
+    def start(self, jobs: list[tuple[Path, dict[str, list[int]]]] = ()) -> None:
+        """Start counting the given (path, input shapes) jobs and any added so far. A job's
+        count is kept only for facts later `add`ed with the same path and shapes."""
+        import onnx  # noqa: F401 - imported once here, inherited by every child
+
+        from bloatguard.isolate import Queue
+        from bloatguard.measure import compute  # noqa: F401
+
+        for path, shapes in jobs:
+            self._new_job(path, shapes)
+        pending = self.jobs[self.started:]
+        if pending:
+            workers = max(1, min(len(pending), os.cpu_count() or 1))
+            self.queues.append((self.started, Queue(_count_file, pending, workers=workers)))
+            self.started = len(self.jobs)
+
+    def add(self, path: Path, input_shapes: dict[str, list[int]], facts: ModelFacts) -> None:
+        index = self.index.get(_job_key(path, input_shapes))
+        if index is None:
+            index = self._new_job(path, input_shapes)
+        self.owners[index].append(facts)
+
+    def _new_job(self, path: Path, input_shapes: dict[str, list[int]]) -> int:
+        self.index[_job_key(path, input_shapes)] = len(self.jobs)
+        self.jobs.append((path, input_shapes))
+        self.owners.append([])
+        return len(self.jobs) - 1
 
     def then(self, callback: Callable[[], None]) -> None:
         """Run `callback` after the batch (e.g. to cache facts only once they are complete)."""
         self.done_callbacks.append(callback)
 
     def run(self) -> None:
-        from bloatguard.isolate import map_isolated
-
-        items, self.items = self.items, []
-        jobs = [(facts.handle.proto, shapes) for facts, shapes in items]
-        # One child per core, each taking an interleaved share of the models.
-        workers = max(1, min(len(jobs), os.cpu_count() or 1))
-        chunks = [jobs[start::workers] for start in range(workers)]
-        outcomes: list = [None] * len(jobs)
-        for start, result in enumerate(map_isolated(_count_all, chunks, timeout=60 + 30 * len(jobs))):
-            indices = range(start, len(jobs), workers)
-            if isinstance(result, Exception) and len(indices) > 1:
-                # Retry each model of a crashed chunk alone, so only the culprit loses its MACs.
-                result = [r if isinstance(r, Exception) else r[0]
-                          for r in map_isolated(_count_all, [[jobs[i]] for i in indices], timeout=60)]
-            for index, outcome in zip(indices, result if isinstance(result, list) else [result]):
-                outcomes[index] = outcome
-        for (facts, _), outcome in zip(items, outcomes):
-            _store_macs(facts, outcome)
+        """Count what has not started yet, wait for every count and store it in its facts."""
+        self.start()
+        queues, self.queues = self.queues, []
+        for first, queue in queues:
+            outcomes = queue.results(timeout=60 + 30 * len(queue.items))
+            for index, outcome in enumerate(outcomes, start=first):
+                for facts in self.owners[index]:
+                    _store_macs(facts, outcome)
         callbacks, self.done_callbacks = self.done_callbacks, []
         for callback in callbacks:
             callback()
 
 
-def _count_all(jobs) -> list[dict]:
+def _job_key(path: Path, input_shapes: dict[str, list[int]]) -> str:
+    import json
+
+    return json.dumps([str(path), input_shapes], sort_keys=True)
+
+
+def _count_file(job) -> dict:
     from dataclasses import asdict
 
+    from bloatguard.formats.onnx import read_proto
     from bloatguard.measure.compute import count_macs
 
-    return [asdict(count_macs(proto, shapes)) for proto, shapes in jobs]
+    path, shapes = job
+    return asdict(count_macs(read_proto(path), shapes))
 
 
 def _store_macs(facts: ModelFacts, outcome) -> None:
@@ -177,9 +205,9 @@ def _findings(facts: ModelFacts, base: ModelFacts | None, path: Path, config: Co
     return result.findings, facts.notes
 
 
-def _findings_as_json(calls: list[tuple]) -> list:
-    return [[[finding.to_json() for finding in findings], notes]
-            for findings, notes in (_findings(*call) for call in calls)]
+def _findings_as_json(call: tuple) -> list:
+    findings, notes = _findings(*call)
+    return [[finding.to_json() for finding in findings], notes]
 
 
 def _in_order(calls: list[tuple], jobs: int) -> list[tuple[list[Finding], list[str]]]:
@@ -187,22 +215,16 @@ def _in_order(calls: list[tuple], jobs: int) -> list[tuple[list[Finding], list[s
 
     Workers answer through bloatguard.isolate's JSON pipe, not pickle: they read untrusted
     weights, and a worker subverted through a native bug must not make the parent run code. A
-    chunk whose worker crashed is checked again here, as jobs=1 would."""
+    call whose worker crashed is checked again here, as jobs=1 would."""
     if jobs <= 1 or len(calls) <= 1:
         return [_findings(*call) for call in calls]
     from bloatguard.isolate import map_isolated
 
-    workers = min(jobs, len(calls))
-    outcomes: list = [None] * len(calls)
-    chunks = [calls[start::workers] for start in range(workers)]
-    timeout = 600 + 120 * len(calls)
-    for start, answer in enumerate(map_isolated(_findings_as_json, chunks, timeout=timeout)):
-        indices = range(start, len(calls), workers)
-        if isinstance(answer, Exception):
-            answer = _findings_as_json([calls[i] for i in indices])
-        for index, (findings, notes) in zip(indices, answer):
-            outcomes[index] = ([Finding.from_json(entry) for entry in findings], notes)
-    return outcomes
+    answers = map_isolated(_findings_as_json, calls, workers=min(jobs, len(calls)),
+                           timeout=600 + 120 * len(calls))
+    return [_findings(*call) if isinstance(answer, Exception)
+            else ([Finding.from_json(entry) for entry in answer[0]], answer[1])
+            for call, answer in zip(calls, answers)]
 
 
 def apply_rules(result: ModelResult, path: Path, config: Config, rules: list[Rule]) -> None:
@@ -231,6 +253,8 @@ def check(paths: list[Path], config: Config, selection: Selection,
     results = []
     models = [path for path in discover(paths, config) if shard is None or display_path(path) in shard]
     macs = MacsBatch()
+    # Count MACs while the models are read: shape inference is most of a static check's time.
+    macs.start([(path, config.resolve(path).inputs) for path in models if path.suffix.lower() == ".onnx"])
     for index, path in enumerate(models):
         if progress:
             progress(index, len(models), display_path(path))

@@ -1,11 +1,11 @@
-"""Run native-code work on untrusted input (ONNX shape inference, onnxruntime sessions) in a
-forked child with a timeout and an address-space cap, so a segfault, a hang or a memory blow-up
-in a native library becomes a one-line error for that model instead of a dead linter.
+"""Run native-code work on untrusted input (ONNX shape inference, onnxruntime sessions) in
+forked children with a timeout and an address-space cap, so a segfault, a hang or a memory
+blow-up in a native library becomes a one-line error for that model instead of a dead linter.
 
-fork keeps this cheap (a few milliseconds: the child inherits the parent's imported modules).
-Results come back over a pipe as JSON, not pickle: a child whose native code was subverted by a
-hostile model could write anything to the pipe, and JSON cannot make the parent run code.
-Functions run here must therefore return JSON-compatible values.
+fork keeps this cheap (a few milliseconds: the child inherits the parent's imported modules and
+the items to work on). Results come back over a pipe as JSON, not pickle: a child whose native
+code was subverted by a hostile model could write anything to the pipe, and JSON cannot make the
+parent run code. Functions run here must therefore return JSON-compatible values.
 """
 
 from __future__ import annotations
@@ -23,6 +23,174 @@ DEFAULT_MEMORY = 8 * 2**30
 
 class IsolationError(Exception):
     """The child crashed, timed out or ran out of memory; `str()` says which."""
+
+
+def run_isolated(function: Callable[..., Any], *args: Any, timeout: float = DEFAULT_TIMEOUT,
+                 memory: int = DEFAULT_MEMORY) -> Any:
+    """`function(*args)` in a forked child. Exceptions raised in the child are re-raised here
+    as IsolationError with their message; so are crashes, timeouts and memory exhaustion."""
+    outcome = Queue(lambda _: function(*args), [None], workers=1, memory=memory).results(timeout)[0]
+    if isinstance(outcome, IsolationError):
+        raise outcome
+    return outcome
+
+
+def map_isolated(function: Callable[[Any], Any], items: list[Any], *, workers: int,
+                 timeout: float = DEFAULT_TIMEOUT, memory: int = DEFAULT_MEMORY) -> list[Any]:
+    """`function(item)` for every item, in `workers` forked children sharing one queue. Each
+    entry of the result is the return value or the IsolationError of that item."""
+    return Queue(function, items, workers=workers, memory=memory).results(timeout)
+
+
+class Queue:
+    """`function(item)` for every item, in forked children that take the items' indices from a
+    shared pipe, so one slow item never holds up a precomputed share of the others.
+
+    The children start at once and `results` collects them, so the caller can do other work in
+    between. Each child announces an item before running it: a child that crashes or hangs costs
+    exactly that item (its IsolationError), and the items it never took are run by the others,
+    or by a fresh child when none is left."""
+
+    def __init__(self, function: Callable[[Any], Any], items: list[Any], *, workers: int,
+                 memory: int = DEFAULT_MEMORY) -> None:
+        self.function, self.items, self.memory = function, items, memory
+        self.outcomes: dict[int, Any] = {}
+        self.children = self._spawn(list(range(len(items))), workers) if items else []
+
+    def results(self, timeout: float = DEFAULT_TIMEOUT) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            answered = len(self.outcomes)
+            self._collect(deadline, timeout)
+            left = [index for index in range(len(self.items)) if index not in self.outcomes]
+            if not left:
+                return [self.outcomes[index] for index in range(len(self.items))]
+            if time.monotonic() >= deadline or len(self.outcomes) == answered:
+                reason = (f"timed out after {timeout:g} s" if time.monotonic() >= deadline
+                          else "exited without a result")
+                for index in left:
+                    self.outcomes[index] = IsolationError(reason)
+            else:  # every child died, each taking only its own item down: one more for the rest
+                self.children = self._spawn(left, 1)
+
+    def _spawn(self, indices: list[int], workers: int) -> list[tuple[int, int]]:
+        """Fork the children; (pid, fd of its answers) for each."""
+        if not hasattr(os, "fork"):  # pragma: no cover - Windows: run in-process
+            for index in indices:
+                try:
+                    self.outcomes[index] = self.function(self.items[index])
+                except Exception as exc:  # noqa: BLE001
+                    self.outcomes[index] = IsolationError(f"{type(exc).__name__}: {exc}")
+            return []
+        queue_read, queue_write = os.pipe()
+        children = [self._fork(queue_read, queue_write) for _ in range(max(1, min(workers, len(indices))))]
+        os.close(queue_read)
+        try:  # beyond the pipe's 64 KiB this blocks until the children have taken some
+            _write_all(queue_write, b"".join(index.to_bytes(4, "little") for index in indices))
+        except BrokenPipeError:
+            pass  # every child is gone already; results() hands the rest to a new one
+        finally:
+            os.close(queue_write)
+        return children
+
+    def _fork(self, queue_read: int, queue_write: int) -> tuple[int, int]:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            status = 0
+            try:
+                os.close(read_fd)
+                os.close(queue_write)  # or the queue would never reach end-of-file
+                _prepare_child(self.memory)
+                # The whole queue is written at once in multiples of 4 bytes, so each 4-byte
+                # read takes exactly one index, whichever child gets there first.
+                while len(raw := os.read(queue_read, 4)) == 4:
+                    index = int.from_bytes(raw, "little")
+                    _write_all(write_fd, json.dumps(["start", index]).encode() + b"\n")
+                    _write_all(write_fd, _answer(index, self.function, self.items[index]))
+            except BaseException:  # noqa: BLE001
+                status = 1
+            finally:
+                os._exit(status)
+        os.close(write_fd)
+        return pid, read_fd
+
+    def _collect(self, deadline: float, timeout: float) -> None:
+        """Read every child's answers until all have exited, or kill them at the deadline."""
+        answers = {fd: bytearray() for _, fd in self.children}
+        open_fds = set(answers)
+        while open_fds and (remaining := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select(list(open_fds), [], [], remaining)
+            for fd in ready:
+                chunk = os.read(fd, 1 << 20)
+                if chunk:
+                    answers[fd] += chunk
+                else:
+                    open_fds.discard(fd)
+        for pid, fd in self.children:
+            killed = fd in open_fds
+            if killed:
+                os.kill(pid, signal.SIGKILL)
+            os.close(fd)
+            death = _reap(pid)
+            running = self._read_answers(bytes(answers[fd]))
+            if running is not None:
+                self.outcomes[running] = IsolationError(
+                    f"timed out after {timeout:g} s" if killed else
+                    death or "exited without a result (out of memory?)")
+        self.children = []
+
+    def _read_answers(self, data: bytes) -> int | None:
+        """Record a child's answers; the index it announced but did not answer, if any."""
+        running = None
+        for line in data.splitlines():
+            try:
+                kind, index, *value = json.loads(line)
+                if kind not in ("start", "ok", "error") or not 0 <= index < len(self.items):
+                    raise ValueError(kind)
+            except (ValueError, TypeError):
+                if running is not None:
+                    self.outcomes[running] = IsolationError("returned a malformed result")
+                return None
+            if kind == "start":
+                running = index
+            else:
+                running = None
+                self.outcomes[index] = value[0] if kind == "ok" else IsolationError(str(value[0]))
+        return running
+
+
+def _prepare_child(memory: int) -> None:
+    import faulthandler
+
+    faulthandler.disable()  # a crash is reported by the parent, in one line
+    _limit_memory(memory)
+
+
+def _answer(index: int, function: Callable[[Any], Any], item: Any) -> bytes:
+    try:
+        line = json.dumps(["ok", index, function(item)])
+    except MemoryError:
+        line = json.dumps(["error", index, "ran out of memory (address-space cap reached)"])
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+        line = json.dumps(["error", index, f"{type(exc).__name__}: {exc}"])
+    return line.encode() + b"\n"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _reap(pid: int) -> str | None:
+    """Wait for `pid`; how it died, or None for a clean exit."""
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return f"crashed ({signal.Signals(os.WTERMSIG(status)).name})"
+    if os.WEXITSTATUS(status):
+        return "exited without a result (out of memory?)"
+    return None
 
 
 def _current_address_space() -> int:
@@ -44,96 +212,3 @@ def _limit_memory(extra_bytes: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     except (ValueError, OSError):
         pass  # a lower hard limit is already in place
-
-
-def run_isolated(function: Callable[..., Any], *args: Any, timeout: float = DEFAULT_TIMEOUT,
-                 memory: int = DEFAULT_MEMORY) -> Any:
-    """`function(*args)` in a forked child. Exceptions raised in the child are re-raised here
-    as IsolationError with their message; so are crashes, timeouts and memory exhaustion."""
-    if not hasattr(os, "fork"):  # pragma: no cover - Windows: run in-process
-        return function(*args)
-    return _start(function, args, memory).result(timeout)
-
-
-def map_isolated(function: Callable[[Any], Any], chunks: list[Any], *, timeout: float = DEFAULT_TIMEOUT,
-                 memory: int = DEFAULT_MEMORY) -> list[Any]:
-    """`function(chunk)` for each chunk, each in its own forked child, all running at once.
-    Each entry of the result is the return value or the IsolationError of that chunk."""
-    if not hasattr(os, "fork"):  # pragma: no cover
-        return [function(chunk) for chunk in chunks]
-    children = [_start(function, (chunk,), memory) for chunk in chunks]
-    deadline = time.monotonic() + timeout
-    results: list[Any] = []
-    for child in children:
-        try:
-            results.append(child.result(max(0.1, deadline - time.monotonic())))
-        except IsolationError as exc:
-            results.append(exc)
-    return results
-
-
-class _Child:
-    def __init__(self, pid: int, read_fd: int) -> None:
-        self.pid, self.read_fd = pid, read_fd
-
-    def result(self, timeout: float) -> Any:
-        return _collect(self.pid, self.read_fd, timeout)
-
-
-def _start(function: Callable[..., Any], args: tuple, memory: int) -> _Child:
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(read_fd)
-        status = 0
-        try:
-            import faulthandler
-
-            faulthandler.disable()  # a crash is reported by the parent, in one line
-            _limit_memory(memory)
-            try:
-                payload = json.dumps(["ok", function(*args)]).encode()
-            except MemoryError:
-                payload = json.dumps(["error", "ran out of memory (address-space cap reached)"]).encode()
-            except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-                payload = json.dumps(["error", f"{type(exc).__name__}: {exc}"]).encode()
-            with os.fdopen(write_fd, "wb") as pipe:
-                pipe.write(payload)
-        except BaseException:  # noqa: BLE001
-            status = 1
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    return _Child(pid, read_fd)
-
-
-def _collect(pid: int, read_fd: int, timeout: float) -> Any:
-    chunks = []
-    deadline = time.monotonic() + timeout
-    with os.fdopen(read_fd, "rb") as pipe:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise IsolationError(f"timed out after {timeout:g} s")
-            ready, _, _ = select.select([pipe], [], [], remaining)
-            if not ready:
-                continue
-            chunk = os.read(read_fd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        name = signal.Signals(os.WTERMSIG(status)).name
-        raise IsolationError(f"crashed ({name})")
-    if not chunks:
-        raise IsolationError("exited without a result (out of memory?)")
-    try:
-        kind, value = json.loads(b"".join(chunks))
-    except (ValueError, TypeError):
-        raise IsolationError("returned a malformed result") from None
-    if kind == "error":
-        raise IsolationError(value)
-    return value

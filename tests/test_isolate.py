@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bloatguard.isolate import IsolationError, run_isolated
+from bloatguard.isolate import IsolationError, Queue, map_isolated, run_isolated
 
 
 def _add(a, b):
@@ -78,3 +78,55 @@ def test_no_zombies_left():
     with pytest.raises(IsolationError):
         run_isolated(_hang, timeout=0.2)
     assert set(_zombie_children()) <= before
+
+
+def _square_or_crash(item):
+    if item == "crash":
+        ctypes.string_at(0)
+    if item == "hang":
+        time.sleep(60)
+    if item == "raise":
+        raise ValueError("bad model")
+    return item * item
+
+
+def test_queue_answers_every_item_in_order():
+    assert map_isolated(_square_or_crash, list(range(50)), workers=3) == [i * i for i in range(50)]
+
+
+def test_a_crash_costs_only_the_item_that_caused_it():
+    items = [2, "crash", 3, 4, "crash", 5, 6]
+    outcomes = map_isolated(_square_or_crash, items, workers=2)
+    assert [o for o in outcomes if not isinstance(o, IsolationError)] == [4, 9, 16, 25, 36]
+    assert [str(outcomes[i]) for i in (1, 4)] == ["crashed (SIGSEGV)"] * 2
+
+
+def test_every_child_crashing_still_answers_the_rest():
+    # One worker, crashing on the first item: a fresh child runs the remaining ones.
+    outcomes = map_isolated(_square_or_crash, ["crash", "crash", 7], workers=1)
+    assert [str(o) for o in outcomes[:2]] == ["crashed (SIGSEGV)"] * 2
+    assert outcomes[2] == 49
+
+
+def test_a_hang_costs_only_its_item_and_the_others_finish():
+    start = time.monotonic()
+    outcomes = map_isolated(_square_or_crash, ["hang", 2, 3, "raise", 4], workers=2, timeout=1.5)
+    assert time.monotonic() - start < 10
+    assert "timed out" in str(outcomes[0])
+    assert outcomes[1:3] == [4, 9] and outcomes[4] == 16
+    assert str(outcomes[3]) == "ValueError: bad model"
+
+
+def _touch(path):
+    Path(path).write_text("ran")
+    return path
+
+
+def test_queue_starts_before_results_are_asked_for(tmp_path):
+    marker = tmp_path / "ran"
+    queue = Queue(_touch, [str(marker)], workers=1)
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert marker.exists()  # the child worked while the caller did something else
+    assert queue.results(timeout=5) == [str(marker)]

@@ -39,11 +39,11 @@ class OnnxModel:
         self.path = path
 
 
-def read(path: Path, display: str) -> ModelFacts:
+def read_proto(path: Path):
+    """The model's ModelProto without its bulk tensor data (see onnx_wire)."""
     import onnx
     from google.protobuf.message import DecodeError
 
-    facts = ModelFacts(path=display, format="onnx", file_size=path.stat().st_size)
     structure = read_structure(path)
     try:
         model = onnx.ModelProto.FromString(structure.model_bytes)
@@ -53,6 +53,12 @@ def read(path: Path, display: str) -> ModelFacts:
     if not model.HasField("graph") or (not model.graph.node and not model.graph.initializer):
         raise UnreadableModel("parses as protobuf but holds no ONNX graph",
                               "check that this is an ONNX model, not another protobuf file")
+    return model
+
+
+def read(path: Path, display: str) -> ModelFacts:
+    facts = ModelFacts(path=display, format="onnx", file_size=path.stat().st_size)
+    model = read_proto(path)
     facts.handle = OnnxModel(model, path)
     facts.opsets = {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
 
@@ -277,10 +283,8 @@ def _check_external(name: str, entries: dict[str, str], model_path: Path,
 def external_locations(path: Path) -> list[str]:
     """Relative locations of the external data files an ONNX model names (unvalidated: callers
     fetch only plain relative paths and the reader validates everything before use)."""
-    import onnx
-
     try:
-        model = onnx.ModelProto.FromString(read_structure(path).model_bytes)
+        model = read_proto(path)
     except Exception:
         return []
     locations = set()
