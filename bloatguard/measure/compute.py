@@ -20,12 +20,14 @@ unknown dims, so the user knows what to put under `[tool.bloatguard.inputs]`.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
-from collections import ChainMap, Counter
+from collections import Counter
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -357,17 +359,107 @@ def _constant_value(node) -> np.ndarray | None:
     return None
 
 
-def _initializer_values(graph, ir_version: int) -> dict[str, np.ndarray]:
-    # From IR 4 on, an initializer that is also a graph input is only a default the caller may
-    # override, so its value is not a constant.
-    overridable = {v.name for v in graph.input} if ir_version >= 4 else set()
-    values = {}
-    for tensor in graph.initializer:
-        if tensor.name not in overridable:
-            value = _tensor_value(tensor)
-            if value is not None:
-                values[tensor.name] = value
-    return values
+class _ScopeValues(MutableMapping):
+    """Values of one scope's small constants (initializers and `Constant` nodes) and of what
+    folding computed there. Decoded on first use: a real graph holds hundreds of constants,
+    mostly weights, and folding and counting read only the few that feed shape arithmetic."""
+
+    def __init__(self, graph, ir_version: int) -> None:
+        # From IR 4 on, an initializer that is also a graph input is only a default the caller
+        # may override, so its value is not a constant.
+        overridable = {v.name for v in graph.input} if ir_version >= 4 else set()
+        self.sources: dict[str, Callable[[], np.ndarray | None]] = {}
+        for tensor in graph.initializer:
+            if tensor.name not in overridable:
+                self.sources[tensor.name] = functools.partial(_tensor_value, tensor)
+        for node in graph.node:
+            if node.op_type == "Constant" and node.domain in _STD and node.output:
+                self.sources[node.output[0]] = functools.partial(_constant_value, node)
+        self.known: dict[str, np.ndarray | None] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.known:
+            source = self.sources.get(name)
+            self.known[name] = None if source is None else source()
+        value = self.known[name]
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name) -> bool:
+        if name not in self.known and name not in self.sources:
+            return False  # most lookups: activations, not constants
+        try:
+            self[name]
+        except KeyError:
+            return False
+        return True
+
+    def __setitem__(self, name: str, value: np.ndarray) -> None:
+        self.known[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError("scope values are never removed")
+
+    def __iter__(self):
+        return (name for name in {**self.sources, **self.known} if name in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class _Chain:
+    """A scope's mapping in front of its enclosing scopes' chain: a ChainMap without the
+    generic machinery, since folding silero looks names up some 20,000 times."""
+
+    __slots__ = ("local", "outer")
+
+    def __init__(self, local, outer: "_Chain | None" = None) -> None:
+        self.local, self.outer = local, outer
+
+    def __contains__(self, name) -> bool:
+        return name in self.local or (self.outer is not None and name in self.outer)
+
+    def __getitem__(self, name):
+        if name in self.local:
+            return self.local[name]
+        if self.outer is not None:
+            return self.outer[name]
+        raise KeyError(name)
+
+    def get(self, name, default=None):
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def __setitem__(self, name, value) -> None:
+        self.local[name] = value
+
+
+class _ScopeShapes(Mapping):
+    """`_shape_table` of one scope, built on first lookup (many scopes never need one)."""
+
+    def __init__(self, graph) -> None:
+        self.graph = graph
+        self.table: dict[str, Dims | None] | None = None
+
+    def _built(self) -> dict[str, Dims | None]:
+        if self.table is None:
+            self.table = _shape_table(self.graph)
+        return self.table
+
+    def __getitem__(self, name: str):
+        return self._built()[name]
+
+    def __contains__(self, name) -> bool:
+        return name in self._built()
+
+    def __iter__(self):
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._built())
 
 
 def _opset(model) -> int:
@@ -402,12 +494,12 @@ def _count_fast_or_folded(model, user_dims, notes: _Notes):
         trial = _Notes()
         trial.items = list(notes.items)
         counter = _MacCounter(trial, user_dims, _opset(inferred), inferred.ir_version)
-        cost = counter.graph(inferred.graph, {}, {})
+        cost = counter.graph(inferred.graph, None, None)
         if not cost.unknown and not cost.invalid:
             return inferred, counter, cost, trial
     model = _resolve_shapes(model)
     counter = _MacCounter(notes, user_dims, _opset(model), model.ir_version)
-    return model, counter, counter.graph(model.graph, {}, {}), notes
+    return model, counter, counter.graph(model.graph, None, None), notes
 
 
 def _resolve_shapes(model):
@@ -438,15 +530,18 @@ class _InferenceFailed(Exception):
     pass
 
 
+# The ai.onnx ops with graph attributes (tests/test_compute.py checks this against onnx's
+# schemas). Looking only at these nodes' attributes makes walking silero's thousands of Constant
+# nodes for subgraphs several times cheaper.
+_STD_OPS_WITH_GRAPHS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+
+
 def _graphs(graph) -> Iterator:
     """The graph and every subgraph nested in it."""
     yield graph
     for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                yield from _graphs(attribute.g)
-            for sub in attribute.graphs:
-                yield from _graphs(sub)
+        for sub in _subgraphs(node):
+            yield from _graphs(sub)
 
 
 def _defined_names(graph) -> Iterator[str]:
@@ -485,31 +580,24 @@ class _Folder:
         self.changed = False
 
     def fold(self) -> bool:
-        self.graph(self.model.graph, {}, {}, {})
+        self.graph(self.model.graph, None, None, None)
         return self.changed
 
-    def graph(self, graph, outer_shapes, outer_values, outer_partial) -> None:
-        shapes = ChainMap(_shape_table(graph), outer_shapes)
-        values = ChainMap(_initializer_values(graph, self.ir_version), outer_values)
+    def graph(self, graph, outer_shapes, outer_values, outer_partial, nested: bool = False) -> None:
+        shapes = _Chain(_ScopeShapes(graph), outer_shapes)
+        values = _Chain(_ScopeValues(graph, self.ir_version), outer_values)
         # Shape outputs of tensors with some unknown dims: Gather of a known dim still folds.
-        partial = ChainMap({}, outer_partial)
+        partial = _Chain({}, outer_partial)
         new_nodes, replaced = [], False
         for node in graph.node:
-            if outer_values:
+            if nested:
                 local = self.localize(node, values)
                 replaced |= bool(local)
                 new_nodes.extend(local)
             replacement = self.node(node, shapes, values, partial)
             if replacement is None:
-                for attribute in node.attribute:
-                    if attribute.HasField("g"):
-                        self.graph(attribute.g, shapes, values, partial)
-                    for sub in attribute.graphs:
-                        self.graph(sub, shapes, values, partial)
-                if node.op_type == "Constant" and node.domain in _STD and node.output:
-                    value = _constant_value(node)
-                    if value is not None:
-                        values[node.output[0]] = value
+                for sub in _subgraphs(node):
+                    self.graph(sub, shapes, values, partial, nested=True)
                 new_nodes.append(node)
             else:
                 replaced = True
@@ -526,11 +614,11 @@ class _Folder:
         Reshape in a branch whose pads or target shape live outside gets no output shape."""
         copies = []
         for index, name in enumerate(node.input):
-            if name and name in values and name not in values.maps[0]:
+            if name and name not in values.local and name in values:
                 local = self.fresh_name(name)
                 copies.append(helper.make_node(
                     "Constant", [], [local], value=numpy_helper.from_array(values[name], local)))
-                values.maps[0][local] = values[name]
+                values.local[local] = values[name]
                 node.input[index] = local
         return copies
 
@@ -759,14 +847,10 @@ class _MacCounter:
         self.uncounted: Counter = Counter()
 
     def graph(self, graph, outer_shapes, outer_values) -> _Cost:
-        shapes = ChainMap(_shape_table(graph), outer_shapes)
-        values = ChainMap(_initializer_values(graph, self.ir_version), outer_values)
+        shapes = _Chain(_ScopeShapes(graph), outer_shapes)
+        values = _Chain(_ScopeValues(graph, self.ir_version), outer_values)
         cost = _Cost()
         for node in graph.node:
-            if node.op_type == "Constant" and node.domain in _STD and node.output:
-                value = _constant_value(node)
-                if value is not None:
-                    values[node.output[0]] = value
             cost.add(self.node(node, shapes, values))
         return cost
 
@@ -860,6 +944,8 @@ class _MacCounter:
 
 
 def _subgraphs(node) -> Iterator:
+    if node.domain in _STD and node.op_type not in _STD_OPS_WITH_GRAPHS:
+        return
     for attribute in node.attribute:
         if attribute.HasField("g"):
             yield attribute.g
