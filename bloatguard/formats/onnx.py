@@ -18,6 +18,8 @@ from bloatguard.facts import ModelFacts, TensorInfo, ValueInfo
 from bloatguard.formats.onnx_wire import EMBEDDED_KEY, read_structure
 
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
+# The ai.onnx ops with graph attributes (tests/test_compute.py checks this against onnx's schemas).
+STD_OPS_WITH_GRAPHS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
 _EXTERNAL_KEYS = {"location", "offset", "length", "checksum", "basepath"}
 
 
@@ -109,11 +111,14 @@ def scopes(model) -> Iterator[tuple[str, object, object]]:
 def _nested(prefix: str, graph, nodes) -> Iterator[tuple[str, object, object]]:
     yield prefix, graph, nodes
     for node in nodes:
+        if node.domain in ("", "ai.onnx") and node.op_type not in STD_OPS_WITH_GRAPHS:
+            continue  # the common case, and walking every node's attributes is what costs
         for attribute in node.attribute:
-            label = f"{prefix}{node_label(node)}/{attribute.name}"
             if attribute.HasField("g"):
+                label = f"{prefix}{node_label(node)}/{attribute.name}"
                 yield from _nested(f"{label}/", attribute.g, attribute.g.node)
             for index, graph in enumerate(attribute.graphs):
+                label = f"{prefix}{node_label(node)}/{attribute.name}"
                 yield from _nested(f"{label}[{index}]/", graph, graph.node)
 
 

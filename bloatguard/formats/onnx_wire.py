@@ -127,7 +127,9 @@ class _Rewriter:
                     copy_from = pos
                     self.stripped_fields += 1
                     self.stripped_bytes += length
-                elif child is not None:
+                elif child is not None and length >= KEEP_DATA_BELOW:
+                    # A smaller message cannot hold a data field worth stripping: copy it as is
+                    # (protobuf's own parser validates it afterwards). Most nodes are this small.
                     inner = self.rewrite(payload, pos, child)
                     if len(inner) != 1 or inner[0] is not None:
                         chunks.append(buf[copy_from:field_start])
