@@ -127,15 +127,15 @@ class MacsBatch:
     def start(self, jobs: list[tuple[Path, dict[str, list[int]]]] = ()) -> None:
         """Start counting the given (path, input shapes) jobs and any added so far. A job's
         count is kept only for facts later `add`ed with the same path and shapes."""
-        import onnx  # noqa: F401 - imported once here, inherited by every child
-
-        from bloatguard.isolate import Queue
-        from bloatguard.measure import compute  # noqa: F401
-
         for path, shapes in jobs:
             self._new_job(path, shapes)
         pending = self.jobs[self.started:]
         if pending:
+            import onnx  # noqa: F401 - imported once here, inherited by every child
+
+            from bloatguard.isolate import Queue
+            from bloatguard.measure import compute  # noqa: F401
+
             workers = max(1, min(len(pending), os.cpu_count() or 1))
             self.queues.append((self.started, Queue(_count_file, pending, workers=workers)))
             self.started = len(self.jobs)

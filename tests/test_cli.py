@@ -139,6 +139,19 @@ def test_onnx_check_imports_neither_torch_nor_onnxruntime(examples):
     assert "HEAVY []" in result.stderr, result.stderr
 
 
+def test_checking_pytorch_files_does_not_import_onnx():
+    # No ONNX file, no MACs child, so no reason to pay for importing onnx.
+    from factories import package_file
+
+    files = [package_file("silero_vad", "data", name) for name in ("silero_vad.jit", "silero_vad_16k.safetensors")]
+    result = _run(
+        "import sys\n"
+        "from bloatguard.cli import main\n"
+        f"code = main(['check', *{[str(f) for f in files]!r}, '--select', 'BG0', '--output-format', 'json'])\n"
+        "print('CODE', code, sorted(m for m in ('onnx', 'torch', 'onnxruntime') if m in sys.modules), file=sys.stderr)\n")
+    assert "CODE 0 []" in result.stderr, result.stderr
+
+
 def test_version_is_light():
     result = _run("import sys\nfrom bloatguard.cli import main\n"
                   "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
