@@ -10,9 +10,9 @@ amounts, reshape targets and branch conditions at run time from `Shape` of inter
 and ONNX's own data propagation neither follows those through Transpose/Cast/Reshape nor reaches
 into `If` branches (a subgraph is inferred with the outer scope's types, not its values). So
 `count_macs` alternates inference with folding: small integer computations whose inputs are known
-are evaluated with onnx's reference implementations (pure numpy, no onnxruntime), outer constants
-a branch reads are copied into it, `If` nodes whose condition becomes known are replaced by the
-branch taken, and this repeats until nothing changes.
+are evaluated in numpy (fold_ops, falling back to onnx's reference implementations; never
+onnxruntime), outer constants a branch reads are copied into it, `If` nodes whose condition
+becomes known are replaced by the branch taken, and this repeats until nothing changes.
 
 A model that cannot be fully counted gets `macs=None` and notes that say which node needed which
 unknown dims, so the user knows what to put under `[tool.bloatguard.inputs]`.
