@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_MEMORY = 8 * 2**30
+_PIPE_BUF = 4096  # POSIX guarantees at least 512; Linux and macOS give 4096; a multiple of 4
 
 
 class IsolationError(Exception):
@@ -55,6 +56,8 @@ class Queue:
                  memory: int = DEFAULT_MEMORY) -> None:
         self.function, self.items, self.memory = function, items, memory
         self.outcomes: dict[int, Any] = {}
+        self.queue_fd: int | None = None
+        self.unsent = b""
         self.children = self._spawn(list(range(len(items))), workers) if items else []
 
     def results(self, timeout: float = DEFAULT_TIMEOUT) -> list[Any]:
@@ -85,13 +88,32 @@ class Queue:
         queue_read, queue_write = os.pipe()
         children = [self._fork(queue_read, queue_write) for _ in range(max(1, min(workers, len(indices))))]
         os.close(queue_read)
-        try:  # beyond the pipe's 64 KiB this blocks until the children have taken some
-            _write_all(queue_write, b"".join(index.to_bytes(4, "little") for index in indices))
-        except BrokenPipeError:
-            pass  # every child is gone already; results() hands the rest to a new one
-        finally:
-            os.close(queue_write)
+        # Written without blocking, as far as the pipe takes it; the rest goes in as the children
+        # take items (`_collect`), so a queue beyond the pipe's 64 KiB cannot deadlock against
+        # children waiting for their answers to be read.
+        os.set_blocking(queue_write, False)
+        self.queue_fd = queue_write
+        self.unsent = b"".join(index.to_bytes(4, "little") for index in indices)
+        self._feed()
         return children
+
+    def _feed(self) -> None:
+        """Write more of the queue. Chunks of PIPE_BUF bytes are written whole or not at all, so
+        a child's 4-byte read never finds half an index."""
+        while self.unsent:
+            try:
+                written = os.write(self.queue_fd, self.unsent[:_PIPE_BUF])
+            except BlockingIOError:
+                return
+            except BrokenPipeError:
+                break  # every child is gone; results() hands the rest to a new one
+            self.unsent = self.unsent[written:]
+        self._close_queue()
+
+    def _close_queue(self) -> None:
+        if self.queue_fd is not None:
+            os.close(self.queue_fd)
+            self.queue_fd, self.unsent = None, b""
 
     def _fork(self, queue_read: int, queue_write: int) -> tuple[int, int]:
         read_fd, write_fd = os.pipe()
@@ -102,8 +124,7 @@ class Queue:
                 os.close(read_fd)
                 os.close(queue_write)  # or the queue would never reach end-of-file
                 _prepare_child(self.memory)
-                # The whole queue is written at once in multiples of 4 bytes, so each 4-byte
-                # read takes exactly one index, whichever child gets there first.
+                # Each 4-byte read takes exactly one index, whichever child gets there first.
                 while len(raw := os.read(queue_read, 4)) == 4:
                     index = int.from_bytes(raw, "little")
                     _write_all(write_fd, json.dumps(["start", index]).encode() + b"\n")
@@ -120,13 +141,17 @@ class Queue:
         answers = {fd: bytearray() for _, fd in self.children}
         open_fds = set(answers)
         while open_fds and (remaining := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select(list(open_fds), [], [], remaining)
+            writable = [self.queue_fd] if self.queue_fd is not None else []
+            ready, can_write, _ = select.select(list(open_fds), writable, [], remaining)
+            if can_write:
+                self._feed()
             for fd in ready:
                 chunk = os.read(fd, 1 << 20)
                 if chunk:
                     answers[fd] += chunk
                 else:
                     open_fds.discard(fd)
+        self._close_queue()
         for pid, fd in self.children:
             killed = fd in open_fds
             if killed:

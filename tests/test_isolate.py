@@ -130,3 +130,16 @@ def test_queue_starts_before_results_are_asked_for(tmp_path):
         time.sleep(0.01)
     assert marker.exists()  # the child worked while the caller did something else
     assert queue.results(timeout=5) == [str(marker)]
+
+
+def _describe(item):
+    return "x" * 200 + str(item)  # answers fill each child's pipe long before the queue is sent
+
+
+def test_a_queue_larger_than_a_pipe_does_not_deadlock():
+    # 40,000 indices are 160 KB of queue, more than a pipe holds, while the answers fill the
+    # children's own pipes: the parent must keep feeding the queue while it reads answers.
+    items = list(range(40_000))
+    outcomes = map_isolated(_describe, items, workers=2, timeout=120)
+    assert outcomes[0] == "x" * 200 + "0" and outcomes[-1] == "x" * 200 + "39999"
+    assert not [o for o in outcomes if isinstance(o, IsolationError)]
