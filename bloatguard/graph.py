@@ -12,14 +12,16 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from bloatguard.facts import dtype_nbytes
-from bloatguard.formats.onnx import dtype_name, node_label
+from bloatguard.formats.onnx import STD_OPS_WITH_GRAPHS, dtype_name, node_label
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 
 
 def subgraphs(node) -> list:
     """The graphs held in a node's attributes (If branches, Loop/Scan bodies)."""
-    graphs = []
+    graphs: list = []
+    if node.domain in STANDARD_DOMAINS and node.op_type not in STD_OPS_WITH_GRAPHS:
+        return graphs  # no other standard op has a graph attribute; skipping is what is fast
     for attribute in node.attribute:
         if attribute.HasField("g"):
             graphs.append(attribute.g)
@@ -47,6 +49,19 @@ class Scope:
     parent: Scope | None = None
     owner: object | None = None  # the node holding this subgraph; a function's FunctionProto
     children: list[Scope] = field(default_factory=list)
+    _lookup: tuple | None = field(default=None, repr=False)
+
+    def constant_lookup(self) -> tuple[dict[str, object], set[str]]:
+        """(output name -> Constant node, every name defined here), built once: the rules ask
+        about one weight at a time, and rescanning the scope for each made that quadratic.
+        A snapshot, like the rules' view of the model: nothing edits a scope they read."""
+        if self._lookup is None:
+            constants: dict[str, object] = {}
+            for node in self.nodes:
+                if node.op_type == "Constant" and node.output:
+                    constants.setdefault(node.output[0], node)  # the first, as a scan finds
+            self._lookup = (constants, self.defined())
+        return self._lookup
 
     def defined(self) -> set[str]:
         names = set(self.inputs) | set(self.initializers)
@@ -219,10 +234,10 @@ def constant_tensor(scope: Scope, name: str):
     while here is not None:
         if name in here.initializers and name not in here.inputs:
             return here.initializers[name]
-        for node in here.nodes:
-            if node.op_type == "Constant" and node.output and node.output[0] == name:
-                return _constant_value(node)
-        if name in here.defined():
+        constants, defined = here.constant_lookup()
+        if name in constants:
+            return _constant_value(constants[name])
+        if name in defined:
             return None  # defined here by something else: shadows outer scopes
         here = here.parent
     return None
