@@ -171,9 +171,10 @@ class Queue:
         for line in data.splitlines():
             try:
                 kind, index, *value = json.loads(line)
-                if kind not in ("start", "ok", "error") or not 0 <= index < len(self.items):
+                if (type(index) is not int or not 0 <= index < len(self.items)
+                        or len(value) != {"start": 0, "ok": 1, "error": 1}[kind]):
                     raise ValueError(kind)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, KeyError):
                 if running is not None:
                     self.outcomes[running] = IsolationError("returned a malformed result")
                 return None

@@ -143,3 +143,19 @@ def test_a_queue_larger_than_a_pipe_does_not_deadlock():
     outcomes = map_isolated(_describe, items, workers=2, timeout=120)
     assert outcomes[0] == "x" * 200 + "0" and outcomes[-1] == "x" * 200 + "39999"
     assert not [o for o in outcomes if isinstance(o, IsolationError)]
+
+
+
+@pytest.mark.parametrize("forged", ['["ok", 0]', '["ok", 0.0, 1]', '["start", 7]', '["boo", 0, 1]',
+                                    '{"ok": 1}', 'not json', '["ok", "0", 1]'])
+def test_forged_answers_are_refused_not_trusted(forged, monkeypatch):
+    # A child subverted through a native bug could write anything on its answer pipe; the parent
+    # must turn that into an error for the item, never a traceback or a wrong answer.
+    import bloatguard.isolate as isolate
+
+    def forge(index, function, item):
+        return forged.encode() + b"\n"
+
+    monkeypatch.setattr(isolate, "_answer", forge)
+    outcomes = map_isolated(_square_or_crash, [3], workers=1, timeout=10)
+    assert isinstance(outcomes[0], IsolationError)
