@@ -101,7 +101,8 @@ def measure(path: Path, config: Config, display: str | None = None,
     # Readers of formats without a graph say themselves that MACs are not measured.
     if facts.format == "onnx" and facts.handle is not None:
         batch = macs or MacsBatch()
-        batch.add(path, config.resolve(settings_path or path).inputs, facts)
+        # facts.file: the bytes the reader measured (a Git LFS pointer's object, say).
+        batch.add(facts.file, config.resolve(settings_path or path).inputs, facts)
         if macs is None:
             batch.run()
     return facts
@@ -128,7 +129,8 @@ class MacsBatch:
         """Start counting the given (path, input shapes) jobs and any added so far. A job's
         count is kept only for facts later `add`ed with the same path and shapes."""
         for path, shapes in jobs:
-            self._new_job(path, shapes)
+            if _job_key(path, shapes) not in self.index:
+                self._new_job(path, shapes)
         pending = self.jobs[self.started:]
         if pending:
             import onnx  # noqa: F401 - imported once here, inherited by every child
@@ -165,6 +167,8 @@ class MacsBatch:
             for index, outcome in enumerate(outcomes, start=first):
                 for facts in self.owners[index]:
                     _store_macs(facts, outcome)
+        # Counted and stored: facts added from now on need jobs of their own.
+        self.jobs, self.owners, self.index, self.started = [], [], {}, 0
         callbacks, self.done_callbacks = self.done_callbacks, []
         for callback in callbacks:
             callback()

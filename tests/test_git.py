@@ -234,6 +234,7 @@ def test_lfs_pointer_with_and_without_object(repo, run_cli):
     assert code == 0
     assert document["models"][0]["metrics"]["params"] == factories.mlp_params((8, 8))
     assert document["models"][0]["metrics"]["file_size"] == len(real)
+    assert document["models"][0]["metrics"]["macs"] == 8 * 8  # counted on the object, not the pointer
 
 
 def test_external_data_companions_come_from_the_base_tree(repo, run_cli):
