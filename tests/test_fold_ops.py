@@ -34,6 +34,7 @@ COVERED = [
     ("Squeeze", [MATRIX[:1], i64(0)], {}, 13),
     ("Squeeze", [np.ones((1, 3, 1), np.int64)], {}, 13),
     ("Squeeze", [np.ones((1, 3, 1), np.int64)], {"axes": [-1]}, 11),
+    ("Squeeze", [np.ones((1, 3, 1), np.int64)], {"axes": []}, 11),
     ("Reshape", [MATRIX, i64(0, -1)], {}, 14),
     ("Reshape", [MATRIX, i64(-1)], {}, 14),
     ("Reshape", [np.zeros((0, 3), np.int64), i64(3, 0)], {"allowzero": 1}, 14),
@@ -52,6 +53,8 @@ COVERED = [
     ("ConstantOfShape", [i64()], {"value": numpy_helper.from_array(i64(7))}, 13),
     ("Range", [np.array(0, np.int64), np.array(10, np.int64), np.array(3, np.int64)], {}, 13),
     ("Range", [np.array(5, np.int32), np.array(0, np.int32), np.array(-2, np.int32)], {}, 13),
+    ("Range", [np.array(-20000, np.int16), np.array(20000, np.int16), np.array(10, np.int16)], {}, 13),
+    ("Range", [np.array(10, np.uint8), np.array(0, np.uint8), np.array(1, np.uint8)], {}, 13),
     ("Expand", [i64(1, 2), i64(3, 1)], {}, 13),
     ("Where", [np.array([True, False]), i64(1, 2), i64(3, 4)], {}, 13),
     ("Add", [SHAPE, i64(1)], {}, 14),
@@ -89,12 +92,20 @@ DECLINED = [
     ("Range", [np.array(0.0, np.float32), np.array(1.0, np.float32), np.array(0.1, np.float32)], {}, 13),
     ("Mod", [i64(7), i64(3)], {}, 13),
     ("Reshape", [MATRIX, i64(-1, -1)], {}, 14),
+    ("Reshape", [MATRIX, i64(4, 6)], {"allowzero": 1}, 13),
+    ("Concat", [SHAPE, SHAPE], {}, 13),
+    ("Add", [SHAPE, i64(1)], {"broadcast": 1}, 6),
+    ("Slice", [SHAPE, None, i64(2)], {}, 13),  # an empty name where `starts` is required
 ]
 
 
 def _node(op, inputs, attributes):
-    names = [f"in{index}" for index in range(len(inputs))]
-    return helper.make_node(op, names, ["out"], **attributes), dict(zip(names, inputs))
+    names = [f"in{index}" if value is not None else "" for index, value in enumerate(inputs)]
+    empty = [name for name, value in attributes.items() if value == []]  # typed by hand
+    node = helper.make_node(op, names, ["out"], **{k: v for k, v in attributes.items() if k not in empty})
+    node.attribute.extend(helper.make_attribute(name, [], attr_type=onnx.AttributeProto.INTS)
+                          for name in empty)
+    return node, {name: value for name, value in zip(names, inputs) if name}
 
 
 def _reference(node, feeds, opset):
@@ -131,3 +142,20 @@ def test_folding_real_models_does_not_need_the_reference_evaluator():
     result = subprocess.run([sys.executable, "-c", code, *map(str, silero_models)],
                             capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_unsqueeze_with_unsorted_axes_follows_the_spec_where_the_reference_does_not():
+    # Unsqueeze-11 with axes [2, 0] on (3, 4): the spec (and onnxruntime, and shape inference)
+    # give (1, 3, 1, 4); onnx's reference inserts one axis at a time and gets (1, 3, 4, 1).
+    import onnxruntime
+
+    data = np.arange(12, dtype=np.float32).reshape(3, 4)
+    node = helper.make_node("Unsqueeze", ["x"], ["y"], axes=[2, 0])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=7)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"x": data})[0]
+    ours = fold_ops.evaluate(node, [data], 11)[0]
+    assert ours.shape == expected.shape == (1, 3, 1, 4)
+    np.testing.assert_array_equal(ours, expected)

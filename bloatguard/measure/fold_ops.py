@@ -6,7 +6,7 @@ fold (Slice, Concat, Unsqueeze, Reshape, Cast, Gather... on tensors of a handful
 evaluated here directly. `evaluate` returns None for anything it does not cover exactly (an op,
 an attribute, a dtype or an edge case), and the folder then falls back to the reference, so this
 module only ever needs to be right, never complete. tests/test_fold_ops.py holds each op to the
-reference's output.
+reference's output (and, where the reference departs from the spec, to the spec).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def evaluate(node, inputs: Arrays, opset: int) -> list[np.ndarray] | None:
     try:
         with np.errstate(all="ignore"):  # inf from a float division is a value, not a warning
             outputs = implementation(inputs, attributes, opset)
-    except (_NotCovered, ValueError, IndexError, TypeError, OverflowError, ZeroDivisionError):
+    except (_NotCovered, ValueError, IndexError, TypeError, OverflowError, ZeroDivisionError,
+            AttributeError):  # AttributeError: an empty name where an input is required
         return None
     return [np.asarray(output) for output in outputs]
 
@@ -76,6 +77,8 @@ def _cast(inputs, attributes, opset):
 
 
 def _concat(inputs, attributes, opset):
+    if "axis" not in attributes:
+        raise _NotCovered  # required from opset 4; numpy would flatten instead
     _same_dtype(inputs)
     return [np.concatenate(inputs, axis=_attr(attributes, "axis"))]
 
@@ -94,7 +97,7 @@ def _unsqueeze(inputs, attributes, opset):
 def _squeeze(inputs, attributes, opset):
     data = inputs[0]
     axes = _axes(inputs, attributes, opset, since=13)
-    if axes is None:
+    if not axes:  # absent or empty: every dim of size 1, as the reference does
         return [np.squeeze(data)]
     normalized = tuple(a + data.ndim if a < 0 else a for a in axes)
     if any(not 0 <= a < data.ndim or data.shape[a] != 1 for a in normalized):
@@ -103,8 +106,8 @@ def _squeeze(inputs, attributes, opset):
 
 
 def _reshape(inputs, attributes, opset):
-    if opset < 5:
-        raise _NotCovered
+    if opset < 5 or (opset < 14 and "allowzero" in attributes):
+        raise _NotCovered  # allowzero exists from opset 14 on
     data, shape = inputs[0], _ints(inputs[1])
     if not _attr(attributes, "allowzero", 0):
         shape = [data.shape[i] if d == 0 else d for i, d in enumerate(shape)]
@@ -162,10 +165,12 @@ def _constant_of_shape(inputs, attributes, opset):
 
 
 def _range(inputs, attributes, opset):
-    start, limit, delta = (a.reshape(-1)[0] for a in inputs)
-    if start.dtype.kind not in "iu" or delta == 0:
+    _same_dtype(inputs)
+    start, limit, delta = (int(a.reshape(-1)[0]) if a.dtype.kind in "iu" else None for a in inputs)
+    if start is None or delta == 0:
         raise _NotCovered  # float ranges accumulate rounding differently
-    return [np.arange(start, limit, delta, dtype=inputs[0].dtype)]
+    # Python ints: numpy would work out the length in the inputs' dtype and overflow.
+    return [np.arange(start, limit, delta).astype(inputs[0].dtype)]
 
 
 def _same_dtype(inputs) -> None:
@@ -175,6 +180,8 @@ def _same_dtype(inputs) -> None:
 
 def _binary(function: Callable) -> Callable:
     def run(inputs, attributes, opset):
+        if "broadcast" in attributes or "axis" in attributes:
+            raise _NotCovered  # opset < 7 broadcasting, which numpy's rules do not follow
         _same_dtype(inputs)
         if inputs[0].dtype.kind not in "iuf":
             raise _NotCovered
