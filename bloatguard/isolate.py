@@ -19,7 +19,11 @@ from typing import Any, Callable
 
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_MEMORY = 8 * 2**30
-_PIPE_BUF = 4096  # POSIX guarantees at least 512; Linux and macOS give 4096; a multiple of 4
+# Writes of up to PIPE_BUF bytes are atomic (POSIX: at least 512; Linux 4096), so queue chunks of
+# that size, a multiple of 4, never leave half an index in the pipe.
+_PIPE_BUF = select.PIPE_BUF - select.PIPE_BUF % 4
+# Write ends of every queue still being fed, which each forked child must close.
+_QUEUE_WRITERS: set[int] = set()
 
 
 class IsolationError(Exception):
@@ -54,7 +58,7 @@ class Queue:
 
     def __init__(self, function: Callable[[Any], Any], items: list[Any], *, workers: int,
                  memory: int = DEFAULT_MEMORY) -> None:
-        self.function, self.items, self.memory = function, items, memory
+        self.function, self.items, self.memory, self.workers = function, items, memory, workers
         self.outcomes: dict[int, Any] = {}
         self.queue_fd: int | None = None
         self.unsent = b""
@@ -73,8 +77,8 @@ class Queue:
                           else "exited without a result")
                 for index in left:
                     self.outcomes[index] = IsolationError(reason)
-            else:  # every child died, each taking only its own item down: one more for the rest
-                self.children = self._spawn(left, 1)
+            else:  # every child died, each taking only its own item down: fresh ones for the rest
+                self.children = self._spawn(left, self.workers)
 
     def _spawn(self, indices: list[int], workers: int) -> list[tuple[int, int]]:
         """Fork the children; (pid, fd of its answers) for each."""
@@ -86,7 +90,15 @@ class Queue:
                     self.outcomes[index] = IsolationError(f"{type(exc).__name__}: {exc}")
             return []
         queue_read, queue_write = os.pipe()
-        children = [self._fork(queue_read, queue_write) for _ in range(max(1, min(workers, len(indices))))]
+        _QUEUE_WRITERS.add(queue_write)
+        children = []
+        try:
+            for _ in range(max(1, min(workers, len(indices)))):
+                children.append(self._fork(queue_read, queue_write))
+        except OSError as exc:  # out of processes or memory: run with the children there are
+            if not children:
+                for index in indices:
+                    self.outcomes[index] = IsolationError(f"cannot start a child process ({exc})")
         os.close(queue_read)
         # Written without blocking, as far as the pipe takes it; the rest goes in as the children
         # take items (`_collect`), so a queue beyond the pipe's 64 KiB cannot deadlock against
@@ -113,6 +125,7 @@ class Queue:
     def _close_queue(self) -> None:
         if self.queue_fd is not None:
             os.close(self.queue_fd)
+            _QUEUE_WRITERS.discard(self.queue_fd)
             self.queue_fd, self.unsent = None, b""
 
     def _fork(self, queue_read: int, queue_write: int) -> tuple[int, int]:
@@ -122,7 +135,10 @@ class Queue:
             status = 0
             try:
                 os.close(read_fd)
-                os.close(queue_write)  # or the queue would never reach end-of-file
+                # Every queue's write end, this one's and any other Queue's still being fed: a
+                # child holding one would keep that queue from ever reaching end-of-file.
+                for fd in _QUEUE_WRITERS:
+                    os.close(fd)
                 _prepare_child(self.memory)
                 # Each 4-byte read takes exactly one index, whichever child gets there first.
                 while len(raw := os.read(queue_read, 4)) == 4:
@@ -156,8 +172,11 @@ class Queue:
             killed = fd in open_fds
             if killed:
                 os.kill(pid, signal.SIGKILL)
-            os.close(fd)
             death = _reap(pid)
+            if killed:  # answers it wrote before the deadline still count
+                while chunk := os.read(fd, 1 << 20):
+                    answers[fd] += chunk
+            os.close(fd)
             running = self._read_answers(bytes(answers[fd]))
             if running is not None:
                 self.outcomes[running] = IsolationError(
@@ -171,10 +190,13 @@ class Queue:
         for line in data.splitlines():
             try:
                 kind, index, *value = json.loads(line)
-                if (type(index) is not int or not 0 <= index < len(self.items)
-                        or len(value) != {"start": 0, "ok": 1, "error": 1}[kind]):
+                if kind == "start":
+                    valid = not value and running is None and index not in self.outcomes
+                else:  # an answer, for the item the child announced and no other
+                    valid = len(value) == 1 and index == running and kind in ("ok", "error")
+                if type(index) is not int or not 0 <= index < len(self.items) or not valid:
                     raise ValueError(kind)
-            except (ValueError, TypeError, KeyError):
+            except (ValueError, TypeError, RecursionError):
                 if running is not None:
                     self.outcomes[running] = IsolationError("returned a malformed result")
                 return None
@@ -190,6 +212,7 @@ def _prepare_child(memory: int) -> None:
     import faulthandler
 
     faulthandler.disable()  # a crash is reported by the parent, in one line
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C stops the children, not just an item
     _limit_memory(memory)
 
 
@@ -198,7 +221,7 @@ def _answer(index: int, function: Callable[[Any], Any], item: Any) -> bytes:
         line = json.dumps(["ok", index, function(item)])
     except MemoryError:
         line = json.dumps(["error", index, "ran out of memory (address-space cap reached)"])
-    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - goes back to the parent; Ctrl-C does not
         line = json.dumps(["error", index, f"{type(exc).__name__}: {exc}"])
     return line.encode() + b"\n"
 

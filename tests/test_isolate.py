@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import time
 from pathlib import Path
@@ -159,3 +160,73 @@ def test_forged_answers_are_refused_not_trusted(forged, monkeypatch):
     monkeypatch.setattr(isolate, "_answer", forge)
     outcomes = map_isolated(_square_or_crash, [3], workers=1, timeout=10)
     assert isinstance(outcomes[0], IsolationError)
+
+
+def test_after_every_child_died_a_hang_still_costs_only_its_item():
+    # Both workers crash; the fresh workers share the rest, so the hang does not starve item 3.
+    outcomes = map_isolated(_square_or_crash, ["crash", 1, "crash", 2, "hang", 3], workers=2, timeout=3)
+    assert [outcomes[i] for i in (1, 3, 5)] == [1, 4, 9]
+    assert "timed out" in str(outcomes[4])
+
+
+def test_a_child_cannot_answer_for_items_it_did_not_announce(monkeypatch):
+    import bloatguard.isolate as isolate
+
+    def forge(index, function, item):
+        other = 1 - index
+        return json.dumps(["ok", other, "FORGED"]).encode() + b"\n"
+
+    monkeypatch.setattr(isolate, "_answer", forge)
+    outcomes = map_isolated(_square_or_crash, [3, 4], workers=1, timeout=10)
+    assert "FORGED" not in outcomes
+    assert all(isinstance(o, IsolationError) for o in outcomes)
+
+
+def _slow_second(item):
+    if item == 2:
+        time.sleep(60)
+    return item
+
+
+def test_answers_written_before_the_deadline_count():
+    # One worker answers item 1, then hangs on item 2: item 1 keeps its answer.
+    outcomes = map_isolated(_slow_second, [1, 2], workers=1, timeout=1)
+    assert outcomes[0] == 1 and "timed out" in str(outcomes[1])
+
+
+def test_ctrl_c_stops_the_children_too(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    script = ("import time\nfrom bloatguard.isolate import Queue\n"
+              "def hang(item):\n    time.sleep(60)\n"
+              "queue = Queue(hang, [1, 2, 3, 4], workers=2)\n"
+              "print(*(pid for pid, _ in queue.children), flush=True)\n"
+              "queue.results(timeout=60)\n")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    children = [int(pid) for pid in process.stdout.readline().split()]
+    time.sleep(0.3)
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+        time.sleep(0.05)
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+
+
+def _big_answer(item):
+    return "y" * 200_000  # more than a pipe holds: the child blocks until its answer is read
+
+
+def test_a_second_queue_does_not_hold_the_first_one_open():
+    # The first queue is still being fed when the second forks; the second's child must not keep
+    # the first queue's write end, or the first queue's children never see its end and time out.
+    first = Queue(_describe, list(range(40_000)), workers=2)
+    second = Queue(_big_answer, [1], workers=1)
+    start = time.monotonic()
+    outcomes = first.results(timeout=20)
+    assert time.monotonic() - start < 10  # not stalled until the deadline killed them
+    assert not [o for o in outcomes if isinstance(o, IsolationError)]
+    assert second.results(timeout=20) == ["y" * 200_000]
