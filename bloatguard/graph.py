@@ -19,14 +19,20 @@ STANDARD_DOMAINS = ("", "ai.onnx")
 
 def subgraphs(node) -> list:
     """The graphs held in a node's attributes (If branches, Loop/Scan bodies)."""
-    graphs: list = []
+    return [graph for _, graph in _labelled_subgraphs(node)]
+
+
+def _labelled_subgraphs(node) -> Iterator[tuple[str, object]]:
+    """(attribute name, with [index] for a list, graph) of a node that can run a graph. A graph
+    attribute on any other standard op would never run, so it is no scope of the model (the
+    reader still counts the weights it stores); and skipping is what keeps this fast."""
     if node.domain in STANDARD_DOMAINS and node.op_type not in STD_OPS_WITH_GRAPHS:
-        return graphs  # no other standard op has a graph attribute; skipping is what is fast
+        return
     for attribute in node.attribute:
         if attribute.HasField("g"):
-            graphs.append(attribute.g)
-        graphs.extend(attribute.graphs)
-    return graphs
+            yield attribute.name, attribute.g
+        for index, graph in enumerate(attribute.graphs):
+            yield f"{attribute.name}[{index}]", graph
 
 
 def tensor_nbytes(tensor) -> int:
@@ -84,12 +90,8 @@ def _graph_scope(graph, prefix: str, parent: Scope | None = None, owner=None) ->
     scope = Scope(prefix, graph, list(graph.node), [v.name for v in graph.input],
                   [v.name for v in graph.output], initializers, parent, owner)
     for node in graph.node:
-        for attribute in node.attribute:
-            label = f"{prefix}{node_label(node)}/{attribute.name}"
-            if attribute.HasField("g"):
-                scope.children.append(_graph_scope(attribute.g, f"{label}/", scope, node))
-            for index, sub in enumerate(attribute.graphs):
-                scope.children.append(_graph_scope(sub, f"{label}[{index}]/", scope, node))
+        for name, sub in _labelled_subgraphs(node):
+            scope.children.append(_graph_scope(sub, f"{prefix}{node_label(node)}/{name}/", scope, node))
     return scope
 
 

@@ -212,3 +212,19 @@ def test_external_location_with_nul_byte(tmp_path):
                 entry.value = "ext.onnx.data\x00evil"
     onnx.save_model(model, str(path))
     assert "control characters" in read_model(path).unreadable
+
+
+def test_weights_in_a_graph_attribute_of_an_op_that_runs_none_are_still_counted(tmp_path):
+    # Invalid (Relu has no graph attribute) but storable: what a file stores is counted, so a
+    # budget cannot be dodged by hiding weights where no analysis of the running graph looks.
+    from onnx import TensorProto, helper, numpy_helper
+
+    hidden = helper.make_graph([], "hidden", [], [], initializer=[
+        numpy_helper.from_array(np.ones((100, 100), np.float32), "stash")])
+    relu = helper.make_node("Relu", ["x"], ["y"])
+    relu.attribute.append(helper.make_attribute("body", hidden))
+    graph = helper.make_graph([relu], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    path = tmp_path / "hidden.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    assert read_model(path).params == 100 * 100

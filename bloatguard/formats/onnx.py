@@ -19,6 +19,7 @@ from bloatguard.formats.onnx_wire import EMBEDDED_KEY, read_structure
 
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 # The ai.onnx ops with graph attributes (tests/test_compute.py checks this against onnx's schemas).
+# Analyses of what runs (MACs, the hygiene rules' graph) look for subgraphs only in these.
 STD_OPS_WITH_GRAPHS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
 _EXTERNAL_KEYS = {"location", "offset", "length", "checksum", "basepath"}
 
@@ -110,9 +111,9 @@ def scopes(model) -> Iterator[tuple[str, object, object]]:
 
 def _nested(prefix: str, graph, nodes) -> Iterator[tuple[str, object, object]]:
     yield prefix, graph, nodes
+    # Every attribute of every node, even where the op allows no graph: what a file stores is
+    # counted, valid or not. Labels are built only for the few attributes that hold a graph.
     for node in nodes:
-        if node.domain in ("", "ai.onnx") and node.op_type not in STD_OPS_WITH_GRAPHS:
-            continue  # the common case, and walking every node's attributes is what costs
         for attribute in node.attribute:
             if attribute.HasField("g"):
                 label = f"{prefix}{node_label(node)}/{attribute.name}"
