@@ -89,9 +89,16 @@ def _graph_scope(graph, prefix: str, parent: Scope | None = None, owner=None) ->
     initializers.update({s.values.name: s.values for s in graph.sparse_initializer})
     scope = Scope(prefix, graph, list(graph.node), [v.name for v in graph.input],
                   [v.name for v in graph.output], initializers, parent, owner)
-    for node in graph.node:
+    return _with_children(scope)
+
+
+def _with_children(scope: Scope) -> Scope:
+    """The scope with a child scope for each subgraph of its nodes, labelled as the reader
+    labels them (formats.onnx.scopes), so that weights found here match the reader's."""
+    for node in scope.nodes:
         for name, sub in _labelled_subgraphs(node):
-            scope.children.append(_graph_scope(sub, f"{prefix}{node_label(node)}/{name}/", scope, node))
+            scope.children.append(
+                _graph_scope(sub, f"{scope.prefix}{node_label(node)}/{name}/", scope, node))
     return scope
 
 
@@ -99,13 +106,9 @@ def model_scopes(model) -> list[Scope]:
     """The main graph's scope tree, then one tree per model-local function."""
     roots = [_graph_scope(model.graph, "")]
     for function in model.functions:
-        root = Scope(f"function {function.name}/", None, list(function.node), list(function.input),
-                     list(function.output), {}, owner=function)
-        for node in function.node:
-            for index, sub in enumerate(subgraphs(node)):
-                root.children.append(_graph_scope(sub, f"{root.prefix}{node_label(node)}[{index}]/",
-                                                  root, node))
-        roots.append(root)
+        roots.append(_with_children(Scope(f"function {function.name}/", None, list(function.node),
+                                          list(function.input), list(function.output), {},
+                                          owner=function)))
     return roots
 
 
@@ -324,11 +327,10 @@ class WeightUses:
     """For every stored weight, the nodes its value reaches. Names resolve the ONNX way: a node
     inside a subgraph reading a name its own scopes do not define reads the enclosing scope's."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, graph: ModelGraph) -> None:
         self._readers: dict[int, dict[str, list[tuple[object, int]]]] = {}
-        self._defined: dict[int, set[str]] = {}
         self.uses: dict[tuple[str, str], list[WeightUse]] = {}
-        for scope in (s for root in model_scopes(model) for s in root.walk()):
+        for scope in graph.scopes():
             for where, name, value in stored_weights(scope):
                 self.uses.setdefault((where, name), []).extend(self._follow(scope, value))
 
@@ -346,9 +348,7 @@ class WeightUses:
         for node, index in table.get(name, ()):
             yield node, index, scope
         for child in scope.children:
-            defined = self._defined.get(id(child))
-            if defined is None:
-                defined = self._defined[id(child)] = child.defined()
+            _, defined = child.constant_lookup()
             if name not in defined:  # not shadowed: the child reads this scope's value
                 yield from self._readers_of(child, name)
 
@@ -368,13 +368,3 @@ class WeightUses:
                 else:
                     found.append(WeightUse(node, index, reader_scope, via))
         return found
-
-
-def weight_uses(handle) -> WeightUses:
-    """WeightUses of an ONNX reader handle, computed once and shared by the rules."""
-    cached = getattr(handle, "_weight_uses", None)
-    if cached is None:
-        cached = WeightUses(handle.proto)
-        handle._weight_uses = cached
-    return cached
-

@@ -84,6 +84,14 @@ class RuleContext:
             self._values = TensorValues(self.facts)
         return self._values
 
+    def onnx_graph(self):
+        """The model's bloatguard.graph.ModelGraph, built once and shared by the rules; None
+        unless this is a readable ONNX model."""
+        facts = self.facts
+        if facts.unreadable or facts.format != "onnx" or facts.handle is None:
+            return None
+        return facts.handle.graph
+
     def close(self) -> None:
         if self._values is not None:
             self._values.close()

@@ -52,10 +52,9 @@ class DeadWeights(Rule):
     options = {"min-bytes": parse_size}
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
-        facts = ctx.facts
-        if facts.unreadable or facts.format != "onnx" or facts.handle is None:
+        graph = ctx.onnx_graph()
+        if graph is None:
             return
-        graph = ModelGraph(facts.handle.proto)
         unused = _unused_initializers(graph)
         if unused:
             wasted = sum(nbytes for _, _, nbytes in unused)

@@ -235,9 +235,7 @@ def _layer_weights(facts: ModelFacts) -> dict[tuple[str, str], Layer]:
     """(where, name) -> Layer for every tensor that is a layer weight."""
     found = {}
     if facts.format == "onnx":
-        from bloatguard.graph import weight_uses
-
-        uses = weight_uses(facts.handle)
+        uses = facts.handle.weight_uses
         for info in facts.tensors:
             layers = layer_uses(uses(info.where, info.name))
             if layers:

@@ -8,7 +8,7 @@ import numpy as np
 from bloatguard.errors import ConfigError
 from bloatguard.facts import ValueInfo
 from bloatguard.formats.onnx import node_label
-from bloatguard.graph import ModelGraph, Scope, attribute, constant_tensor
+from bloatguard.graph import Scope, attribute, constant_tensor
 from bloatguard.hygiene import listing, parse_fraction, parse_tolerance
 from bloatguard.rule import Finding, Fix, Rule, RuleContext, Severity
 from bloatguard.units import parse_count
@@ -116,10 +116,9 @@ class RedundantFeatures(Rule):
                "permutation-tolerance": parse_tolerance, "permutation-max-features": parse_count}
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
-        facts = ctx.facts
-        if facts.unreadable or facts.format != "onnx" or facts.handle is None:
+        graph = ctx.onnx_graph()
+        if graph is None:
             return
-        graph = ModelGraph(facts.handle.proto)
         tolerance = self.option(ctx, "tolerance", 0.0)
         root = graph.roots[0]
         live = graph.live_nodes(root)
@@ -127,7 +126,7 @@ class RedundantFeatures(Rule):
         readers = {name: [n for n in nodes if id(n) in live]
                    for name, nodes in graph.consumers(root).items()}
         found = {value.name: _static(ctx, root, readers, value, tolerance)
-                 for value in facts.inputs}
+                 for value in ctx.facts.inputs}
         notes: list[str] = []
         unusable = None
         if ctx.settings.samples is not None:

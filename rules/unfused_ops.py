@@ -99,10 +99,9 @@ class UnfusedOps(Rule):
     options = {"fold-shape-ops": _parse_bool}
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
-        facts = ctx.facts
-        if facts.unreadable or facts.format != "onnx" or facts.handle is None:
+        graph = ctx.onnx_graph()
+        if graph is None:
             return
-        graph = ModelGraph(facts.handle.proto)
         found = _Found()
         shape_ops = self.option(ctx, "fold-shape-ops", False)
         # Dead code is BG103's: here only what runs counts.

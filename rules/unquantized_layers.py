@@ -195,9 +195,7 @@ def _already_quantized(facts: ModelFacts) -> bool:
 
 
 def _graph_candidates(facts: ModelFacts) -> list[Candidate]:
-    from bloatguard.graph import weight_uses
-
-    uses = weight_uses(facts.handle)
+    uses = facts.handle.weight_uses
     found = []
     for tensor in facts.tensors:
         if tensor.dtype not in FLOAT_WEIGHTS:

@@ -531,3 +531,30 @@ def test_explain(run_cli, code):
     for section in ("## What it does", "## Why is this bad?", "## Example", "## Use instead",
                     "## Fix safety", "## Options"):
         assert section in out
+
+
+def test_weights_in_an_if_inside_a_local_function_are_seen(tmp_path):
+    # The rules match the reader's labels of stored weights against the graph's; for subgraphs
+    # inside model-local functions the two once labelled them differently and BG101 saw nothing.
+    weight = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    branch = helper.make_graph(
+        [helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(weight, "w")),
+         helper.make_node("MatMul", ["x", "w"], ["branch_y"])],
+        "then", [], [helper.make_tensor_value_info("branch_y", TensorProto.FLOAT, [1, 64])])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["other_y"])], "else", [],
+                              [helper.make_tensor_value_info("other_y", TensorProto.FLOAT, [1, 64])])
+    function = helper.make_function(
+        "local", "F", ["x", "c"], ["y"],
+        [helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other)],
+        [helper.make_opsetid("", 17)])
+    graph = helper.make_graph(
+        [helper.make_node("F", ["x", "c"], ["y"], domain="local")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64]),
+         helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])])
+    model = helper.make_model(graph, functions=[function],
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+    path = tmp_path / "function_if.onnx"
+    onnx.save(model, str(path))
+    found = only(run_rule(path, "BG101", min_weight_bytes="1 B", min_share="0%"))
+    assert "w" in found.message and "MatMul" in found.message, found.message

@@ -8,6 +8,7 @@ other nodes, the float tables of `ai.onnx.ml` operators, and all of these again 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from pathlib import Path
@@ -35,11 +36,25 @@ def dtype_name(data_type: int) -> str:
 
 
 class OnnxModel:
-    """The handle rules get for an ONNX model: the weightless proto and where the file lives."""
+    """The handle rules get for an ONNX model: the weightless proto, and the analyses of it the
+    rules share, each built once per model on first use."""
 
-    def __init__(self, proto, path: Path) -> None:
+    def __init__(self, proto) -> None:
         self.proto = proto
-        self.path = path
+
+    @functools.cached_property
+    def graph(self):
+        """bloatguard.graph.ModelGraph: scopes, uses and liveness."""
+        from bloatguard.graph import ModelGraph
+
+        return ModelGraph(self.proto)
+
+    @functools.cached_property
+    def weight_uses(self):
+        """bloatguard.graph.WeightUses: the nodes each stored weight reaches."""
+        from bloatguard.graph import WeightUses
+
+        return WeightUses(self.graph)
 
 
 def read_proto(path: Path):
@@ -62,7 +77,7 @@ def read_proto(path: Path):
 def read(path: Path, display: str) -> ModelFacts:
     facts = ModelFacts(path=display, format="onnx", file_size=path.stat().st_size)
     model = read_proto(path)
-    facts.handle = OnnxModel(model, path)
+    facts.handle = OnnxModel(model)
     facts.opsets = {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
 
     external: dict[str, int] = {}
