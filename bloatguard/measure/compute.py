@@ -33,8 +33,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from bloatguard.formats.onnx import STD_OPS_WITH_GRAPHS
 from bloatguard.formats.onnx_wire import EMBEDDED_KEY
+from bloatguard.graph import STANDARD_DOMAINS, subgraphs
+from bloatguard.graph import attribute as _attr
 from bloatguard.measure import fold_ops
 
 # Beyond this a count is not a measurement but a sign of absurd dims (or a corrupt model).
@@ -47,7 +48,6 @@ MAX_ROUNDS = 10
 # Per-node "MACs unknown" notes beyond this are summarized in one line.
 MAX_NODE_NOTES = 2  # the summary line names the inputs to configure; more nodes are noise
 
-_STD = ("", "ai.onnx")
 _MS = "com.microsoft"
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 _DATA_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_data",
@@ -309,7 +309,7 @@ def _shape_table(graph) -> dict[str, Dims | None]:
     for sparse in graph.sparse_initializer:
         table[sparse.values.name] = tuple(int(d) for d in sparse.dims)
     for node in graph.node:
-        if node.op_type == "Constant" and node.domain in _STD and node.output:
+        if node.op_type == "Constant" and node.domain in STANDARD_DOMAINS and node.output:
             dims = _constant_dims(node)
             if dims is not None:
                 table[node.output[0]] = dims
@@ -374,7 +374,7 @@ class _ScopeValues(MutableMapping):
             if tensor.name not in overridable:
                 self.sources[tensor.name] = functools.partial(_tensor_value, tensor)
         for node in graph.node:
-            if node.op_type == "Constant" and node.domain in _STD and node.output:
+            if node.op_type == "Constant" and node.domain in STANDARD_DOMAINS and node.output:
                 self.sources[node.output[0]] = functools.partial(_constant_value, node)
         self.known: dict[str, np.ndarray | None] = {}
 
@@ -465,16 +465,9 @@ class _ScopeShapes(Mapping):
 
 def _opset(model) -> int:
     for opset in model.opset_import:
-        if opset.domain in _STD:
+        if opset.domain in STANDARD_DOMAINS:
             return opset.version
     return onnx.defs.onnx_opset_version()
-
-
-def _attr(node, name: str, default=None):
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return helper.get_attribute_value(attribute)
-    return default
 
 
 def _label(node) -> str:
@@ -488,28 +481,28 @@ def _count_fast_or_folded(model, user_dims, notes: _Notes):
     exports: no folding needed, and folding costs more than the rest of a static check);
     otherwise fold constants until shapes resolve and count again. Graphs with an If always
     fold, since folding may decide the branch."""
+    declared = {v.name for graph in _graphs(model.graph) for v in graph.value_info}
+    inferred = _infer(model, declared)
     has_if = any(node.op_type == "If" for graph in _graphs(model.graph) for node in graph.node)
     if not has_if:
-        declared = {v.name for graph in _graphs(model.graph) for v in graph.value_info}
-        inferred = _infer(model, declared)
         trial = _Notes()
         trial.items = list(notes.items)
         counter = _MacCounter(trial, user_dims, _opset(inferred), inferred.ir_version)
         cost = counter.graph(inferred.graph, None, None)
         if not cost.unknown and not cost.invalid:
             return inferred, counter, cost, trial
-    model = _resolve_shapes(model)
+    model = _resolve_shapes(inferred, declared)
     counter = _MacCounter(notes, user_dims, _opset(model), model.ir_version)
     return model, counter, counter.graph(model.graph, None, None), notes
 
 
-def _resolve_shapes(model):
-    declared = {v.name for graph in _graphs(model.graph) for v in graph.value_info}
+def _resolve_shapes(model, declared: set[str]):
+    """Fold `model` (inferred once already) and infer again, until a fold changes nothing."""
     for _ in range(MAX_ROUNDS):
-        model = _infer(model, declared)
         if not _Folder(model).fold():
             return model
-    return _infer(model, declared)  # the last round folded: shapes must match the graph as it is
+        model = _infer(model, declared)  # shapes must match the graph as the fold left it
+    return model
 
 
 def _infer(model, declared: set[str]):
@@ -537,7 +530,7 @@ def _graphs(graph) -> Iterator:
     """The graph and every subgraph nested in it."""
     yield graph
     for node in graph.node:
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             yield from _graphs(sub)
 
 
@@ -593,7 +586,7 @@ class _Folder:
                 new_nodes.extend(local)
             replacement = self.node(node, shapes, values, partial)
             if replacement is None:
-                for sub in _subgraphs(node):
+                for sub in subgraphs(node):
                     self.graph(sub, shapes, values, partial, nested=True)
                 new_nodes.append(node)
             else:
@@ -628,7 +621,7 @@ class _Folder:
         return name
 
     def node(self, node, shapes, values, partial) -> list | None:
-        if node.domain not in _STD or not node.output:
+        if node.domain not in STANDARD_DOMAINS or not node.output:
             return None
         op = node.op_type
         if op == "If":
@@ -852,7 +845,7 @@ class _MacCounter:
         return cost
 
     def node(self, node, shapes, values) -> _Cost:
-        domain = "" if node.domain in _STD else node.domain
+        domain = "" if node.domain in STANDARD_DOMAINS else node.domain
         if domain == "" and node.op_type == "If":
             return self.if_node(node, shapes, values)
         if domain == "" and node.op_type in ("Loop", "Scan"):
@@ -873,7 +866,7 @@ class _MacCounter:
             cost = _Cost(macs, by_op=Counter({node.op_type: macs}))
         elif domain and not _is_pointwise(domain, node.op_type):
             self.uncounted[f"{domain}:{node.op_type}"] += 1
-        for sub in _subgraphs(node):  # e.g. an onnxruntime contrib op with a body: count once
+        for sub in subgraphs(node):  # e.g. an onnxruntime contrib op with a body: count once
             self.notes.add(f"subgraph of {_label(node)} counted once")
             cost.add(self.graph(sub, shapes, values))
         return cost
@@ -938,17 +931,6 @@ class _MacCounter:
             return None
         length = dims[axes[0]]
         return length if isinstance(length, int) else None
-
-
-def _subgraphs(node) -> Iterator:
-    # Only these nodes' attributes can hold graphs; walking silero's thousands of Constants'
-    # attributes for subgraphs was a third of folding's time.
-    if node.domain in _STD and node.op_type not in STD_OPS_WITH_GRAPHS:
-        return
-    for attribute in node.attribute:
-        if attribute.HasField("g"):
-            yield attribute.g
-        yield from attribute.graphs
 
 
 # com.microsoft ops that are pointwise or normalization: not counted by the convention, and not
