@@ -4,7 +4,6 @@ import hashlib
 from collections import defaultdict
 from typing import Iterator
 
-import numpy as np
 
 from bloatguard.formats.onnx import node_label
 from bloatguard.graph import ModelGraph, Scope, count_nodes, subgraphs, tensor_nbytes
@@ -79,6 +78,8 @@ class DeadWeights(Rule):
         yield from self._duplicates(ctx)
 
     def _duplicates(self, ctx: RuleContext) -> Iterator[Finding]:
+        import numpy as np
+
         values = ctx.values()
         if not values.available:
             return

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
-
-import numpy as np
+from typing import TYPE_CHECKING, Iterator
 
 from bloatguard.facts import DTYPE_SIZES, ModelFacts, TensorInfo
 from bloatguard.hygiene import (capped, guess_layer_op, layer_uses, listing,
@@ -11,6 +9,9 @@ from bloatguard.hygiene import (capped, guess_layer_op, layer_uses, listing,
                                 tensor_label)
 from bloatguard.rule import Finding, Fix, Rule, RuleContext
 from bloatguard.units import human_bytes, parse_count
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FLOATS = {"float64", "float32", "float16"}
 CHUNK_ELEMENTS = 1 << 20  # 4 MB of float32 per temporary, whatever the tensor's size
@@ -196,6 +197,8 @@ def zero_stats(array: np.ndarray, tolerance: float, axis: int | None) -> ZeroSta
     """Zero counts of one tensor in two streaming passes over chunks of axis 0, so an mmap-backed
     tensor is never copied whole: the first finds the root mean square (and each channel's
     largest |w|), the second counts the near-zeros against it."""
+    import numpy as np
+
     stats = ZeroStats(numel=int(array.size), exact=0, near=0)
     squares = 0.0
     channel_peaks: list[np.ndarray] = []

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
-
-import numpy as np
+from typing import TYPE_CHECKING, Iterator
 
 from bloatguard.errors import ConfigError
 from bloatguard.facts import ValueInfo
@@ -12,6 +10,9 @@ from bloatguard.graph import Scope, attribute, constant_tensor
 from bloatguard.hygiene import listing, parse_fraction, parse_tolerance
 from bloatguard.rule import Finding, Fix, Rule, RuleContext, Severity
 from bloatguard.units import parse_count
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Ops that map feature i of their input to feature i of their output and nothing else, so a
 # feature the next layer ignores is ignored by the model (checked further in _passes_through).
@@ -330,6 +331,8 @@ def _array(ctx, tensor) -> np.ndarray | None:
 
 def _zero(values: np.ndarray, tolerance: float, axis: int) -> set[int]:
     """Indices along `axis` whose slice is all (near) zero."""
+    import numpy as np
+
     moved = np.moveaxis(np.abs(values.astype(np.float64)), axis, 0).reshape(values.shape[axis], -1)
     return set(np.flatnonzero(np.all(moved <= tolerance, axis=1)).tolist())
 
@@ -358,6 +361,8 @@ def _terminal(ctx, scope: Scope, node, name: str, tolerance: float, count) -> _T
 
 def _conv(node, weight: np.ndarray, tolerance: float, label: str) -> _Terminal:
     """Input channel c of a grouped Conv is read by its group's output channels only."""
+    import numpy as np
+
     groups = attribute(node, "group", 1)
     per_group, out_per_group = weight.shape[1], weight.shape[0] // groups
     dead = set()
@@ -370,6 +375,8 @@ def _conv(node, weight: np.ndarray, tolerance: float, label: str) -> _Terminal:
 
 
 def _ml(node, op: str, label: str, tolerance: float, count) -> _Terminal | None:
+    import numpy as np
+
     if op in _TREES:
         if count is None:
             return None  # cannot list features never used without knowing how many there are
@@ -409,6 +416,8 @@ def _ml(node, op: str, label: str, tolerance: float, count) -> _Terminal | None:
 
 def _column_stats(rows: np.ndarray, entry: _Input, source: str, threshold: float) -> list[int]:
     """Constant, duplicate and correlated columns; returns the columns worth permuting."""
+    import numpy as np
+
     width = rows.shape[1]
     constant = [j for j in range(width) if np.all(rows[:, j] == rows[0, j])]
     for j in constant:

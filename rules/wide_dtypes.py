@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import numpy as np
 
 from bloatguard.facts import TensorInfo
 from bloatguard.hygiene import capped, listing, tensor_label
@@ -10,7 +9,7 @@ from bloatguard.rule import Finding, Fix, Rule, RuleContext, Severity
 from bloatguard.units import human_bytes, parse_count
 
 _DOUBLE = 11  # onnx.TensorProto.DOUBLE
-_INT32 = np.iinfo(np.int32)
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 # Ops whose `dtype` attribute names the type they produce.
 _DTYPE_ATTR_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                    "EyeLike", "Multinomial", "Bernoulli"}
@@ -138,9 +137,9 @@ class WideDtypes(Rule):
                 "bytes_saved": total // 2}))
 
 
-def _fits_int32(array: np.ndarray) -> bool:
+def _fits_int32(array) -> bool:
     # min/max stream over the mmap without a copy; an empty tensor fits trivially.
-    return array.size == 0 or (int(array.min()) >= _INT32.min and int(array.max()) <= _INT32.max)
+    return array.size == 0 or (int(array.min()) >= INT32_MIN and int(array.max()) <= INT32_MAX)
 
 
 def _double_nodes(model) -> list[str]:

@@ -152,6 +152,14 @@ def test_checking_pytorch_files_does_not_import_onnx():
     assert "CODE 0 []" in result.stderr, result.stderr
 
 
+def test_listing_and_explaining_rules_is_light():
+    # Every rule module is imported to list them; none may pull numpy (or onnx) in to do so.
+    result = _run("import sys\nfrom bloatguard.cli import main\n"
+                  "main(['rules']); main(['explain', 'BG106'])\n"
+                  "print('HEAVY', sorted(m for m in ('numpy', 'onnx', 'torch') if m in sys.modules))")
+    assert "HEAVY []" in result.stdout, result.stdout[-500:]
+
+
 def test_version_is_light():
     result = _run("import sys\nfrom bloatguard.cli import main\n"
                   "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
