@@ -7,6 +7,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture
+def debug_mode(monkeypatch):
+    """BLOATGUARD_DEBUG=1: a bug in a reader or a rule raises instead of becoming an "internal
+    error" fact or a note, so tests see it (opt in: some tests check that degradation)."""
+    monkeypatch.setenv("BLOATGUARD_DEBUG", "1")
+
+
+@pytest.fixture
 def run_cli(capsys):
     """Run the real CLI entry point in-process; returns (exit code, stdout, stderr)."""
     from bloatguard.cli import main

@@ -12,6 +12,9 @@ import factories
 from bloatguard.formats import read_model
 from bloatguard.formats.onnx_wire import read_structure
 
+# Reader bugs must fail these tests, not hide behind the dispatcher's "internal error" facts.
+pytestmark = pytest.mark.usefixtures("debug_mode")
+
 
 def test_initializer_params_and_dtypes(tmp_path):
     facts = read_model(factories.mlp(tmp_path / "m.onnx", sizes=(16, 32, 4)))

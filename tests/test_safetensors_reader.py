@@ -19,10 +19,8 @@ safetensors = pytest.importorskip("safetensors")
 from safetensors import safe_open  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def debug_mode(monkeypatch):
-    """Reader bugs must fail tests, not hide behind the dispatcher's "internal error" facts."""
-    monkeypatch.setenv("BLOATGUARD_DEBUG", "1")
+# Reader bugs must fail these tests, not hide behind the dispatcher's "internal error" facts.
+pytestmark = pytest.mark.usefixtures("debug_mode")
 
 
 # --- factories ---------------------------------------------------------------------------------

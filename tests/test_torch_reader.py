@@ -32,10 +32,8 @@ from bloatguard.formats.pickle_scan import (  # noqa: E402
 OS_SYSTEM = f"{os.system.__module__}.system"  # "posix.system" on Linux, "nt.system" on Windows
 
 
-@pytest.fixture(autouse=True)
-def debug_mode(monkeypatch):
-    """Reader bugs must fail tests, not hide behind the dispatcher's "internal error" facts."""
-    monkeypatch.setenv("BLOATGUARD_DEBUG", "1")
+# Reader bugs must fail these tests, not hide behind the dispatcher's "internal error" facts.
+pytestmark = pytest.mark.usefixtures("debug_mode")
 
 
 # --- factories ---------------------------------------------------------------------------------
