@@ -146,9 +146,9 @@ def test_a_candidate_that_breaks_fidelity_is_rejected_with_the_reason(run_cli, t
 
 
 def test_dynamic_quantization_of_a_conv_model_is_judged_by_its_latency(run_cli, tmp_path, conv_model):
-    """quantize_dynamic turns Conv into ConvInteger, several times slower on CPU: the paired
-    comparison rejects it, and static QDQ (faster) wins. If this machine's noise ever hides
-    the slowdown, the table must still say what was measured and why the verdict followed."""
+    """quantize_dynamic turns Conv into ConvInteger, about four times slower on CPU: the paired
+    comparison rejects it, and static QDQ (faster) wins. The slowdown is far above this
+    machine's noise, so it is required, not merely allowed."""
     path = copy(conv_model, tmp_path / "det.onnx")
     code, report, _ = fix_json(run_cli, path, "--unsafe-fixes", "--dry-run", "--latency-budget", "1 s",
                                "--only", "quantize-static,quantize-dynamic")
@@ -157,11 +157,9 @@ def test_dynamic_quantization_of_a_conv_model_is_judged_by_its_latency(run_cli, 
     dynamic = candidates["quantize-dynamic"]
     latency = dynamic["latency"]
     assert latency["ratio"] > 0 and latency["ci"][0] <= latency["ratio"] <= latency["ci"][1]
-    if latency["verdict"] == REGRESSION:
-        assert dynamic["verdict"] == "rejected"
-        assert any(r.startswith(f"slower: x{latency['ratio']:.2f}") for r in dynamic["reasons"])
-    else:
-        assert dynamic["verdict"] in ("accepted", "winner")
+    assert latency["verdict"] == REGRESSION and latency["ci"][0] > 1.5, latency
+    assert dynamic["verdict"] == "rejected"
+    assert any(r.startswith(f"slower: x{latency['ratio']:.2f}") for r in dynamic["reasons"])
     winner = [c for c in candidates.values() if c["verdict"] == "winner"]
     assert winner and winner[0]["latency"]["verdict"] != REGRESSION
     assert winner[0]["size_ratio"] < 1 / 3  # int8: about a quarter of the float32 bytes

@@ -53,7 +53,7 @@ def run(path_or_model, feeds: dict) -> list[np.ndarray]:
 def assert_same_outputs(before, after, feeds_list, rtol=1e-5) -> None:
     """Same outputs (relative to each output's scale) for every feed dict."""
     for feeds in feeds_list:
-        for want, got in zip(run(before, feeds), run(after, feeds)):
+        for want, got in zip(run(before, feeds), run(after, feeds), strict=True):
             scale = max(float(np.max(np.abs(want))), 1e-12)
             assert want.shape == got.shape
             assert float(np.max(np.abs(want.astype(np.float64) - got))) <= rtol * scale

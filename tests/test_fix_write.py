@@ -79,7 +79,7 @@ def test_killed_mid_write_loses_nothing(tmp_path, external, steps):
         kill(process)
         # Whatever the step, the model at its path loads (with its data) and computes the same.
         onnx.checker.check_model(onnx.load(str(path)))
-        for want, got in zip(expected_outputs, outputs(path)):
+        for want, got in zip(expected_outputs, outputs(path), strict=True):
             assert np.array_equal(want, got), step
         if step != "after-replace":
             assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name in originals} == originals
@@ -100,7 +100,7 @@ def test_killed_mid_write_loses_nothing(tmp_path, external, steps):
         assert len(names) == 2 and names[0] == "m.onnx" and write._DATA.match(names[1])
     else:
         assert names == ["m.onnx"]
-    for want, got in zip(expected_outputs, outputs(path)):
+    for want, got in zip(expected_outputs, outputs(path), strict=True):
         assert np.array_equal(want, got)
 
 
