@@ -210,6 +210,13 @@ def test_metric_cache_reuses_and_survives_corruption(repo, run_cli):
     assert len(entries) == 2  # base versions of a and b
     assert (cache / ".gitignore").exists()
     assert repo.git("status", "--porcelain", "--", ".bloatguard_cache") == ""
+    # Reused, not re-measured: a doctored entry (same key) shows through in the next report.
+    for entry in entries:
+        data = json.loads(entry.read_text())
+        data["facts"]["tensors"] = data["facts"]["tensors"][:1]
+        entry.write_text(json.dumps(data))
+    doctored = by_path(report(run_cli, "models", "--base", "HEAD")[1])["models/a.onnx"]
+    assert doctored["base"]["metrics"]["params"] != by_path(first[1])["models/a.onnx"]["base"]["metrics"]["params"]
     for entry in entries:
         entry.write_text("{not json")
     second = report(run_cli, "models", "--base", "HEAD")
