@@ -67,16 +67,29 @@ def test_external_data_counted_without_reading_it(tmp_path):
     assert all(t.external for t in facts.tensors)
 
 
-def test_external_data_bytes_are_never_read(tmp_path):
-    """Replace the data file by a sparse file of the same size full of zeros: counts unchanged,
-    so nothing depended on the bytes."""
+def test_external_data_bytes_are_never_read(tmp_path, monkeypatch):
+    """Opening the data file at all fails the test: the counts come from the tensors' metadata
+    and the file's size (stat), never from its bytes."""
+    import builtins
+    import io
+
     path = factories.mlp(tmp_path / "ext.onnx", sizes=(64, 64), external=True)
-    data = tmp_path / "ext.onnx.data"
-    size = data.stat().st_size
-    data.unlink()
-    with open(data, "wb") as handle:
-        handle.truncate(size)
+    data = str(tmp_path / "ext.onnx.data")
+    opened = []
+
+    def guard(opener):
+        def open_(file, *args, **kwargs):
+            if isinstance(file, (str, os.PathLike)) and os.path.abspath(file) == data:
+                opened.append(file)
+                raise AssertionError(f"the reader opened {file}")
+            return opener(file, *args, **kwargs)
+        return open_
+
+    monkeypatch.setattr(builtins, "open", guard(builtins.open))
+    monkeypatch.setattr(io, "open", guard(io.open))
+    monkeypatch.setattr(os, "open", guard(os.open))
     assert read_model(path).params == 64 * 64 + 64
+    assert opened == []
 
 
 @pytest.mark.parametrize("location, cause", [
