@@ -13,19 +13,18 @@ A cold run (cache cleared) is printed for comparison.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 import factories  # noqa: E402
+from _timing import real_models, time_command  # noqa: E402
 
 
 def git(root: Path, *args: str) -> None:
@@ -39,9 +38,7 @@ def make_repo(root: Path, count: int) -> None:
     models = root / "models"
     models.mkdir()
     if count:
-        silero = Path(importlib.util.find_spec("silero_vad").origin).parent / "data"
-        magika = Path(importlib.util.find_spec("magika").origin).parent / "models" / "standard_v3_3" / "model.onnx"
-        real = [*sorted(silero.glob("*.onnx")), magika, *sorted((REPO / "examples" / "models").glob("*.onnx"))]
+        real = real_models()
         for index in range(count):
             if index < len(real):
                 shutil.copy(real[index], models / f"{index:03d}_{real[index].name}")
@@ -53,10 +50,8 @@ def make_repo(root: Path, count: int) -> None:
 
 
 def timed(root: Path) -> float:
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bloatguard", "check", ".", "--base", "HEAD", "--no-latency",
-                    "--output-format", "json"], cwd=root, stdout=subprocess.DEVNULL, check=False)
-    return time.perf_counter() - start
+    return time_command([sys.executable, "-m", "bloatguard", "check", ".", "--base", "HEAD",
+                         "--no-latency", "--output-format", "json"], cwd=root)
 
 
 def main() -> None:
