@@ -193,7 +193,6 @@ def _write_onnx(candidate: Path, target: Path, expected_params: int | None) -> W
 
     from bloatguard.formats.onnx import external_locations
 
-    model = onnx.load(str(candidate), load_external_data=False)
     sources = external_locations(candidate)
     old_locations = external_locations(target) if target.exists() else []
     created: list[Path] = []
@@ -203,6 +202,8 @@ def _write_onnx(candidate: Path, target: Path, expected_params: int | None) -> W
             if len(sources) != 1:
                 raise WriteError(f"the candidate has {len(sources)} external data files")
             data_path = _place_data(candidate.parent / sources[0], target, old_locations, created)
+            # Parsed only here: without external data the candidate's bytes are written as they are.
+            model = onnx.load(str(candidate), load_external_data=False)
             for tensor in _get_all_tensors(model):
                 for entry in tensor.external_data:
                     if entry.key == "location":
