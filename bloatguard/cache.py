@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from bloatguard.atomic import replace_file
 from bloatguard.facts import ModelFacts, facts_from_dict, facts_to_dict
 
 DEFAULT_DIR = ".bloatguard_cache"
@@ -56,10 +55,8 @@ class MetricCache:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._ensure_gitignore()
-            handle, temp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                json.dump({"key": key, "facts": facts_to_dict(facts)}, out)
-            os.replace(temp, target)
+            entry = json.dumps({"key": key, "facts": facts_to_dict(facts)})
+            replace_file(target, entry.encode("utf-8"), sync=False)
         except OSError:
             pass  # a read-only or full disk only costs speed
 

@@ -91,13 +91,9 @@ def run_init(paths: list[Path], *, target: Path | None, headroom: float, growth:
 
 
 def _write(target: Path, text: str) -> Path:
-    import os
-    import tempfile
+    from bloatguard.atomic import replace_file
 
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(temp, target)
+    replace_file(target, text.encode("utf-8"))
     return target
 
 

@@ -58,3 +58,15 @@ def test_markdown_report_shows_base_to_head(tmp_path, run_cli, monkeypatch):
     assert "676 → **1.35K** (+99.4%)" in out
     assert "`models/b\\|c.onnx`" in out  # pipes escaped so the table survives
     assert "#### Findings" in out and "**BG002** param-count" in out
+
+
+def test_init_keeps_the_permissions_of_the_file_it_edits(tmp_path, run_cli, monkeypatch):
+    # It replaces pyproject.toml atomically; the replacement must not come out owner-only.
+    repo = Repo(tmp_path / "p")
+    repo.write("pyproject.toml", '[project]\nname = "x"\n')
+    (repo.root / "pyproject.toml").chmod(0o664)
+    factories.mlp(repo.root / "m.onnx", sizes=(8, 8))
+    monkeypatch.chdir(repo.root)
+    assert run_cli("init")[0] == 0
+    assert (repo.root / "pyproject.toml").stat().st_mode & 0o777 == 0o664
+    assert [p.name for p in repo.root.iterdir() if "bloatguard-tmp" in p.name] == []

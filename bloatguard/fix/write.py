@@ -32,7 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-TEMP_MARK = ".bloatguard-tmp-"
+from bloatguard.atomic import keep_mode, sync_directory, temporary_path, write_synced
+
 _TEMP = re.compile(r"^\.(?P<name>.+)\.bloatguard-tmp-(?P<pid>\d+)-[0-9a-f]{8}$")
 _DATA = re.compile(r"^(?P<model>.+)\.(?P<digest>[0-9a-f]{12})\.data$")
 # Written before a swap: the old data files to delete once the new model is in place.
@@ -172,14 +173,15 @@ def write_model(candidate: Path, target: Path, *, expected_params: int | None,
 
 def _write_file(candidate: Path, target: Path, expected_params: int | None) -> Written:
     data = candidate.read_bytes()
-    temporary = _temporary(target)
+    temporary = temporary_path(target)
     try:
-        _write_synced(temporary, data)
+        write_synced(temporary, data)
         _pause("temp-written")
         _verify(temporary, target, hashlib.sha256(data).hexdigest(), expected_params)
+        keep_mode(target, temporary)
         _pause("before-replace")
         os.replace(temporary, target)
-        _sync_directory(target.parent)
+        sync_directory(target.parent)
         _pause("after-replace")
     except BaseException:
         _unlink(temporary, [])
@@ -209,19 +211,20 @@ def _write_onnx(candidate: Path, target: Path, expected_params: int | None) -> W
                     if entry.key == "location":
                         entry.value = data_path.name
         payload = model.SerializeToString() if sources else candidate.read_bytes()
-        temporary = _temporary(target)
+        temporary = temporary_path(target)
         created.append(temporary)
-        _write_synced(temporary, payload)
+        write_synced(temporary, payload)
         _pause("temp-written")
         _verify(temporary, target, hashlib.sha256(payload).hexdigest(), expected_params)
         stale = [name for name in old_locations if data_path is None or name != data_path.name]
         journal = _journal(target, stale) if stale else None
         if journal is not None:
             created.append(journal)
+        keep_mode(target, temporary)
         _pause("before-replace")
         os.replace(temporary, target)
         created.remove(temporary)
-        _sync_directory(target.parent)
+        sync_directory(target.parent)
         created.clear()  # the new pair is in place: nothing of it may be removed any more
         _pause("after-replace")
     except BaseException:
@@ -243,7 +246,7 @@ def _journal(target: Path, names: list[str]) -> Path:
     import json
 
     journal = target.parent / f".{target.name}.bloatguard-drop-{os.getpid()}-{secrets.token_hex(4)}"
-    _write_synced(journal, json.dumps(names).encode())
+    write_synced(journal, json.dumps(names).encode())
     return journal
 
 
@@ -256,7 +259,7 @@ def _place_data(source: Path, target: Path, old_locations: list[str], created: l
         if _file_digest(final)[:12] == digest:
             return final
         raise WriteError(f"{final} exists with other contents")
-    temporary = _temporary(final)
+    temporary = temporary_path(final)
     created.append(temporary)
     with open(source, "rb") as reader, open(temporary, "wb") as writer:
         shutil.copyfileobj(reader, writer, 1 << 20)
@@ -268,19 +271,8 @@ def _place_data(source: Path, target: Path, old_locations: list[str], created: l
     os.replace(temporary, final)
     created.remove(temporary)
     created.append(final)
-    _sync_directory(target.parent)
+    sync_directory(target.parent)
     return final
-
-
-def _temporary(target: Path) -> Path:
-    return target.parent / f".{target.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-
-
-def _write_synced(path: Path, payload: bytes) -> None:
-    with open(path, "xb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _verify(path: Path, target: Path, digest: str, expected_params: int | None) -> None:
@@ -306,20 +298,6 @@ def _file_digest(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _sync_directory(directory: Path) -> None:
-    """fsync the directory so the rename itself survives a power cut."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def _pause(step: str) -> None:
