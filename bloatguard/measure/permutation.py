@@ -5,23 +5,19 @@ of the row is broken, its distribution kept) and measure how much the outputs mo
 shuffling moves nothing cannot matter to the model on these samples: recursive feature
 elimination would drop it first.
 
-The model is untrusted input, so inference runs in a child process (DESIGN.md §7) with a timeout
-and a memory cap: a crash in a native library becomes a message, not a dead linter. onnxruntime
-is imported only in that child, so a static check never loads it.
+The model is untrusted input, so inference runs in an isolated child (bloatguard.isolate, DESIGN.md
+§7) with a timeout and a memory cap: a crash in a native library becomes a message, not a dead
+linter. onnxruntime is imported only in that child, so a static check never loads it.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 TIMEOUT_S = 300.0
-MEMORY_BYTES = 8 * 2**30
+MEMORY_BYTES = 8 * 2**30  # beyond what the checking process already maps
 
 
 class PermutationError(RuntimeError):
@@ -32,29 +28,13 @@ def permutation_effects(model: Path, arrays: dict[str, np.ndarray], columns: dic
                         *, seed: int = 0, timeout: float = TIMEOUT_S) -> dict[str, list[float]]:
     """input name -> change of the outputs (max |delta| relative to the outputs' scale) when each
     listed column of that input is shuffled, in the order of `columns[name]`."""
-    with tempfile.TemporaryDirectory(prefix="bloatguard-perm-") as tmp:
-        feeds = Path(tmp) / "samples.npz"
-        result = Path(tmp) / "result.json"
-        np.savez(feeds, **arrays)
-        spec = Path(tmp) / "spec.json"
-        spec.write_text(json.dumps({"model": str(model), "columns": columns, "seed": seed}))
-        try:
-            done = subprocess.run(
-                [sys.executable, "-m", "bloatguard.measure.permutation", str(spec), str(feeds),
-                 str(result)], capture_output=True, text=True, timeout=timeout,
-                preexec_fn=_limit_memory if sys.platform.startswith("linux") else None)
-        except subprocess.TimeoutExpired:
-            raise PermutationError(f"timed out after {timeout:.0f} s") from None
-        if done.returncode != 0 or not result.exists():
-            lines = (done.stderr or "").strip().splitlines()
-            raise PermutationError(lines[-1] if lines else f"exit code {done.returncode}")
-        return json.loads(result.read_text())
+    from bloatguard.isolate import IsolationError, run_isolated
 
-
-def _limit_memory() -> None:
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
+    try:
+        return run_isolated(_effects, str(model), arrays, columns, seed, timeout=timeout,
+                            memory=MEMORY_BYTES)
+    except IsolationError as exc:
+        raise PermutationError(str(exc)) from None
 
 
 # --- the child process -------------------------------------------------------------------------
@@ -102,16 +82,14 @@ def _change(base: list, moved: list) -> float:
     return worst
 
 
-def _main(spec_path: str, feeds_path: str, result_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text())
-    with np.load(feeds_path, allow_pickle=False) as archive:
-        arrays = {name: archive[name] for name in archive.files}
-    session = _session(spec["model"])
+def _effects(model: str, arrays: dict[str, np.ndarray], columns: dict[str, list[int]],
+             seed: int) -> dict[str, list[float]]:
+    session = _session(model)
     run = _runner(session, arrays)
     base = run(arrays)
-    rng = np.random.default_rng(spec["seed"])
+    rng = np.random.default_rng(seed)
     effects: dict[str, list[float]] = {}
-    for name, columns in spec["columns"].items():
+    for name, listed in columns.items():
         rows = arrays[name].reshape(-1, arrays[name].shape[-1])
         # A random cyclic derangement: every row takes another row's value (a plain permutation
         # of a few rows is too often the identity).
@@ -119,17 +97,9 @@ def _main(spec_path: str, feeds_path: str, result_path: str) -> None:
         order = np.empty_like(cycle)
         order[cycle] = np.roll(cycle, -1)
         effects[name] = []
-        for column in columns:
+        for column in listed:
             shuffled = rows.copy()
             shuffled[:, column] = rows[order, column]
             moved = run({**arrays, name: shuffled.reshape(arrays[name].shape)})
             effects[name].append(_change(base, moved))
-    Path(result_path).write_text(json.dumps(effects))
-
-
-if __name__ == "__main__":
-    try:
-        _main(*sys.argv[1:4])
-    except Exception as exc:  # one line for the parent's message
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        sys.exit(1)
+    return effects
