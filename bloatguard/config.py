@@ -91,6 +91,7 @@ class ResolvedSettings:
     samples: Path | None = None
     ignored: list[str] = field(default_factory=list)
     fix: dict[str, float] = field(default_factory=dict)  # fidelity thresholds for `fix`
+    pins: dict[str, Any] = field(default_factory=dict)  # [latency.values]: fixed input values
 
 
 GRAPH_OPTIMIZATIONS = ("disabled", "basic", "extended", "all")
@@ -267,6 +268,9 @@ class Config:
         for pattern, thresholds in self.fix:
             if globs.match(pattern, rel):
                 settings.fix.update(thresholds)
+        for pattern, values in self.latency.values:
+            if globs.match(pattern, rel):
+                settings.pins.update(values)
         return settings
 
     def rule_options(self, rule_name: str) -> dict[str, Any]:

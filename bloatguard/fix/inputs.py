@@ -60,7 +60,7 @@ def prepare(facts: ModelFacts, model_path: Path, config: Config, samples: Path |
     settings = config.resolve(model_path)
     samples = samples or settings.samples
     try:
-        plan = plan_feeds(facts.inputs, shapes=settings.inputs, pins=_pins(config, model_path),
+        plan = plan_feeds(facts.inputs, shapes=settings.inputs, pins=settings.pins,
                           samples=samples if samples and samples.suffix == ".npz" else None,
                           int_range=config.latency.int_range, cap=config.latency.feed_cap)
     except FeedError as exc:
@@ -76,17 +76,6 @@ def prepare(facts: ModelFacts, model_path: Path, config: Config, samples: Path |
     _save(fidelity, _random(plan, RANDOM_FIDELITY, seed=1000))
     _save(calibration, _random(plan, RANDOM_CALIBRATION, seed=0))
     return Inputs(fidelity, calibration, "random inputs", plan, True)
-
-
-def _pins(config: Config, model_path: Path) -> dict[str, Any]:
-    from bloatguard import globs
-
-    rel = config.relpath(model_path)
-    pins: dict[str, Any] = {}
-    for pattern, values in config.latency.values:
-        if rel is not None and globs.match(pattern, rel):
-            pins.update(values)
-    return pins
 
 
 def _from_samples(facts: ModelFacts, path: Path, plan) -> dict[str, np.ndarray]:

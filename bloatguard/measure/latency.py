@@ -142,7 +142,6 @@ def _plan_jobs(results: list["ModelResult"], config: "Config") -> list[_Job]:
 def _side(label: str, path: Path | None, facts: "ModelFacts", config: "Config",
           settings_path: Path) -> _Side | str:
     """A model ready to be timed, or why it cannot be."""
-    from bloatguard import globs
     from bloatguard.measure.feeds import FeedError, plan_feeds
 
     if path is None or not Path(path).is_file():
@@ -151,13 +150,8 @@ def _side(label: str, path: Path | None, facts: "ModelFacts", config: "Config",
                 "cache; --no-cache works around it)")
     resolved = config.resolve(settings_path)
     latency = config.latency
-    rel = config.relpath(settings_path)
-    pins: dict[str, Any] = {}
-    for pattern, values in latency.values:
-        if rel is not None and globs.match(pattern, rel):
-            pins.update(values)
     try:
-        plan = plan_feeds(facts.inputs, shapes=resolved.inputs, pins=pins,
+        plan = plan_feeds(facts.inputs, shapes=resolved.inputs, pins=resolved.pins,
                           samples=resolved.samples, int_range=latency.int_range,
                           cap=latency.feed_cap)
     except FeedError as exc:
