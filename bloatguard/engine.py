@@ -373,6 +373,7 @@ class _BlobMeasurer:
     def __init__(self, repo, workspace, cache, config: Config, macs: MacsBatch) -> None:
         self.repo, self.workspace, self.cache, self.config = repo, workspace, cache, config
         self.macs = macs
+        self._written: dict[tuple, tuple[Path, list[str]]] = {}
 
     def measure(self, blob, tree: str | None, display: str, real_path: Path) -> ModelFacts:
         settings = {"inputs": self.config.resolve(real_path).inputs}
@@ -380,9 +381,7 @@ class _BlobMeasurer:
         cached = self.cache.get(cached_key, display)
         if cached is not None and not cached.external_files:
             return cached
-        model_file = self.workspace.new_dir() / Path(blob.path).name
-        self.repo.write_blob(blob, model_file)
-        companions = self._companions(blob, tree, model_file)
+        model_file, companions = self._materialize(blob, tree)
         key = self.cache.key(blob.sha, {**settings, "companions": companions}) if companions else cached_key
         if companions:
             cached = self.cache.get(key, display)
@@ -395,17 +394,17 @@ class _BlobMeasurer:
     def file_loader(self, blob, tree: str | None) -> Callable[[], Path | None]:
         """A function that materializes the blob (and its companions) on first call, for
         measurements that need the bytes even when the metrics came from the cache."""
-        written: list[Path] = []
+        return lambda: self._materialize(blob, tree)[0]
 
-        def load() -> Path | None:
-            if not written:
-                target = self.workspace.new_dir() / Path(blob.path).name
-                self.repo.write_blob(blob, target)
-                self._companions(blob, tree, target)
-                written.append(target)
-            return written[0]
-
-        return load
+    def _materialize(self, blob, tree: str | None) -> tuple[Path, list[str]]:
+        """The blob and its external data companions written into the workspace, once per run
+        (measuring it and timing it need the same bytes): its path and the companions' ids."""
+        key = (blob.sha, blob.path, tree)
+        if key not in self._written:
+            target = self.workspace.new_dir() / Path(blob.path).name
+            self.repo.write_blob(blob, target)
+            self._written[key] = (target, self._companions(blob, tree, target))
+        return self._written[key]
 
     def _companions(self, blob, tree: str | None, model_file: Path) -> list[str]:
         """Copy the external data files an ONNX blob names from the same tree; return their ids."""

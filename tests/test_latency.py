@@ -295,6 +295,19 @@ def test_a_three_times_slower_head_is_a_regression(repo, run_cli):
     assert code == 1 and "regression" in out and "×" in out
 
 
+def test_a_base_blob_is_written_out_once_for_measuring_and_timing(repo, run_cli, monkeypatch):
+    from bloatguard.gitbase import GitRepo
+
+    written = []
+    original = GitRepo.write_blob
+    monkeypatch.setattr(GitRepo, "write_blob",
+                        lambda self, blob, target: (written.append(blob.sha), original(self, blob, target))[1])
+    factories.matmul_chain(repo.root / "models" / "net.onnx", 3)
+    code, model, _ = json_report(run_cli, "--base", "main", "--no-cache")
+    assert model["latency"]["median_ms"] > 0 and model["base"]["metrics"]["latency_ms"] > 0
+    assert len(written) == len(set(written)) == 1, written  # the base, once
+
+
 def test_absolute_budget_names_machine_and_threads(repo, run_cli):
     repo.write("bloatguard.toml", FAST + '[budgets."models/**"]\nmax-latency = "1 us"\n')
     code, model, _ = json_report(run_cli, "--latency")
