@@ -182,6 +182,23 @@ def test_constant_subgraphs_are_folded_as_the_hint_names_them(tmp_path):
     assert apply(path, (safe.fold_constants, {"nodes": []}))[1] == []
 
 
+def test_folds_chain_where_results_are_stored_as_constant_nodes(tmp_path):
+    # Before IR 4 a folded result is stored as a Constant node (an initializer would be an
+    # input the caller may override); the next fold must find the node the previous one added.
+    w = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    nodes = [const("w_t", w.T.copy()), const("two", np.float32(2)),
+             helper.make_node("Transpose", ["w_t"], ["w"], name="transpose_w"),
+             helper.make_node("Mul", ["w", "two"], ["w2"], name="double_w"),
+             helper.make_node("MatMul", ["x", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [info("x", [1, 4])], [info("y", [1, 8])])
+    path = tmp_path / "ir3.onnx"
+    onnx.save(helper.make_model(graph, ir_version=3, opset_imports=[helper.make_opsetid("", 8)]), str(path))
+    model, changes = apply(path, (safe.fold_constants, {"nodes": ["Transpose transpose_w", "Mul double_w"]}))
+    assert changes == ["folded Transpose transpose_w", "folded Mul double_w"]
+    assert [n.op_type for n in model.graph.node if n.op_type != "Constant"] == ["MatMul"]
+    assert_same_outputs(path, model, [{"x": rand(1, 4)}], rtol=0)
+
+
 # --- prune-channels ------------------------------------------------------------------------------
 
 def conv_pair(path: Path, *, bias_value=0.0, kernel2=3) -> Path:

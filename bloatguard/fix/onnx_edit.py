@@ -58,7 +58,8 @@ class Namer:
 
 def constant_array(scope: Scope, name: str) -> np.ndarray | None:
     """The value of a constant visible from `scope`: an initializer (not overridable by a graph
-    input) or a `Constant` node output, here or in an enclosing graph; None otherwise."""
+    input) or a `Constant` node output, here or in an enclosing graph; None otherwise. Reads
+    the graphs as they are now, so constants an earlier edit stored are found."""
     from onnx import numpy_helper
 
     here: Scope | None = scope
@@ -69,7 +70,7 @@ def constant_array(scope: Scope, name: str) -> np.ndarray | None:
             for tensor in here.graph.initializer:
                 if tensor.name == name:
                     return numpy_helper.to_array(tensor)
-        for node in here.nodes:
+        for node in here.graph.node if here.graph is not None else here.nodes:
             if node.op_type == "Constant" and node.output and node.output[0] == name:
                 return constant_node_value(node)
             if name in node.output:

@@ -315,9 +315,7 @@ def fold_constants(model, params: dict[str, Any] | None = None) -> list[str]:
         for node in list(graph.node):
             if edit.label(scope, node) not in wanted or subgraphs(node):
                 continue
-            # Constants stored by earlier folds are new initializers: rebuild the lookup scope.
-            here = _refresh(model, scope)
-            values = [edit.constant_array(here, name) if name else None for name in node.input]
+            values = [edit.constant_array(scope, name) if name else None for name in node.input]
             if any(v is None for name, v in zip(node.input, values) if name):
                 continue
             results = _evaluate(node, values, opsets, model.ir_version)
@@ -333,13 +331,6 @@ def fold_constants(model, params: dict[str, Any] | None = None) -> list[str]:
     if changes:
         edit.prune_value_info(model)
     return changes
-
-
-def _refresh(model, scope):
-    for fresh in edit.graph_scopes(model):
-        if fresh.graph is scope.graph:
-            return fresh
-    return scope
 
 
 def _evaluate(node, values, opsets, ir_version):
@@ -391,7 +382,7 @@ def prune_channels(model, params: dict[str, Any] | None = None) -> list[str]:
     for scope in edit.graph_scopes(model):
         for conv in list(scope.graph.node):
             if conv.op_type == "Conv" and conv.domain in STANDARD:
-                done = _prune_conv(model, _refresh(model, scope), conv, tolerance, namer)
+                done = _prune_conv(model, scope, conv, tolerance, namer)
                 if done:
                     changes.append(done)
     if changes:
