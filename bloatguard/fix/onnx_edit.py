@@ -94,15 +94,6 @@ def constant_node_value(node) -> np.ndarray | None:
     return None  # sparse_value, strings: not handled
 
 
-def attribute(node, name: str, default=None):
-    from onnx import helper
-
-    for attr in node.attribute:
-        if attr.name == name:
-            return helper.get_attribute_value(attr)
-    return default
-
-
 def set_attribute(node, name: str, value) -> None:
     from onnx import helper
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from bloatguard.fix import onnx_edit as edit
 from bloatguard.fix.transforms_safe import narrow_storage
-from bloatguard.graph import subgraphs
+from bloatguard.graph import attribute, subgraphs
 
 
 def quantize_dynamic(src: Path, dst: Path, params: dict[str, Any], external: bool) -> list[str]:
@@ -164,7 +164,7 @@ def _remove_columns(model, scope, value, columns: list[int], sample, namer):
     width = dims[1].dim_value
     readers = edit.readers(graph).get(value.name, [])
     if not readers or any(r.op_type not in ("MatMul", "Gemm") or r.input[0] != value.name
-                          or (r.op_type == "Gemm" and edit.attribute(r, "transA", 0))
+                          or (r.op_type == "Gemm" and attribute(r, "transA", 0))
                           for r in readers) or value.name in {v.name for v in graph.output}:
         return None
     if any(edit.read_anywhere(sub, value.name) for n in graph.node for sub in subgraphs(n)):
@@ -178,7 +178,7 @@ def _remove_columns(model, scope, value, columns: list[int], sample, namer):
         weight = edit.constant_array(scope, reader.input[1])
         if weight is None or weight.ndim != 2:
             return None
-        trans_b = reader.op_type == "Gemm" and edit.attribute(reader, "transB", 0)
+        trans_b = reader.op_type == "Gemm" and attribute(reader, "transB", 0)
         w = (weight.T if trans_b else weight).astype(np.float64)  # [features, outputs]
         if w.shape[0] != width:
             return None
@@ -239,8 +239,8 @@ def _add_bias(model, graph, reader, extra: np.ndarray, namer) -> None:
     has_c = reader.op_type == "Gemm" and len(reader.input) > 2 and bool(reader.input[2])
     c = edit.constant_array(edit.graph_scopes(model)[0], reader.input[2]) if has_c else None
     if reader.op_type == "Gemm" and (c is not None or not has_c):
-        alpha = float(edit.attribute(reader, "alpha", 1.0))
-        beta = float(edit.attribute(reader, "beta", 1.0))
+        alpha = float(attribute(reader, "alpha", 1.0))
+        beta = float(attribute(reader, "beta", 1.0))
         base = beta * c.astype(np.float64) if c is not None else 0
         edit.store(model, graph, c_name := namer(f"{reader.output[0]}_bias"),
                    np.asarray(base + alpha * extra, dtype=extra.dtype), before=reader)

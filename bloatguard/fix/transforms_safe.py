@@ -15,9 +15,7 @@ from typing import Any
 import numpy as np
 
 from bloatguard.fix import onnx_edit as edit
-from bloatguard.graph import ModelGraph, subgraphs
-
-STANDARD = ("", "ai.onnx")
+from bloatguard.graph import STANDARD_DOMAINS, ModelGraph, attribute, subgraphs
 
 
 # --- remove-dead-weights ----------------------------------------------------------------------
@@ -153,7 +151,7 @@ def fold_batchnorm(model, params: dict[str, Any] | None = None) -> list[str]:
     for scope in edit.graph_scopes(model):
         graph = scope.graph
         for bn in list(graph.node):
-            if bn.op_type != "BatchNormalization" or bn.domain not in STANDARD:
+            if bn.op_type != "BatchNormalization" or bn.domain not in STANDARD_DOMAINS:
                 continue
             folded = _fold_one(model, scope, bn, namer)
             if folded:
@@ -165,14 +163,14 @@ def fold_batchnorm(model, params: dict[str, Any] | None = None) -> list[str]:
 
 def _fold_one(model, scope, bn, namer) -> str | None:
     graph = scope.graph
-    if edit.attribute(bn, "training_mode", 0) or len([o for o in bn.output if o]) != 1:
+    if attribute(bn, "training_mode", 0) or len([o for o in bn.output if o]) != 1:
         return None
-    if edit.attribute(bn, "spatial", 1) != 1:
+    if attribute(bn, "spatial", 1) != 1:
         return None  # opset < 9 per-activation statistics
     producers = {out: node for node in graph.node for out in node.output if out}
     layer = producers.get(bn.input[0])
     if layer is None or layer.op_type not in ("Conv", "ConvTranspose", "Gemm") \
-            or layer.domain not in STANDARD:
+            or layer.domain not in STANDARD_DOMAINS:
         return None
     x = bn.input[0]
     if len(edit.readers(graph).get(x, [])) != 1 or _read_in_subgraphs(graph, x) \
@@ -186,7 +184,7 @@ def _fold_one(model, scope, bn, namer) -> str | None:
             or (bias_name and bias is None) or weight.dtype.kind != "f":
         return None
     gamma, beta, mean, var = (s.astype(np.float64) for s in stats)
-    s = gamma / np.sqrt(var + float(edit.attribute(bn, "epsilon", 1e-5)))
+    s = gamma / np.sqrt(var + float(attribute(bn, "epsilon", 1e-5)))
     shift = beta - mean * s
     w = weight.astype(np.float64)
     if layer.op_type == "Conv":
@@ -195,7 +193,7 @@ def _fold_one(model, scope, bn, namer) -> str | None:
         new_w = w * s.reshape(-1, *([1] * (w.ndim - 1)))
         new_b = (bias.astype(np.float64) if bias is not None else 0) * s + shift
     elif layer.op_type == "ConvTranspose":
-        if edit.attribute(layer, "group", 1) != 1 or w.ndim < 3 or w.shape[1] != s.size:
+        if attribute(layer, "group", 1) != 1 or w.ndim < 3 or w.shape[1] != s.size:
             return None
         new_w = w * s.reshape(1, -1, *([1] * (w.ndim - 2)))
         new_b = (bias.astype(np.float64) if bias is not None else 0) * s + shift
@@ -230,12 +228,12 @@ def _fold_gemm(layer, w, bias, s, shift):
     """Gemm: Y = alpha * A @ B' + beta * C; scale B' along N and fold into C."""
     if w.ndim != 2:
         return None
-    trans_b = edit.attribute(layer, "transB", 0)
+    trans_b = attribute(layer, "transB", 0)
     n = w.shape[0] if trans_b else w.shape[1]
     if n != s.size:
         return None
     new_w = w * (s.reshape(-1, 1) if trans_b else s.reshape(1, -1))
-    beta = float(edit.attribute(layer, "beta", 1.0))
+    beta = float(attribute(layer, "beta", 1.0))
     c = beta * bias.astype(np.float64) if bias is not None else np.zeros(n)
     try:
         new_c = c * s + shift  # broadcasts C of shape (), (N,), (1, N) or (M, N)
@@ -255,7 +253,7 @@ def strip_passthrough(model, params: dict[str, Any] | None = None) -> list[str]:
     for scope in edit.graph_scopes(model):
         graph = scope.graph
         for node in list(graph.node):
-            if node.op_type not in ("Dropout", "Identity") or node.domain not in STANDARD \
+            if node.op_type not in ("Dropout", "Identity") or node.domain not in STANDARD_DOMAINS \
                     or not node.input or not node.input[0]:
                 continue
             if node.op_type == "Dropout" and not _inference_dropout(scope, node):
@@ -359,7 +357,7 @@ def _evaluate(node, values, opsets, ir_version):
 # zero stays zero through them (and f(c) is computable for a constant channel c).
 _ZERO_PRESERVING = {
     "Relu": lambda v, node: np.maximum(v, 0),
-    "LeakyRelu": lambda v, node: np.where(v >= 0, v, v * edit.attribute(node, "alpha", 0.01)),
+    "LeakyRelu": lambda v, node: np.where(v >= 0, v, v * attribute(node, "alpha", 0.01)),
     "Tanh": lambda v, node: np.tanh(v),
     "Identity": lambda v, node: v,
     "Dropout": lambda v, node: v,
@@ -381,7 +379,7 @@ def prune_channels(model, params: dict[str, Any] | None = None) -> list[str]:
     namer = edit.Namer(model)
     for scope in edit.graph_scopes(model):
         for conv in list(scope.graph.node):
-            if conv.op_type == "Conv" and conv.domain in STANDARD:
+            if conv.op_type == "Conv" and conv.domain in STANDARD_DOMAINS:
                 done = _prune_conv(model, scope, conv, tolerance, namer)
                 if done:
                     changes.append(done)
@@ -392,7 +390,7 @@ def prune_channels(model, params: dict[str, Any] | None = None) -> list[str]:
 
 def _prune_conv(model, scope, conv, tolerance, namer) -> str | None:
     graph = scope.graph
-    if edit.attribute(conv, "group", 1) != 1 or len(conv.input) < 2:
+    if attribute(conv, "group", 1) != 1 or len(conv.input) < 2:
         return None
     weight = edit.constant_array(scope, conv.input[1])
     has_bias = len(conv.input) > 2 and bool(conv.input[2])
@@ -474,15 +472,15 @@ def _channel_chain(graph, conv):
             return None, None
         readers = table.get(value, [])
         if len(readers) == 1 and readers[0].op_type in _ZERO_PRESERVING \
-                and readers[0].domain in STANDARD and readers[0].input[0] == value:
+                and readers[0].domain in STANDARD_DOMAINS and readers[0].input[0] == value:
             node = readers[0]
             if node.op_type == "Dropout" and (len(node.output) > 1 and node.output[1]):
                 return None, None
             chain.append(node)
             value = node.output[0]
             continue
-        if not readers or any(r.op_type != "Conv" or r.domain not in STANDARD
-                              or edit.attribute(r, "group", 1) != 1 or r.input[0] != value
+        if not readers or any(r.op_type != "Conv" or r.domain not in STANDARD_DOMAINS
+                              or attribute(r, "group", 1) != 1 or r.input[0] != value
                               or list(r.input).count(value) != 1 for r in readers):
             return None, None
         return chain, readers
