@@ -15,11 +15,17 @@ from typing import Any
 DTYPE_SIZES: dict[str, float] = {
     "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2,
     "float8e4m3fn": 1, "float8e4m3fnuz": 1, "float8e5m2": 1, "float8e5m2fnuz": 1, "float8e8m0": 1,
-    "float4e2m1": 0.5,
+    "float4e2m1": 0.5, "float6e2m3": 0.75, "float6e3m2": 0.75,
     "int64": 8, "int32": 4, "int16": 2, "int8": 1, "int4": 0.5, "int2": 0.25,
     "uint64": 8, "uint32": 4, "uint16": 2, "uint8": 1, "uint4": 0.5, "uint2": 0.25,
     "bool": 1, "complex64": 8, "complex128": 16,
 }
+
+
+# Dtypes numpy has natively: raw little-endian bytes can be viewed as them, and samples and
+# generated feeds can hold them.
+NUMPY_DTYPES = frozenset({"float64", "float32", "float16", "int64", "int32", "int16", "int8",
+                          "uint64", "uint32", "uint16", "uint8", "bool"})
 
 
 def dtype_nbytes(dtype: str, numel: int) -> int | None:

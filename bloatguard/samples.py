@@ -17,10 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from bloatguard.errors import ConfigError
-from bloatguard.facts import ValueInfo
+from bloatguard.facts import NUMPY_DTYPES, ValueInfo
 
-_NUMPY_DTYPES = {"float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint64",
-                 "uint32", "uint16", "uint8", "bool"}
 
 
 @dataclass
@@ -76,7 +74,7 @@ def _load_npz(path: Path, inputs: list[ValueInfo]) -> Samples:
 def _conform(path: Path, value: ValueInfo, array: np.ndarray) -> np.ndarray:
     """Check an array against the input's dtype and shape; return it as (N, *shape)."""
     where = f"{path}: array {value.name!r}"
-    if value.dtype not in _NUMPY_DTYPES:
+    if value.dtype not in NUMPY_DTYPES:
         raise ConfigError(f"{where}: input type {value.dtype} cannot be fed from a samples file")
     if array.dtype.kind not in "biuf":
         raise ConfigError(f"{where}: expected numbers, got dtype {array.dtype}")

@@ -16,11 +16,9 @@ from typing import Iterator
 
 import numpy as np
 
-from bloatguard.facts import ModelFacts
+from bloatguard.facts import NUMPY_DTYPES, ModelFacts
 
-# numpy dtypes that raw little-endian bytes can be viewed as directly.
-_DIRECT = {"float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint64",
-           "uint32", "uint16", "uint8", "bool"}
+_DIRECT = NUMPY_DTYPES  # raw little-endian bytes of these can be viewed as arrays directly
 
 
 @dataclass

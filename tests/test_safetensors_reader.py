@@ -212,3 +212,12 @@ def test_reader_agrees_with_the_library_under_random_damage(tmp_path):
             assert {t.name: t.shape for t in facts.tensors} == shapes
         elif "duplicate key" not in facts.unreadable:
             assert not library_accepts(path), facts.unreadable
+
+
+def test_six_bit_floats_have_weight_bytes(tmp_path):
+    # 8 F6 values pack into 6 bytes; the reader knows it, so the report must too.
+    path = raw_file(tmp_path / "f6.safetensors",
+                    {"six": entry("F6_E2M3", [8], 0, 6), "f": entry("F32", [2], 6, 14)}, bytes(14))
+    facts = read_model(path)
+    assert facts.params == 10
+    assert facts.weight_bytes == 6 + 8

@@ -24,13 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bloatguard.facts import ValueInfo
+from bloatguard.facts import DTYPE_SIZES, NUMPY_DTYPES, ValueInfo
 from bloatguard.units import human_bytes
 
 # dtype name (ModelFacts spelling) -> bytes per element, for the types numpy and onnxruntime
 # both understand. bfloat16, float8 and int4 inputs have no numpy dtype to feed them with.
-FEEDABLE = {"float64": 8, "float32": 4, "float16": 2, "int64": 8, "int32": 4, "int16": 2,
-            "int8": 1, "uint64": 8, "uint32": 4, "uint16": 2, "uint8": 1, "bool": 1}
+FEEDABLE = {dtype: int(DTYPE_SIZES[dtype]) for dtype in NUMPY_DTYPES}  # dtype -> bytes
 
 _HINT = "set it in [tool.bloatguard.inputs] or give a samples file"
 
