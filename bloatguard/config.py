@@ -306,12 +306,20 @@ def load(path: Path | None) -> Config:
     if path is None:
         return Config()
     try:
-        with open(path, "rb") as handle:
-            document = tomllib.load(handle)
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found; check the --config path") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}; fix the syntax") from None
+    return loads(text, path)
+
+
+def loads(text: str, path: Path) -> Config:
+    """Validate `text` as the contents of the config file `path` (which need not exist yet)."""
+    try:
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}; fix the syntax") from None
     if path.name == "pyproject.toml":

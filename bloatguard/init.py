@@ -39,7 +39,7 @@ def _quote(key: str) -> str:
     return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def render_config(results, root: Path, *, headroom: float, growth: str, prefix: str) -> str:
+def render_config(results, config, *, headroom: float, growth: str, prefix: str) -> str:
     lines = [f"# Written by `bloatguard init`: today's measurements plus {headroom:.0%} headroom.",
              f"[{prefix}budgets.{_quote('**')}]",
              f'max-file-size-increase = "{growth}"',
@@ -49,7 +49,10 @@ def render_config(results, root: Path, *, headroom: float, growth: str, prefix: 
         facts = result.facts
         if facts is None or facts.unreadable:
             continue
-        rel = Path(result.path).resolve().relative_to(root.resolve()).as_posix()
+        rel = config.relpath(Path(result.path))
+        if rel is None:
+            raise BloatguardError(f"{result.path}: outside {config.root}, where the config goes; "
+                                  "run init from the repository that holds the models")
         lines.append(f"[{prefix}budgets.{_quote(rel)}]")
         lines.append(f"max-file-size = {_size(facts.file_size * (1 + headroom))}")
         if facts.params is not None:
@@ -74,10 +77,10 @@ def run_init(paths: list[Path], *, target: Path | None, headroom: float, growth:
         pyproject = root / "pyproject.toml"
         target = pyproject if pyproject.exists() else root / "bloatguard.toml"
     root = target.parent
-    results = engine.check(paths or [Path(".")], config_module.Config(root=root),
-                           engine.Selection(select=["BG000"]))
+    config = config_module.Config(root=root)
+    results = engine.check(paths or [Path(".")], config, engine.Selection(select=["BG000"]))
     prefix = "tool.bloatguard." if target.name == "pyproject.toml" else ""
-    text = render_config(results, root, headroom=headroom, growth=growth, prefix=prefix)
+    text = render_config(results, config, headroom=headroom, growth=growth, prefix=prefix)
     if target.exists():
         current = target.read_text(encoding="utf-8")
         if prefix and "[tool.bloatguard" in current:
@@ -86,7 +89,8 @@ def run_init(paths: list[Path], *, target: Path | None, headroom: float, growth:
             raise BloatguardError(f"{target}: exists and is not empty; edit it")
         separator = "" if current.endswith("\n\n") or not current else ("\n" if current.endswith("\n") else "\n\n")
         text = current + separator + text
-    config_module.load(_write(target, text))  # what we wrote must load
+    config_module.loads(text, target)  # what we write must load: checked before writing it
+    _write(target, text)
     return target
 
 

@@ -70,3 +70,22 @@ def test_init_keeps_the_permissions_of_the_file_it_edits(tmp_path, run_cli, monk
     assert run_cli("init")[0] == 0
     assert (repo.root / "pyproject.toml").stat().st_mode & 0o777 == 0o664
     assert [p.name for p in repo.root.iterdir() if "bloatguard-tmp" in p.name] == []
+
+
+def test_init_writes_nothing_that_would_not_load(tmp_path, run_cli, monkeypatch):
+    # An absolute growth cannot suit sizes and counts at once: refused, and no file is left.
+    repo = Repo(tmp_path / "p")
+    factories.mlp(repo.root / "m.onnx", sizes=(8, 8))
+    monkeypatch.chdir(repo.root)
+    code, _, err = run_cli("init", "--growth", "5M")
+    assert code == 2 and "max-file-size-increase" in err
+    assert not (repo.root / "bloatguard.toml").exists()
+
+
+def test_init_names_a_model_outside_the_config_directory(tmp_path, run_cli, monkeypatch):
+    repo = Repo(tmp_path / "p")
+    factories.mlp(tmp_path / "elsewhere" / "m.onnx", sizes=(8, 8))
+    monkeypatch.chdir(repo.root)
+    code, _, err = run_cli("init", str(tmp_path / "elsewhere"), "--config-file", "bloatguard.toml")
+    assert code == 2 and "outside" in err and "internal error" not in err
+    assert not (repo.root / "bloatguard.toml").exists()
