@@ -229,10 +229,6 @@ class Config:
     cache_dir: str | None = None
     latency: LatencyConfig = field(default_factory=LatencyConfig)
 
-    @property
-    def source(self) -> str:
-        return str(self.path) if self.path else "defaults"
-
     def relpath(self, model_path: Path) -> str | None:
         """The model's path relative to the config's directory, as globs see it."""
         try:

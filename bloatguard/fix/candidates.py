@@ -42,9 +42,6 @@ class Step:
     def storage_only(self) -> bool:
         return self.kind in STORAGE_ONLY
 
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "params": self.params}
-
 
 @dataclass
 class Candidate:

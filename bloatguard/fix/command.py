@@ -355,7 +355,7 @@ def _finish(display, target, facts, evaluations, winner, notes, options, base) -
     status, written = "unfixed", None
     if winner is not None and winner.candidate.interface:
         notes.append(f"NOTE: the kept candidate changes the interface: {winner.candidate.interface}")
-    report = table.render(display, facts, evaluations, header_notes=notes, footer=[])
+    report = table.render(display, facts, evaluations, header_notes=notes)
     if winner is None:
         tried = [e for e in evaluations if not e.skipped]
         message = ("no candidate passed verification; nothing written" if tried
@@ -371,14 +371,14 @@ def _finish(display, target, facts, evaluations, winner, notes, options, base) -
             status, message = "would-fix", f"dry run: would keep {winner.candidate.label} ({change}); nothing written"
         else:
             try:
-                result = write.write_model(winner.path, target, expected_params=winner.facts.params,
-                                           model_format=facts.format)
+                written_path = write.write_model(winner.path, target, expected_params=winner.facts.params,
+                                                 model_format=facts.format)
             except (OSError, write.WriteError) as exc:
                 failed = _error(display, f"could not write {display_path(target)}: {exc}; the "
                                 "original is untouched", base)
                 failed.report = report
                 return failed
-            written = display_path(result.path)
+            written = display_path(written_path)
             status, message = "fixed", f"wrote {written} with {winner.candidate.label} ({change})"
     data = {**base, "status": status, "message": message, "written": written, "notes": notes,
             "candidates": [verify.to_json(e, facts) for e in evaluations]}
@@ -388,7 +388,7 @@ def _finish(display, target, facts, evaluations, winner, notes, options, base) -
 def _done(display, status, message, base, facts, notes=()) -> Outcome:
     from bloatguard.fix import table
 
-    report = table.render(display, facts, [], header_notes=list(notes), footer=[])
+    report = table.render(display, facts, [], header_notes=list(notes))
     return Outcome(display, status, message, report,
                    {**base, "status": status, "message": message, "written": None,
                     "notes": list(notes), "candidates": []})

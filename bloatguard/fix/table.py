@@ -9,7 +9,7 @@ from bloatguard.units import format_amount
 
 
 def render(path: str, original: ModelFacts, evaluations: list[Evaluation], *,
-           header_notes: list[str], footer: list[str]) -> str:
+           header_notes: list[str]) -> str:
     from tabulate import tabulate
 
     lines = [f"{path}: {format_amount(original.file_size, 'bytes')}, "
@@ -27,7 +27,6 @@ def render(path: str, original: ModelFacts, evaluations: list[Evaluation], *,
             if details:
                 lines.append(f"  {evaluation.candidate.label}:")
                 lines += [f"    - {item}" for item in details]
-    lines += [f"  {line}" for line in footer]
     return "\n".join(lines) + "\n"
 
 

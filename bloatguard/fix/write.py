@@ -29,7 +29,6 @@ import secrets
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from bloatguard.atomic import keep_mode, sync_directory, temporary_path, write_synced
@@ -46,13 +45,6 @@ PAUSE_MARK = "bloatguard-fix-pause: "
 
 class WriteError(Exception):
     """The fix could not be written; the original is untouched."""
-
-
-@dataclass
-class Written:
-    path: Path
-    data_file: Path | None
-    removed: list[Path]
 
 
 # --- git --------------------------------------------------------------------------------------
@@ -164,14 +156,14 @@ def _unlink(path: Path, removed: list[Path]) -> None:
 # --- writing ----------------------------------------------------------------------------------
 
 def write_model(candidate: Path, target: Path, *, expected_params: int | None,
-                model_format: str) -> Written:
+                model_format: str) -> Path:
     """Put the verified candidate at `target` (replacing it atomically if it exists)."""
     if model_format == "onnx":
         return _write_onnx(candidate, target, expected_params)
     return _write_file(candidate, target, expected_params)
 
 
-def _write_file(candidate: Path, target: Path, expected_params: int | None) -> Written:
+def _write_file(candidate: Path, target: Path, expected_params: int | None) -> Path:
     data = candidate.read_bytes()
     temporary = temporary_path(target)
     try:
@@ -186,10 +178,10 @@ def _write_file(candidate: Path, target: Path, expected_params: int | None) -> W
     except BaseException:
         _unlink(temporary, [])
         raise
-    return Written(target, None, [])
+    return target
 
 
-def _write_onnx(candidate: Path, target: Path, expected_params: int | None) -> Written:
+def _write_onnx(candidate: Path, target: Path, expected_params: int | None) -> Path:
     import onnx
     from onnx.external_data_helper import _get_all_tensors
 
@@ -231,14 +223,13 @@ def _write_onnx(candidate: Path, target: Path, expected_params: int | None) -> W
         for path in created:
             _unlink(path, [])
         raise
-    removed: list[Path] = []
     for location in stale:
         old = target.parent / location
         if old.is_file() and not _referenced(target.parent, location):
-            _unlink(old, removed)
+            _unlink(old, [])
     if journal is not None:
         _unlink(journal, [])
-    return Written(target, data_path, removed)
+    return target
 
 
 def _journal(target: Path, names: list[str]) -> Path:

@@ -16,11 +16,11 @@ from typing import Any
 
 from bloatguard.engine import ModelResult
 from bloatguard.report import repo_relative
+from bloatguard.report.markdown import ICONS
 from bloatguard.rule import Finding, Severity
 
 LIMIT = 10  # annotations of each kind GitHub shows per step
 COMMANDS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
-ICONS = {Severity.ERROR: "❌", Severity.WARNING: "⚠️", Severity.INFO: "ℹ️"}
 
 
 def escape_data(text: str) -> str:
