@@ -241,15 +241,16 @@ def constant_tensor(scope: Scope, name: str):
             return here.initializers[name]
         constants, defined = here.constant_lookup()
         if name in constants:
-            return _constant_value(constants[name])
+            return constant_value(constants[name])
         if name in defined:
             return None  # defined here by something else: shadows outer scopes
         here = here.parent
     return None
 
 
-def _constant_value(node):
-    """A Constant node's value as a TensorProto (`value`, or the scalar/list shorthands)."""
+def constant_value(node):
+    """A Constant node's value as a TensorProto (`value`, or the scalar/list shorthands); None
+    for sparse and string values."""
     from onnx import TensorProto, helper
 
     for attr in node.attribute:

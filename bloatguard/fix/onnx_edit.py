@@ -17,7 +17,7 @@ import itertools
 import numpy as np
 
 from bloatguard.formats.onnx import node_label
-from bloatguard.graph import Scope, model_scopes, subgraphs
+from bloatguard.graph import Scope, constant_value, model_scopes, subgraphs
 
 
 def graph_scopes(model) -> list[Scope]:
@@ -80,18 +80,10 @@ def constant_array(scope: Scope, name: str) -> np.ndarray | None:
 
 
 def constant_node_value(node) -> np.ndarray | None:
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
-    for attribute in node.attribute:
-        if attribute.name == "value":
-            return numpy_helper.to_array(attribute.t)
-        if attribute.name in ("value_float", "value_int"):
-            return np.asarray(helper.get_attribute_value(attribute),
-                              dtype=np.float32 if attribute.name == "value_float" else np.int64)
-        if attribute.name in ("value_floats", "value_ints"):
-            return np.asarray(helper.get_attribute_value(attribute),
-                              dtype=np.float32 if attribute.name == "value_floats" else np.int64)
-    return None  # sparse_value, strings: not handled
+    tensor = constant_value(node)
+    return None if tensor is None else numpy_helper.to_array(tensor)
 
 
 def set_attribute(node, name: str, value) -> None:

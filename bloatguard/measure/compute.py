@@ -34,7 +34,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from bloatguard.formats.onnx_wire import EMBEDDED_KEY
-from bloatguard.graph import STANDARD_DOMAINS, subgraphs
+from bloatguard.graph import STANDARD_DOMAINS, constant_value, subgraphs
 from bloatguard.graph import attribute as _attr
 from bloatguard.measure import fold_ops
 
@@ -346,18 +346,8 @@ def _tensor_value(tensor) -> np.ndarray | None:
 
 
 def _constant_value(node) -> np.ndarray | None:
-    for attribute in node.attribute:
-        if attribute.name == "value":
-            return _tensor_value(attribute.t)
-        if attribute.name == "value_int":
-            return np.array(attribute.i, dtype=np.int64)
-        if attribute.name == "value_ints":
-            return np.array(list(attribute.ints), dtype=np.int64)
-        if attribute.name == "value_float":
-            return np.array(attribute.f, dtype=np.float32)
-        if attribute.name == "value_floats":
-            return np.array(list(attribute.floats), dtype=np.float32)
-    return None
+    tensor = constant_value(node)
+    return None if tensor is None else _tensor_value(tensor)
 
 
 class _ScopeValues(MutableMapping):
