@@ -211,7 +211,7 @@ def collect(args: argparse.Namespace):
     paths = args.paths or [Path(".")]
     config = load_config(args.config, paths)
     selection = engine.Selection(select=_split_codes(args.select), ignore=_split_codes(args.ignore) or [])
-    selection.rules(config)  # a typo in --select fails now, not after measuring everything
+    rules = selection.rules(config)  # a typo in --select fails now, not after measuring everything
     show_progress = sys.stderr.isatty()
     progress = _progress if show_progress else None
     base, head = _comparison(args)
@@ -227,7 +227,7 @@ def collect(args: argparse.Namespace):
                                shard=args.shard, jobs=args.jobs)
     if show_progress:
         sys.stderr.write("\r\033[K")
-    return results, config, selection.rules(config)
+    return results, config, rules
 
 
 def write_report(results, output_format: str, output_file: Path | None, **context) -> None:
