@@ -153,6 +153,41 @@ def sparse_model(path: Path) -> Path:
     return save(helper.make_model(graph, opset_imports=OPSET), path)
 
 
+# --- building blocks for hand-made graphs --------------------------------------------------------
+
+def info(name, shape, elem=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def const(name: str, array) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(array), name))
+
+
+def init(name: str, array) -> TensorProto:
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def build(nodes, inputs, outputs, inits=(), path: Path | None = None, *, external=False, **kwargs) -> Path:
+    """A checked model of `nodes` saved to `path` (opset 17 unless `opsets=` says otherwise)."""
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    model = helper.make_model(graph, opset_imports=kwargs.pop("opsets", OPSET), **kwargs)
+    onnx.checker.check_model(model)
+    return save(model, path, external=external)
+
+
+def torch_export(net, path: Path, example=None, **kwargs) -> Path:
+    """torch.onnx.export (TorchScript exporter) of `net` on `example` (default: a (2, 3, 8, 8)
+    image batch), warnings silenced."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, example or (torch.randn(2, 3, 8, 8),), str(path), dynamo=False, **kwargs)
+    return path
+
+
 LFS_POINTER = (b"version https://git-lfs.github.com/spec/v1\n"
                b"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
                b"size 12345\n")

@@ -15,7 +15,7 @@ import pytest
 import factories
 from bloatguard.measure.stats import REGRESSION
 from gitrepo import Repo
-from test_fix_models import assert_same_outputs, conv_net, messy, rand, torch_bn_net, torch_export
+from fix_models import assert_same_outputs, conv_net, messy, rand, torch_bn_net, torch_export
 
 FAST = ("--no-latency",)
 
@@ -182,7 +182,7 @@ def test_external_data_model_is_rewritten_and_its_data_swapped(run_cli, tmp_path
     locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
     assert locations == {data}
     feeds = [{"images": rand(1, 3, 16, 16)}]
-    from test_fix_models import run
+    from fix_models import run
 
     [want], [got] = run(original / "det.onnx", feeds[0]), run(path, feeds[0])
     assert np.allclose(want, got, rtol=1e-2, atol=1e-2)
@@ -259,7 +259,7 @@ def test_samples_drive_fidelity_and_calibration(run_cli, tmp_path, conv_model):
 def test_removing_features_rewrites_the_signature_and_says_so(run_cli, tmp_path):
     from onnx import helper
 
-    from test_fix_models import info, init, run, save
+    from fix_models import info, init, run, save
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((64, 16)).astype(np.float32)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from gitrepo import GIT_ENV, Repo
-from test_fix_models import conv_net, messy
+from fix_models import conv_net, messy
 
 REPO = Path(__file__).resolve().parent.parent
 

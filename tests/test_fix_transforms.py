@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 import factories
 from bloatguard.fix import transforms_quant as quant
 from bloatguard.fix import transforms_safe as safe
-from test_fix_models import (assert_same_outputs, conv_net, const, info, init, messy, rand, run,
+from fix_models import (assert_same_outputs, conv_net, const, info, init, messy, rand, run,
                              save, torch_bn_net, torch_export)
 
 

@@ -17,7 +17,7 @@ import onnx
 import pytest
 
 from bloatguard.fix import write
-from test_fix_models import messy, rand, run
+from fix_models import messy, rand, run
 
 REPO = Path(__file__).resolve().parent.parent
 

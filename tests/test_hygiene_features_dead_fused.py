@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 import factories
 from factories import package_file
@@ -53,23 +53,9 @@ def by_fix(found) -> dict[str, object]:
     return {f.fix.kind: f for f in found}
 
 
-def tensor_info(name, shape, elem=F32):
-    return helper.make_tensor_value_info(name, elem, shape)
-
-
-def model(nodes, inputs, outputs, inits=(), path: Path | None = None, **kwargs) -> Path:
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
-    proto = helper.make_model(graph, opset_imports=kwargs.pop("opsets", OPSET), **kwargs)
-    onnx.checker.check_model(proto)
-    return factories.save(proto, path)
-
-
-def const(name: str, array) -> onnx.NodeProto:
-    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(array), name))
-
-
-def init(name: str, array) -> TensorProto:
-    return numpy_helper.from_array(np.asarray(array), name)
+tensor_info = factories.info
+model = factories.build
+const, init = factories.const, factories.init
 
 
 def weights(rows: int, cols: int, zero_rows=(), seed: int = 0) -> np.ndarray:
@@ -400,7 +386,7 @@ def messy_model(path: Path) -> Path:
     """Everything BG103 looks for: an unused initializer (1 KB), a dead chain (Constant ->
     Mul -> Add) whose results reach nothing, a weight only the dead chain reads, and the same
     32x32 weight stored twice, once as an initializer and once as a Constant."""
-    from test_fix_models import messy  # the model `fix` removes all of this from
+    from fix_models import messy  # the model `fix` removes all of this from
 
     return messy(path)
 
@@ -606,17 +592,13 @@ def test_quantized_weights_are_not_foldable_constants(tmp_path):
 @pytest.fixture(scope="module")
 def torch_net():
     torch = pytest.importorskip("torch")
-    from test_fix_models import torch_bn_net  # Conv+BN2d, Linear+BN1d, Dropout; trained-looking stats
+    from fix_models import torch_bn_net  # Conv+BN2d, Linear+BN1d, Dropout; trained-looking stats
 
     return torch, torch_bn_net()
 
 
 def torch_export(torch_net, path: Path, **kwargs) -> Path:
-    torch, net = torch_net
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.randn(2, 3, 8, 8),), str(path), dynamo=False, **kwargs)
-    return path
+    return factories.torch_export(torch_net[1], path, **kwargs)
 
 
 def test_torch_export_leaves_batchnorm_unfused(tmp_path, torch_net):

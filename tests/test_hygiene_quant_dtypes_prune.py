@@ -9,7 +9,6 @@ explained, not just recorded.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -118,12 +117,7 @@ def table_model(path: Path, table: np.ndarray, *, layout="initializer") -> Path:
 
 
 def torch_export(path: Path, module, example) -> Path:
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), example, str(path), dynamo=False)
-    return path
+    return factories.torch_export(module.eval(), path, example)
 
 
 def randn(*shape, dtype=np.float32, seed=0) -> np.ndarray:

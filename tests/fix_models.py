@@ -7,36 +7,20 @@ constant subgraphs, zero channels, Conv-heavy layers for quantization.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 import factories
+from factories import const, info, init  # noqa: F401 - the fix tests import them from here
 
 OPSET = factories.OPSET
 F32 = TensorProto.FLOAT
 
 
-def info(name, shape, elem=F32):
-    return helper.make_tensor_value_info(name, elem, shape)
-
-
-def const(name: str, array) -> onnx.NodeProto:
-    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(array), name))
-
-
-def init(name: str, array) -> TensorProto:
-    return numpy_helper.from_array(np.asarray(array), name)
-
-
-def save(nodes, inputs, outputs, inits=(), path: Path | None = None, *, external=False, **kwargs) -> Path:
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
-    model = helper.make_model(graph, opset_imports=kwargs.pop("opsets", OPSET), **kwargs)
-    onnx.checker.check_model(model)
-    return factories.save(model, path, external=external)
+save = factories.build  # the fix tests' name for it
 
 
 def run(path_or_model, feeds: dict) -> list[np.ndarray]:
@@ -128,10 +112,5 @@ def torch_bn_net():
 
 
 def torch_export(net, path: Path, **kwargs) -> Path:
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.randn(2, 3, 8, 8),), str(path), dynamo=False,
-                          input_names=["x"], output_names=["y"], **kwargs)
-    return path
+    """The export the fix tests run: input "x", output "y"."""
+    return factories.torch_export(net, path, input_names=["x"], output_names=["y"], **kwargs)
