@@ -119,6 +119,23 @@ def test_feeds_follow_dtype_shape_config_and_int_range():
     assert np.array_equal(materialize(plan.feeds)["image"], arrays["image"])
 
 
+@pytest.mark.parametrize("order", [("state", "x"), ("x", "state")])
+def test_feeds_and_mac_counting_resolve_the_same_dims_in_any_input_order(order):
+    # silero's layout: the batch dim leads `x` but sits in the middle of `state`. MACs counting
+    # fixes it to 1 on both; the feeds latency times must do the same, whichever comes first.
+    from bloatguard.measure.compute import count_macs
+
+    declared = {"state": (2, "batch", 128), "x": ("batch", 16)}
+    plan = plan_feeds([ValueInfo(name, "float32", declared[name]) for name in order])
+    assert {f.name: f.shape for f in plan.feeds} == {"state": (2, 1, 128), "x": (1, 16)}
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [name], [f"{name}_out"]) for name in order], "g",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, declared[name]) for name in order],
+        [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None) for name in order])
+    macs_notes = count_macs(helper.make_model(graph), {}).notes
+    assert set(plan.notes) <= set(macs_notes) and "assumed batch 1 for input 'x'" in plan.notes
+
+
 def test_batch_defaults_to_one_and_unknown_dims_are_named():
     plan = plan_feeds([ValueInfo("x", "float32", ("N", 16))])
     assert plan.feeds[0].shape == (1, 16) and "assumed batch 1 for input 'x'" in plan.notes

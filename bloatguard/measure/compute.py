@@ -185,11 +185,11 @@ def _all_tensors(model) -> Iterator[onnx.TensorProto]:
 
 
 def _fix_inputs(model, input_shapes: dict, notes: _Notes) -> None:
-    """Configured shapes replace the declared ones; an unknown leading dim of an input of rank
-    >= 2 is taken as batch 1 (the published convention); other unknown dims stay unknown.
+    """Configured shapes replace the declared ones; the other inputs' dims follow the policy
+    latency's feeds follow too (measure.dims): a symbolic dim fixed on one input is fixed on
+    every input using its name, an unknown leading dim is batch 1, the rest stays unknown."""
+    from bloatguard.measure.dims import resolve_dims
 
-    A symbolic dim fixed on one input is fixed on every input that uses the same name: `batch`
-    in images[batch, 3, 224, 224] is the same `batch` as in state[2, batch, 128]."""
     graph = model.graph
     initializers = {t.name for t in graph.initializer}
     inputs = {v.name: v.type.tensor_type for v in graph.input
@@ -199,41 +199,42 @@ def _fix_inputs(model, input_shapes: dict, notes: _Notes) -> None:
             known = ", ".join(repr(n) for n in inputs if n not in initializers) or "none"
             notes.add(f"configured shape for {name!r} ignored: the model has no such input "
                       f"(inputs: {known})")
-    bindings: dict[str, tuple[int, str]] = {}  # dim name -> (value, input it was fixed on)
-    free = []  # inputs whose declared shape may still hold unknown dims
+    declared: dict[str, list | None] = {}  # in input order; None: nothing to bind or resolve
+    fixed: dict[str, list[int]] = {}
     for name, tensor_type in inputs.items():
-        if name in input_shapes and _set_configured(name, tensor_type, input_shapes[name],
-                                                    bindings, notes):
-            continue
+        if name in input_shapes:
+            applied, binding = _set_configured(name, tensor_type, input_shapes[name], notes)
+            if applied:
+                fixed[name] = list(input_shapes[name])
+                declared[name] = binding
+                continue
         if name not in initializers and tensor_type.HasField("shape"):
             for dim in tensor_type.shape.dim:
                 if dim.HasField("dim_value") and dim.dim_value < 0:  # some exporters write -1
                     dim.Clear()
-            free.append(name)
-    for name in free:
-        lead = inputs[name].shape.dim[0] if len(inputs[name].shape.dim) >= 2 else None
-        if lead is None or lead.HasField("dim_value") or lead.dim_param in bindings:
-            continue
-        if lead.dim_param:
-            bindings[lead.dim_param] = (1, name)
-        lead.dim_value = 1
-        notes.add(f"assumed batch 1 for input {name!r}")
-    for name in free:
-        for dim in inputs[name].shape.dim:
-            param = dim.dim_param
-            bound = bindings.get(param) if param else None
-            if bound is not None and bound[1] != name:
-                dim.dim_value = bound[0]  # (clears dim_param: they share a oneof)
-                notes.add(f"input {name!r}: dim {param!r} = {bound[0]}, as on input {bound[1]!r}")
+            declared[name] = list(_dims(tensor_type))
+        else:
+            declared[name] = None
+    resolved, found = resolve_dims(declared, fixed)
+    for name, dims in resolved.items():
+        if name not in fixed:
+            for dim, value in zip(inputs[name].shape.dim, dims):
+                if isinstance(value, int) and not dim.HasField("dim_value"):
+                    dim.dim_value = value  # (clears dim_param: they share a oneof)
+    for note in found:
+        notes.add(note)
 
 
-def _set_configured(name: str, tensor_type, dims, bindings: dict, notes: _Notes) -> bool:
+def _set_configured(name: str, tensor_type, dims, notes: _Notes) -> tuple[bool, list | None]:
+    """Replace the input's shape by the configured `dims`: (whether it was applied, the declared
+    dims whose names the configured values bind, None when they do not fit together)."""
     dims = list(dims)
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
         notes.add(f"configured shape for {name!r} ignored: dims must be non-negative integers, "
                   f"got {dims}")
-        return False
+        return False, None
     declared = _dims(tensor_type) if tensor_type.HasField("shape") else None
+    binding = None
     if declared is not None:
         if len(declared) != len(dims):
             notes.add(f"configured shape {dims} for {name!r} has rank {len(dims)}, the model "
@@ -242,14 +243,12 @@ def _set_configured(name: str, tensor_type, dims, bindings: dict, notes: _Notes)
             notes.add(f"configured shape {dims} for {name!r} differs from the model's fixed dims "
                       f"{_show_dims(declared)}")
         else:
-            for dim, value in zip(declared, dims):
-                if isinstance(dim, str):
-                    bindings.setdefault(dim, (value, name))
+            binding = list(declared)
     tensor_type.ClearField("shape")
     tensor_type.shape.SetInParent()  # a present but empty shape is a scalar, not "unknown"
     for d in dims:
         tensor_type.shape.dim.add().dim_value = d
-    return True
+    return True, binding
 
 
 def _input_dim_names(graph) -> set[str]:

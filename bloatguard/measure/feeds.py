@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bloatguard.facts import DTYPE_SIZES, NUMPY_DTYPES, ValueInfo
+from bloatguard.measure.dims import resolve_dims
 from bloatguard.units import human_bytes
 
 # dtype name (ModelFacts spelling) -> bytes per element, for the types numpy and onnxruntime
@@ -83,8 +84,7 @@ def plan_feeds(inputs: list[ValueInfo], *, shapes: dict[str, list[int]] | None =
     shapes, pins = shapes or {}, pins or {}
     plan = FeedPlan(feeds=[])
     sample_shapes = _sample_shapes(samples, plan.notes) if samples is not None else {}
-    bindings: dict[str, int] = {}  # symbolic dim name -> value, shared by every input
-    declared: dict[str, list[int | str | None]] = {}
+    declared: dict[str, list[int | str | None] | None] = {}
     chosen: dict[str, tuple[list[int], str]] = {}  # input -> (dims, source)
     for value in inputs:
         if value.dtype not in FEEDABLE:
@@ -93,33 +93,24 @@ def plan_feeds(inputs: list[ValueInfo], *, shapes: dict[str, list[int]] | None =
         dims = None if value.shape is None else [_clean(d) for d in value.shape]
         declared[value.name] = dims
         found = _explicit_dims(value, dims, shapes, pins, sample_shapes, plan.notes)
-        if found is None:
-            continue
-        chosen[value.name] = found
-        if dims is not None:  # a symbolic dim fixed here is fixed on every input using its name
-            for want, got in zip(dims, found[0]):
-                if isinstance(want, str):
-                    bindings.setdefault(want, got)
+        if found is not None:
+            chosen[value.name] = found
 
+    # The rest as MACs counting assumes them (measure.dims), so both describe one inference.
+    resolved, notes = resolve_dims(declared, {name: dims for name, (dims, _) in chosen.items()})
+    plan.notes += notes
     for value in inputs:
         if value.name in chosen:
             continue
-        dims = declared[value.name]
-        if dims is None:
+        if declared[value.name] is None:
             raise FeedError(f"input {value.name!r} declares no shape; {_HINT}")
-        resolved = [bindings.get(d, d) if isinstance(d, str) else d for d in dims]
-        if len(resolved) >= 2 and not isinstance(resolved[0], int):
-            if isinstance(dims[0], str):
-                bindings[dims[0]] = 1
-            resolved[0] = 1
-            plan.notes.append(f"assumed batch 1 for input {value.name!r}")
+        dims = resolved[value.name]
         unknown = [f"{d!r}" if isinstance(d, str) else f"axis {axis}"
-                   for axis, d in enumerate(resolved) if not isinstance(d, int)]
+                   for axis, d in enumerate(dims) if not isinstance(d, int)]
         if unknown:
             raise FeedError(f"input {value.name!r} has unknown dims {', '.join(unknown)} "
-                            f"(shape {_show(resolved)}); {_HINT}")
-        source = "pinned" if value.name in pins else "random"
-        chosen[value.name] = (resolved, source)
+                            f"(shape {_show(dims)}); {_HINT}")
+        chosen[value.name] = (dims, "pinned" if value.name in pins else "random")
 
     for value in inputs:
         dims, source = chosen[value.name]
