@@ -403,6 +403,7 @@ def test_merge_input_reports_sharded_runs_as_one(pr, api, run_cli, monkeypatch, 
         code, _, _ = run_cli("check", "models", "--base", pr.base, "--no-latency", "--shard",
                              f"{index}/3", "--output-format", "json", "--output-file",
                              reports / f"shard-{index}.json")
+        assert code in (0, 1)  # a shard that could not evaluate would make the merge vacuous
     code, out, _ = run_ci(run_cli, monkeypatch, pr.env(api.url, merge=str(reports / "*.json")))
     assert code == 1
     assert "::error file=models/a.onnx,title=BG002 param-count::" in out

@@ -83,8 +83,9 @@ class Payload:
 def test_an_unsafe_pickle_is_never_loaded(run_cli, tmp_path):
     path = tmp_path / "evil.pt"
     path.write_bytes(pickle.dumps({"weight": Payload()}))
-    code, _, err = run_cli("fix", path, "--unsafe-fixes")
+    code, out, err = run_cli("fix", path, "--unsafe-fixes")
     assert code == 2 and "unsafe pickle (BG900)" in err
+    assert "pwned" not in out + err  # the payload's print never ran
 
 
 def test_the_only_torch_load_is_weights_only_with_mmap():
