@@ -139,6 +139,9 @@ class Queue:
                 # child holding one would keep that queue from ever reaching end-of-file.
                 for fd in _QUEUE_WRITERS:
                     os.close(fd)
+                # Closed here, so forgotten: a child that runs a Queue of its own must not
+                # close whatever its new pipes are given those numbers again.
+                _QUEUE_WRITERS.clear()
                 _prepare_child(self.memory)
                 # Each 4-byte read takes exactly one index, whichever child gets there first.
                 while len(raw := os.read(queue_read, 4)) == 4:

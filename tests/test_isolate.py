@@ -230,3 +230,14 @@ def test_a_second_queue_does_not_hold_the_first_one_open():
     assert time.monotonic() - start < 10  # not stalled until the deadline killed them
     assert not [o for o in outcomes if isinstance(o, IsolationError)]
     assert second.results(timeout=20) == ["y" * 200_000]
+
+
+def _square_in_a_grandchild(value: int) -> int:
+    return run_isolated(lambda: value * value)
+
+
+def test_a_child_can_isolate_work_of_its_own():
+    """`--jobs 2` workers run the permutation test in children of their own. A worker that
+    closed the stale queue-writer numbers it inherited closed its new pipes instead, and every
+    nested run ended "without a result"."""
+    assert map_isolated(_square_in_a_grandchild, [2, 3, 4], workers=2) == [4, 9, 16]
