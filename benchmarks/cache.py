@@ -66,7 +66,7 @@ def main() -> None:
         make_repo(empty, 0)
         cold = []
         for _ in range(3):
-            shutil.rmtree(full / ".bloatguard_cache", ignore_errors=True)
+            shutil.rmtree(full / ".git" / "bloatguard-cache", ignore_errors=True)
             cold.append(timed(full))
         warm_times, empty_times = [], []
         for _ in range(args.rounds):

@@ -87,7 +87,7 @@ def compare(base: Path, head: Path, config: Config) -> tuple[dict | None, float,
     result = ModelResult(path=head.name, facts=head_facts, base=base_facts, status="modified",
                          settings_path=head, head_file=head, base_file=lambda: base)
     start = time.perf_counter()
-    attach_latency([result], config, progress=False)
+    attach_latency([result], config)
     return head_facts.extra.get("latency_comparison"), time.perf_counter() - start, head_facts.notes
 
 

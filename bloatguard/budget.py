@@ -18,6 +18,7 @@ class BudgetRule(Rule):
     kind: ClassVar[str]  # "bytes" | "count" | "ms"
     noun: ClassVar[str]  # how messages name the metric
     default_severity = Severity.ERROR
+    reads = frozenset({"base"})  # growth is judged against the base version's facts
 
     def fmt(self, value: float | None) -> str:
         return format_amount(value, self.kind)

@@ -22,7 +22,8 @@ Inputs (all optional):
   BLOATGUARD_SARIF_FILE  write SARIF here
   BLOATGUARD_FAIL_ON     error / warning / never (default error)
   BLOATGUARD_MERGE       JSON reports (globs) to merge instead of checking
-  BLOATGUARD_REPORT      where to write the JSON report (default: $RUNNER_TEMP/bloatguard-report.json)
+  BLOATGUARD_REPORT      where to write the JSON report (default: bloatguard-report.json in
+                         $RUNNER_TEMP, or in the system's temporary directory: never the checkout)
   BLOATGUARD_GITHUB_TOKEN  token for the comment (GITHUB_TOKEN is used when unset)
 """
 
@@ -36,6 +37,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -76,7 +78,7 @@ class Inputs:
     sarif_file: str = ""
     fail_on: str = "error"
     merge: list[str] = field(default_factory=list)
-    report: Path = Path("bloatguard-report.json")
+    report: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "bloatguard-report.json")
     token: str = ""
 
     @classmethod
@@ -91,7 +93,7 @@ class Inputs:
         if fail_on not in FAIL_ON:
             raise BloatguardError(f"BLOATGUARD_FAIL_ON={fail_on!r}: expected one of {', '.join(FAIL_ON)}")
         latency = env.get("BLOATGUARD_LATENCY", "").strip().lower()
-        temp = env.get("RUNNER_TEMP")
+        temp = env.get("RUNNER_TEMP") or tempfile.gettempdir()
         return cls(
             paths=split("BLOATGUARD_PATHS") or ["."],
             base=env.get("BLOATGUARD_BASE", "").strip(),
@@ -103,8 +105,7 @@ class Inputs:
             sarif_file=env.get("BLOATGUARD_SARIF_FILE", "").strip(),
             fail_on=fail_on,
             merge=split("BLOATGUARD_MERGE"),
-            report=Path(env.get("BLOATGUARD_REPORT", "").strip()
-                        or (Path(temp) / "bloatguard-report.json" if temp else "bloatguard-report.json")),
+            report=Path(env.get("BLOATGUARD_REPORT", "").strip() or Path(temp) / "bloatguard-report.json"),
             token=env.get("BLOATGUARD_GITHUB_TOKEN") or env.get("GITHUB_TOKEN", ""),
         )
 
@@ -299,13 +300,33 @@ def comment_body(markdown: str, github: GitHub) -> str:
     return f"{MARKER}\n{markdown}{footer}"
 
 
+ACTIONS_BOT = "github-actions[bot]"
+
+
+def token_login(api: GitHubApi) -> str:
+    """Who comments with this token: GET /user answers for a personal or user token; the
+    Actions token may not read it (403), and comments as github-actions[bot]."""
+    try:
+        user, _ = api.request("GET", "/user")
+    except ApiError as exc:
+        if exc.status in (401, 403, 404):
+            return ACTIONS_BOT
+        raise
+    login = user.get("login") if isinstance(user, dict) else None
+    return login if isinstance(login, str) and login else ACTIONS_BOT
+
+
 def upsert_comment(api: GitHubApi, repository: str, number: int, body: str) -> str:
-    """Update the pull request's bloatguard comment, found by its marker, or create it.
-    Returns "updated" or "created"."""
+    """Update the pull request's bloatguard comment, or create it. Returns "updated" or
+    "created". The comment to update starts with the marker and was written by this token's
+    identity: anyone can post a comment holding the marker, and the bot must not be made to
+    rewrite it (or to leave the real report unposted)."""
     owner, _, name = repository.partition("/")
     repo = f"/repos/{urllib.parse.quote(owner, safe='')}/{urllib.parse.quote(name, safe='')}"
+    login = token_login(api)
     existing = next((comment for comment in api.pages(f"{repo}/issues/{number}/comments?per_page=100")
-                     if MARKER in (comment.get("body") or "")), None)
+                     if (comment.get("body") or "").startswith(MARKER)
+                     and (comment.get("user") or {}).get("login") == login), None)
     if existing is not None:
         api.request("PATCH", f"{repo}/issues/comments/{int(existing['id'])}", {"body": body})
         return "updated"
@@ -382,7 +403,7 @@ def _merge(inputs: Inputs):
     paths = sorted({match for pattern in inputs.merge for match in glob.glob(pattern)})
     if not paths:
         raise BloatguardError(f"merge: no report matches {' '.join(inputs.merge)}")
-    return merge_reports([Path(path) for path in paths]), None, None
+    return merge_reports([Path(path) for path in paths]), None, None, []
 
 
 def verdict(results, fail_on: str) -> int:
@@ -410,13 +431,13 @@ def run(env: Mapping[str, str] | None = None) -> int:
                           "secrets, so never check out and process a fork's code in it; use "
                           "`on: pull_request` (see the bloatguard Action docs)")
     try:
-        results, config, rules = _merge(inputs) if inputs.merge else _check(inputs, github)
+        results, config, rules, unmatched = _merge(inputs) if inputs.merge else _check(inputs, github)
     except BloatguardError as exc:
         notice("error", f"bloatguard could not evaluate the models: {exc}")
         append_summary(github.step_summary if inputs.summary else None,
                        f"### bloatguard could not evaluate the models\n\n{exc}\n")
         raise
-    context = {"rules": rules}
+    context = {"rules": rules, "unmatched": unmatched}
     if config is not None:
         context["budgets_for"] = lambda result: config.resolve(Path(result.path)).budgets
     inputs.report.parent.mkdir(parents=True, exist_ok=True)
@@ -428,7 +449,7 @@ def run(env: Mapping[str, str] | None = None) -> int:
     print_untrusted(writer("text")(results, **context))
     markdown = writer("markdown")(results, **context)
     commented = publish_comment(inputs, github, markdown)
-    sys.stdout.write(annotations(results))
+    sys.stdout.write(annotations(results, unmatched=unmatched))
     if inputs.summary or not commented:
         append_summary(github.step_summary, markdown)
     summary = summarize(results)

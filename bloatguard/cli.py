@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "path), for parallel CI jobs; `bloatguard merge` joins their JSON reports")
     check.add_argument("--jobs", type=_jobs, default=1, metavar="N",
                        help="check N models at a time in worker processes: the rules that read "
-                            "the weights (0: one per CPU); latency is still timed one model at a time")
+                            "the weights; latency is still timed one model at a time")
+    check.add_argument("--strict", action="store_true",
+                       help="a config table that matches no model is an error, not a warning")
 
     merge = commands.add_parser("merge", help="combine the JSON reports of sharded checks")
     merge.add_argument("reports", nargs="+", type=Path, metavar="REPORT.json")
@@ -113,27 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     from bloatguard.errors import BloatguardError
 
     try:
-        if args.command == "check":
-            return run_check(args)
-        if args.command == "init":
-            return run_init(args)
-        if args.command == "merge":
-            return run_merge(args)
-        if args.command == "ci":
-            from bloatguard import ci
-
-            return ci.run()
-        if args.command == "fix":
-            from bloatguard.fix import command as fix_command
-
-            return fix_command.run(args)
-        if args.command == "rules":
-            return run_rules()
-        if args.command == "explain":
-            return run_explain(args.code)
+        return _run(args)
     except BloatguardError as exc:
         print(f"bloatguard: error: {exc}", file=sys.stderr)
         return EXIT_CANNOT_EVALUATE
+    except BrokenPipeError:  # the reader went away (`bloatguard rules | head -1`)
+        _discard_stdout()
+        return EXIT_OK
     except KeyboardInterrupt:
         print("bloatguard: interrupted", file=sys.stderr)
         return 130
@@ -145,6 +133,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bloatguard: internal error: {type(exc).__name__}: {exc} (set BLOATGUARD_DEBUG=1 "
               "for a traceback, and please report it)", file=sys.stderr)
         return EXIT_CANNOT_EVALUATE
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that nothing else (a flush at exit) writes to a closed pipe."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "check":
+        return run_check(args)
+    if args.command == "init":
+        return run_init(args)
+    if args.command == "merge":
+        return run_merge(args)
+    if args.command == "ci":
+        from bloatguard import ci
+
+        return ci.run()
+    if args.command == "fix":
+        from bloatguard.fix import command as fix_command
+
+        return fix_command.run(args)
+    if args.command == "rules":
+        return run_rules()
+    if args.command == "explain":
+        return run_explain(args.code)
     build_parser().print_help()
     return EXIT_CANNOT_EVALUATE
 
@@ -175,45 +196,54 @@ def _shard(text: str):
 
 
 def _jobs(text: str) -> int:
-    import os
-
     try:
         jobs = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of processes, got {text!r}") from None
-    if jobs < 0:
-        raise argparse.ArgumentTypeError("must be 0 (one per CPU) or more")
-    return jobs or os.cpu_count() or 1
-
-
-def _progress(index: int, total: int, path: str) -> None:
-    sys.stderr.write(f"\r\033[Kbloatguard: [{index + 1}/{total}] {path}")
-    sys.stderr.flush()
+    if jobs < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return jobs
 
 
 def run_check(args: argparse.Namespace) -> int:
     from bloatguard import engine
+    from bloatguard.untrusted import one_line
 
-    results, config, rules = collect(args)
-    write_report(results, args.output_format, args.output_file, rules=rules,
+    results, config, rules, unmatched = collect(args)
+    write_report(results, args.output_format, args.output_file, rules=rules, unmatched=unmatched,
                  budgets_for=lambda result: config.resolve(Path(result.path)).budgets)
-    for result in results:  # what could not be evaluated, one line each, whatever the format
-        for finding in result.findings:
-            if finding.code == "BG000":
-                print(f"bloatguard: {result.path}: {finding.message}", file=sys.stderr)
+    # What could not be evaluated, and config tables that apply to nothing: one line each on
+    # stderr whatever the format, unless the text report just showed them on this terminal.
+    shown = args.output_format == "text" and args.output_file is None and _same_terminal()
+    if not shown:
+        for result in results:
+            for finding in result.findings:
+                if finding.code == "BG000":
+                    print(one_line(f"bloatguard: {result.path}: {finding.message}"), file=sys.stderr)
+        for table in unmatched:
+            print(one_line(f"bloatguard: warning: {table.message}"), file=sys.stderr)
+    if unmatched and args.strict:
+        print(f"bloatguard: error: {len(unmatched)} config table(s) match no model (--strict)",
+              file=sys.stderr)
+        return EXIT_CANNOT_EVALUATE
     return engine.exit_code(results)
 
 
+def _same_terminal() -> bool:
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
 def collect(args: argparse.Namespace):
-    """Measure and check what `bloatguard check` was asked to: (results, config, rules that ran)."""
+    """Measure and check what `bloatguard check` was asked to: (results, config, rules that ran,
+    config tables that matched no model)."""
     from bloatguard import engine
+    from bloatguard.progress import Progress
 
     paths = args.paths or [Path(".")]
     config = load_config(args.config, paths)
     selection = engine.Selection(select=_split_codes(args.select), ignore=_split_codes(args.ignore) or [])
     rules = selection.rules(config)  # a typo in --select fails now, not after measuring everything
-    show_progress = sys.stderr.isatty()
-    progress = _progress if show_progress else None
+    progress = Progress()
     base, head = _comparison(args)
     # Latency is noisy and slow: on by default only for a CI comparison, never in the hook.
     latency = args.latency if args.latency is not None else (args.base is not None and not args.staged)
@@ -225,9 +255,20 @@ def collect(args: argparse.Namespace):
     else:
         results = engine.check(paths, config, selection, progress=progress, latency=latency,
                                shard=args.shard, jobs=args.jobs)
-    if show_progress:
-        sys.stderr.write("\r\033[K")
-    return results, config, rules
+    progress.done()
+    return results, config, rules, _unmatched_tables(config, paths, results)
+
+
+def _unmatched_tables(config, paths: list[Path], results) -> list:
+    """Config tables that match no model, judged when a directory was checked: a hook run on a
+    few staged files says nothing about the tables for the others."""
+    from bloatguard.coverage import unmatched_tables
+    from bloatguard.discover import discover
+
+    if not any(path.is_dir() for path in paths):
+        return []
+    checked = [result.settings_path or Path(result.path) for result in results]
+    return unmatched_tables(config, checked, lambda: discover([config.root], config))
 
 
 def write_report(results, output_format: str, output_file: Path | None, **context) -> None:
@@ -244,7 +285,11 @@ def write_report(results, output_format: str, output_file: Path | None, **contex
         except OSError as exc:
             raise BloatguardError(f"{output_file}: cannot write the report ({exc.strerror or exc})") from None
     else:
-        sys.stdout.write(report)
+        try:
+            sys.stdout.write(report)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `bloatguard check | head`: the exit code still says the verdict
+            _discard_stdout()
     if output_format == "github" and os.environ.get("GITHUB_STEP_SUMMARY"):
         # Findings beyond GitHub's annotation limits would be lost: list them in the summary.
         from bloatguard.ci import append_summary

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from bloatguard import globs
 from bloatguard.errors import ConfigError
@@ -269,6 +269,15 @@ class Config:
                 settings.pins.update(values)
         return settings
 
+    def glob_tables(self) -> Iterator[tuple[str, str]]:
+        """(section, glob) of every table that applies by model path, as the config names them."""
+        sections = (("budgets", self.budgets), ("inputs", self.inputs), ("samples", self.samples),
+                    ("per-file-ignores", self.per_file_ignores), ("fix", self.fix),
+                    ("latency.values", self.latency.values))
+        for section, tables in sections:
+            for pattern, _ in tables:
+                yield section, pattern
+
     def rule_options(self, rule_name: str) -> dict[str, Any]:
         return self.rules.get(rule_name, {})
 
@@ -327,6 +336,15 @@ def loads(text: str, path: Path) -> Config:
     return _Validator(path, prefix).build(table)
 
 
+def _unknown(kind: str, key: str, known: list[str]) -> str:
+    """"unknown budget; did you mean `max-file-size`? (known: max-file-size, ...)" """
+    import difflib
+
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    guess = f"; did you mean `{close[0]}`?" if close else ""
+    return f"unknown {kind}{guess} (known: {', '.join(known)})"
+
+
 class _Validator:
     def __init__(self, path: Path, prefix: str) -> None:
         self.path = path
@@ -362,8 +380,7 @@ class _Validator:
         for key, value in table.items():
             handler = handlers.get(key)
             if handler is None:
-                raise self.fail(self.key(key), "unknown key; known keys are "
-                                + ", ".join(sorted(handlers)))
+                raise self.fail(self.key(key), _unknown("key", key, sorted(handlers)))
             handler(config, value)
         return config
 
@@ -399,8 +416,7 @@ class _Validator:
             for key, raw in self.table(self.key("budgets", pattern), budget).items():
                 full_key = self.key("budgets", pattern, key)
                 if key not in BUDGET_KEYS:
-                    raise self.fail(full_key, "unknown budget; known budgets are "
-                                    + ", ".join(BUDGET_KEYS))
+                    raise self.fail(full_key, _unknown("budget", key, list(BUDGET_KEYS)))
                 parsed[key] = self.parse(full_key, raw, lambda v, k=key: _parse_budget(k, v))
             config.budgets.append((pattern, parsed))
 
@@ -430,8 +446,7 @@ class _Validator:
                     latency.values.append((pattern, parsed))
                 continue
             if key not in LATENCY_KEYS:
-                raise self.fail(full_key, "unknown key; known keys are "
-                                + ", ".join(sorted([*LATENCY_KEYS, "values"])))
+                raise self.fail(full_key, _unknown("key", key, sorted([*LATENCY_KEYS, "values"])))
             attribute, parser = LATENCY_KEYS[key]
             setattr(latency, attribute, self.parse(full_key, raw, parser))
         if latency.min_rounds > latency.max_rounds:
@@ -445,7 +460,7 @@ class _Validator:
             for key, raw in self.table(self.key("fix", pattern), table).items():
                 full_key = self.key("fix", pattern, key)
                 if key not in FIX_THRESHOLDS:
-                    raise self.fail(full_key, "unknown key; known keys are " + ", ".join(FIX_THRESHOLDS))
+                    raise self.fail(full_key, _unknown("key", key, list(FIX_THRESHOLDS)))
                 parsed[key] = self.parse(full_key, raw, FIX_THRESHOLDS[key])
             config.fix.append((pattern, parsed))
 
@@ -460,7 +475,10 @@ class _Validator:
         for name, options in self.table(self.key("rules"), value).items():
             rule = find_rule(name)
             if rule is None:
-                raise self.fail(self.key("rules", name), "unknown rule; see `bloatguard rules`")
+                from bloatguard.registry import all_rules
+
+                names = [known.name for known in all_rules()]
+                raise self.fail(self.key("rules", name), _unknown("rule", name, names))
             parsed = {}
             for option, raw in self.table(self.key("rules", name), options).items():
                 full_key = self.key("rules", name, option)
@@ -471,8 +489,8 @@ class _Validator:
                 elif option in rule.options:
                     parsed[option] = self.parse(full_key, raw, rule.options[option])
                 else:
-                    known = ", ".join(["severity", *rule.options])
-                    raise self.fail(full_key, f"unknown option of {rule.name}; known: {known}")
+                    raise self.fail(full_key, _unknown(f"option of {rule.name}", option,
+                                                       ["severity", *rule.options]))
             config.rules[rule.name] = parsed
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from bloatguard.config import Config
-from bloatguard.facts import ModelFacts
+from bloatguard.facts import BlobSource, ModelFacts
 from bloatguard.registry import all_rules, selector_matches
 from bloatguard.rule import Finding, Rule, RuleContext, Severity
 
@@ -200,53 +200,139 @@ def _store_macs(facts: ModelFacts, outcome) -> None:
         facts.note(note)
 
 
-def _findings(facts: ModelFacts, base: ModelFacts | None, path: Path, config: Config,
-              rules: list[Rule]) -> tuple[list[Finding], list[str]]:
-    """apply_rules for one model, returning the findings and the facts' notes (a rule that
-    failed leaves a note, which a worker's copy of the facts would otherwise keep)."""
-    result = ModelResult(path=facts.path, facts=facts, base=base)
-    apply_rules(result, path, config, rules)
-    return result.findings, facts.notes
+@dataclass
+class RuleOutcome:
+    """What one rule reported for one model: its findings and the notes it left. `failed` when
+    the rule raised: such an outcome is reported but never cached."""
+
+    code: str
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failed: bool = False
+
+    def to_json(self) -> dict:
+        return {"code": self.code, "findings": [finding.to_json() for finding in self.findings],
+                "notes": self.notes, "failed": self.failed}
+
+    @classmethod
+    def from_json(cls, entry: dict) -> RuleOutcome:
+        return cls(code=str(entry["code"]), findings=[Finding.from_json(f) for f in entry["findings"]],
+                   notes=[str(note) for note in entry["notes"]], failed=bool(entry.get("failed")))
 
 
-def _findings_as_json(call: tuple) -> list:
-    findings, notes = _findings(*call)
-    return [[finding.to_json() for finding in findings], notes]
+def run_rules(facts: ModelFacts, base: ModelFacts | None, path: Path, config: Config,
+              rules: list[Rule]) -> list[RuleOutcome]:
+    """Each rule's outcome on one model, in the rules' order.
+
+    The notes a rule leaves are taken back out of the facts into its outcome, so that the
+    caller adds every rule's notes in the rules' order whether an outcome was computed here, in
+    a worker or restored from the cache: the report is the same either way."""
+    settings = config.resolve(path)
+    context = RuleContext(facts=facts, base=base, settings=settings, config=config)
+    kept = len(facts.notes)
+    outcomes = []
+    try:
+        for rule in rules:
+            if any(selector_matches(code, rule) for code in settings.ignored):
+                continue
+            outcome = RuleOutcome(rule.code)
+            try:
+                outcome.findings.extend(rule.check(context))
+            except Exception as exc:  # one rule's bug on one odd model must not sink the run
+                if os.environ.get("BLOATGUARD_DEBUG"):
+                    raise
+                outcome.failed = True
+                facts.note(f"{rule.code} {rule.name} could not check this model "
+                           f"({type(exc).__name__}: {exc}); set BLOATGUARD_DEBUG=1 for details")
+            outcome.notes = facts.notes[kept:]
+            del facts.notes[kept:]
+            outcomes.append(outcome)
+    finally:
+        context.close()
+    return outcomes
 
 
-def _in_order(calls: list[tuple], jobs: int) -> list[tuple[list[Finding], list[str]]]:
-    """_findings for every call, in `jobs` forked workers when jobs > 1, in the calls' order.
+def apply_rules(result: ModelResult, path: Path, config: Config, rules: list[Rule]) -> None:
+    """Run the rules on one model and add their findings and notes to `result`."""
+    for outcome in run_rules(result.facts, result.base, path, config, rules):
+        result.findings.extend(outcome.findings)
+        for note in outcome.notes:
+            result.facts.note(note)
+
+
+def _outcomes_as_json(call: tuple) -> list[dict]:
+    return [outcome.to_json() for outcome in run_rules(*call)]
+
+
+def _in_order(calls: list[tuple], jobs: int) -> list[list[RuleOutcome]]:
+    """run_rules for every call, in `jobs` forked workers when jobs > 1, in the calls' order.
 
     Workers answer through bloatguard.isolate's JSON pipe, not pickle: they read untrusted
     weights, and a worker subverted through a native bug must not make the parent run code. A
     call whose worker crashed is checked again here, as jobs=1 would."""
     if jobs <= 1 or len(calls) <= 1:
-        return [_findings(*call) for call in calls]
+        return [run_rules(*call) for call in calls]
     from bloatguard.isolate import map_isolated
 
-    answers = map_isolated(_findings_as_json, calls, workers=min(jobs, len(calls)),
+    answers = map_isolated(_outcomes_as_json, calls, workers=min(jobs, len(calls)),
                            timeout=600 + 120 * len(calls))
-    return [_findings(*call) if isinstance(answer, Exception)
-            else ([Finding.from_json(entry) for entry in answer[0]], answer[1])
+    return [run_rules(*call) if isinstance(answer, Exception)
+            else [RuleOutcome.from_json(entry) for entry in answer]
             for call, answer in zip(calls, answers)]
 
 
-def apply_rules(result: ModelResult, path: Path, config: Config, rules: list[Rule]) -> None:
-    settings = config.resolve(path)
-    context = RuleContext(facts=result.facts, base=result.base, settings=settings, config=config)
-    try:
-        for rule in rules:
-            if any(selector_matches(code, rule) for code in settings.ignored):
-                continue
-            try:
-                result.findings.extend(rule.check(context))
-            except Exception as exc:  # one rule's bug on one odd model must not sink the run
-                if os.environ.get("BLOATGUARD_DEBUG"):
-                    raise
-                result.facts.note(f"{rule.code} {rule.name} could not check this model "
-                                  f"({type(exc).__name__}: {exc}); set BLOATGUARD_DEBUG=1 for details")
-    finally:
-        context.close()
+def _cacheable(rule: Rule) -> bool:
+    """Built-in rules whose findings the model's bytes and its settings fully determine."""
+    return rule.reads <= {"model"} and type(rule).__module__.startswith("bloatguard.rules.")
+
+
+class _ModelRules:
+    """The rules for one model: which outcomes the metric cache holds, which rules run now.
+
+    Facts restored from the cache carry no file and no model handle; when a rule that reads the
+    model has to run, the blob is written out and read again, so a warm run reports exactly
+    what a cold one does."""
+
+    def __init__(self, result: ModelResult, rules: list[Rule], config: Config, cache) -> None:
+        self.result, self.rules, self.config, self.cache = result, rules, config, cache
+        self.path = result.settings_path or Path(result.path)
+        self.keys: dict[str, str] = {}
+        self.cached: dict[str, RuleOutcome] = {}
+        facts = result.facts
+        if facts.blob is not None and cache is not None:
+            settings = config.resolve(self.path)
+            for rule in filter(_cacheable, rules):
+                key = cache.outcome_key(facts.blob.key, rule.code, config.rule_options(rule.name),
+                                        settings)
+                self.keys[rule.code] = key
+                entry = cache.get_outcome(key)
+                if entry is not None:
+                    self.cached[rule.code] = RuleOutcome.from_json(entry)
+        self.to_run = [rule for rule in rules if rule.code not in self.cached]
+
+    def call(self) -> tuple:
+        """run_rules' arguments, with the model read again if a rule to run needs it."""
+        facts = self.result.facts
+        if (facts.file is None and facts.blob is not None
+                and any("model" in rule.reads for rule in self.to_run)):
+            from bloatguard.formats import read_model
+
+            fresh = read_model(facts.blob.write(), facts.path)
+            facts.file, facts.handle = fresh.file, fresh.handle
+        return (facts, self.result.base, self.path, self.config, self.to_run)
+
+    def finish(self, ran: list[RuleOutcome]) -> None:
+        """Report every rule's outcome in the rules' order, and cache the fresh ones."""
+        fresh = {outcome.code: outcome for outcome in ran}
+        for rule in self.rules:
+            outcome = self.cached.get(rule.code) or fresh.get(rule.code)
+            if outcome is None:
+                continue  # ignored for this path
+            self.result.findings.extend(outcome.findings)
+            for note in outcome.notes:
+                self.result.facts.note(note)
+            if rule.code in fresh and rule.code in self.keys and not outcome.failed:
+                self.cache.put_outcome(self.keys[rule.code], outcome.to_json())
 
 
 def check(paths: list[Path], config: Config, selection: Selection,
@@ -255,7 +341,9 @@ def check(paths: list[Path], config: Config, selection: Selection,
     from bloatguard.discover import discover
 
     results = []
-    models = [path for path in discover(paths, config) if shard is None or display_path(path) in shard]
+    found = discover(paths, config)
+    _require_models(paths, found, config)
+    models = [path for path in found if shard is None or display_path(path) in shard]
     macs = MacsBatch()
     # Count MACs while the models are read: shape inference is most of a static check's time.
     macs.start([(path, config.resolve(path).inputs) for path in models if path.suffix.lower() == ".onnx"])
@@ -265,12 +353,32 @@ def check(paths: list[Path], config: Config, selection: Selection,
         results.append(ModelResult(path=display_path(path), facts=measure(path, config, macs=macs),
                                    settings_path=path, head_file=path))
     macs.run()
-    _finish(results, config, selection, latency, jobs)
+    _finish(results, config, selection, latency, jobs, progress=progress)
     return results
 
 
+def _require_models(paths: list[Path], found: list[Path], config: Config) -> None:
+    """A directory to check that holds no model is a mistake (a wrong path in CI would pass
+    forever), not an empty success. Files named one by one (the pre-commit hook's) may all
+    turn out not to be models: that is a commit without models."""
+    from bloatguard.discover import MODEL_SUFFIXES
+    from bloatguard.errors import BloatguardError
+
+    found = [path.resolve() for path in found]
+    for path in paths:
+        if not path.is_dir():
+            continue
+        directory = path.resolve()
+        if not any(directory == model or directory in model.parents for model in found):
+            filtered = (f", after include/exclude in {config.path}"
+                        if config.path and (config.include or config.exclude) else "")
+            raise BloatguardError(
+                f"{path}: no model files found ({', '.join(sorted(MODEL_SUFFIXES))}{filtered}); "
+                "check the path")
+
+
 def _finish(results: list[ModelResult], config: Config, selection: Selection, latency: bool,
-            jobs: int = 1) -> None:
+            jobs: int = 1, cache=None, progress: Callable[[int, int, str], None] | None = None) -> None:
     """The steps that need every model measured first: latency (interleaved, corrected for
     multiple comparisons across models), then the rules. The rules scan weights, the per-model
     work that grows with model size, so `jobs` runs them for several models at once; latency
@@ -278,15 +386,11 @@ def _finish(results: list[ModelResult], config: Config, selection: Selection, la
     if latency:
         from bloatguard.measure.latency import attach_latency
 
-        attach_latency(results, config)
+        attach_latency(results, config, progress)
     rules = selection.rules(config)
-    checked = [result for result in results if result.facts is not None]
-    calls = [(result.facts, result.base, result.settings_path or Path(result.path), config, rules)
-             for result in checked]
-    for result, (findings, notes) in zip(checked, _in_order(calls, jobs)):
-        result.findings.extend(findings)
-        for note in notes:
-            result.facts.note(note)
+    plans = [_ModelRules(result, rules, config, cache) for result in results if result.facts is not None]
+    for plan, outcomes in zip(plans, _in_order([plan.call() for plan in plans], jobs)):
+        plan.finish(outcomes)
 
 
 def check_against_base(paths: list[Path], config: Config, selection: Selection, base_ref: str | None,
@@ -295,15 +399,14 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
                        progress: Callable[[int, int, str], None] | None = None,
                        shard: Shard | None = None, jobs: int = 1) -> list[ModelResult]:
     """Measure each model and its base version; see gitbase for where each side comes from."""
-    from bloatguard.cache import DEFAULT_DIR, MetricCache
+    from bloatguard.cache import MetricCache
     from bloatguard.discover import AMBIGUOUS_SUFFIXES, MODEL_SUFFIXES, discover
     from bloatguard.gitbase import BlobWorkspace, GitRepo, pair_models
 
     repo = GitRepo(paths[0] if paths else Path.cwd())
     base = repo.resolve_base(base_ref, fetch=fetch) if base_ref else None
     head_commit = repo.resolve_base(head_ref) if head_ref else None
-    cache_dir = (config.root / config.cache_dir if config.cache_dir else repo.root / DEFAULT_DIR)
-    cache = MetricCache(cache_dir if use_cache else None)
+    cache = MetricCache(_cache_dir(repo, config) if use_cache else None, anchor=repo.root)
     head_files = discover(paths, config)
     scope = [repo.relpath(p) if p.resolve() != repo.root else "." for p in paths] or ["."]
     results: list[ModelResult] = []
@@ -318,6 +421,8 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
                 repo, head_files, base, staged=staged, head_commit=head_commit, scope=scope,
                 is_model_path=lambda p: Path(p).suffix.lower() in MODEL_SUFFIXES - AMBIGUOUS_SUFFIXES
                 and config.is_included(repo.root / p)))
+        _require_models(paths, [*head_files, *(repo.root / p.path for p in pairings
+                                               if p.status == "deleted")], config)
         if shard is not None:
             pairings = [p for p in pairings if display_path(repo.root / p.path) in shard]
         for index, pairing in enumerate(pairings):
@@ -350,8 +455,18 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
                 result.facts = measure(pairing.head_file, config, display, macs=macs)
                 result.head_file = pairing.head_file
         macs.run()
-        _finish(results, config, selection, latency, jobs)
+        _finish(results, config, selection, latency, jobs, cache, progress)
     return results
+
+
+def _cache_dir(repo, config: Config) -> Path:
+    """`cache-dir` from the config, else a directory in the repository's git directory (shared
+    by its worktrees), where no checkout can put files."""
+    from bloatguard.cache import GIT_SUBDIR
+
+    if config.cache_dir:
+        return config.root / config.cache_dir
+    return Path(repo.repo.common_dir) / GIT_SUBDIR
 
 
 def _new_pairing(repo, file: Path, staged: bool, head_commit: str | None):
@@ -377,18 +492,21 @@ class _BlobMeasurer:
 
     def measure(self, blob, tree: str | None, display: str, real_path: Path) -> ModelFacts:
         settings = {"inputs": self.config.resolve(real_path).inputs}
-        cached_key = self.cache.key(blob.sha, settings)
-        cached = self.cache.get(cached_key, display)
-        if cached is not None and not cached.external_files:
-            return cached
-        model_file, companions = self._materialize(blob, tree)
-        key = self.cache.key(blob.sha, {**settings, "companions": companions}) if companions else cached_key
-        if companions:
-            cached = self.cache.get(key, display)
-            if cached is not None:
-                return cached
-        facts = measure(model_file, self.config, display, settings_path=real_path, macs=self.macs)
-        self.macs.then(lambda: self.cache.put(key, facts))  # cache only complete measurements
+        key = self.cache.key(blob.sha, settings)
+        facts = self.cache.get(key, display)
+        if facts is not None and facts.external_files:
+            facts = None  # external data is part of the model: the key must name its blobs too
+        if facts is None:
+            model_file, companions = self._materialize(blob, tree)
+            if companions:
+                key = self.cache.key(blob.sha, {**settings, "companions": companions})
+                facts = self.cache.get(key, display)
+            if facts is None:
+                facts = measure(model_file, self.config, display, settings_path=real_path,
+                                macs=self.macs)
+                # Cached once complete, before any rule adds a note to them.
+                self.macs.then(lambda key=key, facts=facts: self.cache.put(key, facts))
+        facts.blob = BlobSource(key, self.file_loader(blob, tree))
         return facts
 
     def file_loader(self, blob, tree: str | None) -> Callable[[], Path | None]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 # Bytes per element. Sub-byte types are fractional; "string" has no fixed size.
 DTYPE_SIZES: dict[str, float] = {
@@ -71,6 +71,16 @@ class ValueInfo:
 
 
 @dataclass
+class BlobSource:
+    """Where facts measured from a git blob came from: the metric cache's key for the blob and
+    the settings that shaped the measurement, and how to write the blob out again (facts
+    restored from the cache have no file or handle until a rule needs the model's bytes)."""
+
+    key: str
+    write: Callable[[], Any] = field(repr=False)
+
+
+@dataclass
 class ModelFacts:
     """What one model file is made of.
 
@@ -101,6 +111,8 @@ class ModelFacts:
     # The format-specific handle for rules that need more than counts (e.g. the ONNX graph).
     # Never serialized; may be None for a cached or unreadable model.
     handle: Any = field(default=None, repr=False, compare=False)
+    # Set for facts measured from a git blob; never serialized.
+    blob: BlobSource | None = field(default=None, repr=False, compare=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -276,6 +276,17 @@ def attribute(node, name: str, default=None):
     return default
 
 
+def reads_columns_linearly(readers, name: str) -> bool:
+    """Whether every reader takes `name` as the left operand of a MatMul or Gemm (not
+    transposed): the layout remove-features can cut input columns out of, together with the
+    matching rows of the constant weights."""
+    return bool(readers) and all(
+        reader.op_type in ("MatMul", "Gemm") and reader.domain in STANDARD_DOMAINS
+        and reader.input[0] == name
+        and not (reader.op_type == "Gemm" and attribute(reader, "transA", 0))
+        for reader in readers)
+
+
 # --- where weights go ----------------------------------------------------------------------------
 
 # Ops that only move, reshape or re-type a value. Exporters put them between a weight and the

@@ -55,9 +55,11 @@ def render_config(results, config, *, headroom: float, growth: str, prefix: str)
                                   "run init from the repository that holds the models")
         lines.append(f"[{prefix}budgets.{_quote(rel)}]")
         lines.append(f"max-file-size = {_size(facts.file_size * (1 + headroom))}")
-        if facts.params is not None:
+        # An unknown metric gets no budget (a budget of 0 would fail every change), nor does a
+        # zero one: 0 plus headroom is still 0.
+        if facts.params:
             lines.append(f"max-params = {_count(facts.params * (1 + headroom))}")
-        if facts.macs is not None:
+        if facts.macs:
             lines.append(f"max-macs = {_count(facts.macs * (1 + headroom))}")
         lines.append("")
     return "\n".join(lines)
@@ -79,6 +81,9 @@ def run_init(paths: list[Path], *, target: Path | None, headroom: float, growth:
     root = target.parent
     config = config_module.Config(root=root)
     results = engine.check(paths or [Path(".")], config, engine.Selection(select=["BG000"]))
+    if not any(result.facts is not None and not result.facts.unreadable for result in results):
+        raise BloatguardError(f"{', '.join(map(str, paths or ['.']))}: no readable model to write "
+                              "budgets for; nothing was written")
     prefix = "tool.bloatguard." if target.name == "pyproject.toml" else ""
     text = render_config(results, config, headroom=headroom, growth=growth, prefix=prefix)
     if target.exists():

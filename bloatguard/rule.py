@@ -111,6 +111,13 @@ class Rule:
     # Per-rule options accepted under [tool.bloatguard.rules.<name>], with their parsers.
     # "severity" is accepted for every rule.
     options: ClassVar[dict[str, Any]] = {}
+    # What the findings depend on besides the model's facts, the rule's options and the settings
+    # for the model's path: "model" (its bytes: weights, graph, samples run through it), "base"
+    # (the base version's facts) and "latency" (this run's timings). The engine caches the
+    # findings of a built-in rule that reads at most "model", keyed by the model's git blob, and
+    # reads the model again for it when they are not cached. A rule that declares nothing is
+    # taken to read everything: never cached, never handed facts without their model.
+    reads: ClassVar[frozenset[str]] = frozenset({"model", "base", "latency"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         raise NotImplementedError

@@ -49,6 +49,7 @@ class DeadWeights(Rule):
     name = "dead-weights"
     summary = "Unused or duplicated weights and nodes that reach no output"
     options = {"min-bytes": parse_size}
+    reads = frozenset({"model"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         graph = ctx.onnx_graph()

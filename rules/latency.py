@@ -66,6 +66,7 @@ class Latency(BudgetRule):
     stem = "latency"
     kind = "ms"
     noun = "latency"
+    reads = frozenset({"base", "latency"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         info = ctx.facts.extra.get("latency")

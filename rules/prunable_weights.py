@@ -75,6 +75,7 @@ class PrunableWeights(Rule):
     summary = "Layers with a large share of (near-)zero weights or whole zero channels"
     options = {"tolerance": parse_tolerance, "min-zero-share": parse_fraction,
                "min-elements": parse_count}
+    reads = frozenset({"model"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         facts = ctx.facts

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Iterator
 from bloatguard.errors import ConfigError
 from bloatguard.facts import ValueInfo
 from bloatguard.formats.onnx import node_label
-from bloatguard.graph import Scope, attribute, constant_tensor
+from bloatguard.graph import Scope, attribute, constant_tensor, reads_columns_linearly
 from bloatguard.hygiene import listing, parse_fraction, parse_tolerance
 from bloatguard.rule import Finding, Fix, Rule, RuleContext, Severity
 from bloatguard.units import parse_count
@@ -33,6 +33,7 @@ class _Input:
     static: set[int] = field(default_factory=set)  # indices that cannot affect the output
     columns: list[str] = field(default_factory=list)  # names from a CSV header
     changes: dict[int, float] = field(default_factory=dict)  # index -> permutation effect
+    removable: bool = False  # remove-features can act on its findings
 
     def add(self, index: int, reason: str, static: bool = False) -> None:
         self.reasons.setdefault(index, []).append(reason)
@@ -115,6 +116,7 @@ class RedundantFeatures(Rule):
     summary = "Model inputs or input feature columns that do not affect the outputs"
     options = {"tolerance": parse_tolerance, "correlation": parse_fraction,
                "permutation-tolerance": parse_tolerance, "permutation-max-features": parse_count}
+    reads = frozenset({"model"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         graph = ctx.onnx_graph()
@@ -128,6 +130,12 @@ class RedundantFeatures(Rule):
                    for name, nodes in graph.consumers(root).items()}
         found = {value.name: _static(ctx, root, readers, value, tolerance)
                  for value in ctx.facts.inputs}
+        consumers = graph.consumers(root)
+        # Columns remove-features can cut out (an unused input it can always drop): others, like
+        # those of an ai.onnx.ml LinearClassifier, get no fix hint that would do nothing.
+        for name, entry in found.items():
+            entry.removable = entry.unused or (
+                reads_columns_linearly(consumers.get(name, []), name) and name not in root.outputs)
         notes: list[str] = []
         unusable = None
         if ctx.settings.samples is not None:
@@ -223,12 +231,11 @@ class RedundantFeatures(Rule):
                          + _describe(entry, indices))
         if not features:
             return
+        removable = [{"input": f["input"], "index": f["index"]} for f in features
+                     if found[f["input"]].removable]
         yield self.finding(
-            ctx, "; ".join(parts),
-            details={"features": features},
-            fix=Fix("remove-features", safe=False,
-                    details={"features": [{"input": f["input"], "index": f["index"]}
-                                          for f in features]}))
+            ctx, "; ".join(parts), details={"features": features},
+            fix=Fix("remove-features", safe=False, details={"features": removable}) if removable else None)
 
 
 def _describe(entry: _Input, indices: list[int]) -> str:

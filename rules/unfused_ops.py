@@ -97,6 +97,7 @@ class UnfusedOps(Rule):
     name = "unfused-ops"
     summary = "Foldable BatchNorm, Dropout/Identity and constant subgraphs left in the graph"
     options = {"fold-shape-ops": _parse_bool}
+    reads = frozenset({"model"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         graph = ctx.onnx_graph()

@@ -34,7 +34,7 @@ class Candidate:
     op: str  # the ONNX op type of the layer (guessed from name and shape for state dicts)
     layer: str | None  # node label, None without a graph
     matmul_b: bool = False  # a 2-D MatMul B stored as is: what MatMulNBits can replace
-    kind: str = ""
+    kind: str | None = None  # the fix that fits it; None without a graph (nothing to fix)
 
     @property
     def label(self) -> str:
@@ -97,7 +97,9 @@ class UnquantizedLayers(Rule):
     Unsafe: quantization changes the outputs. The fix hint names the kind (`quantize-static`,
     `quantize-dynamic`, `quantize-matmulnbits`), the op types and weights it covers, other kinds
     for the remaining layers (`also`) and `convert-fp16` as an alternative. Static quantization
-    needs calibration inputs: add the model to `[tool.bloatguard.samples]`.
+    needs calibration inputs: add the model to `[tool.bloatguard.samples]`. PyTorch checkpoints
+    and safetensors files get no fix hint (there is no graph to quantize): the message says how
+    to quantize where the model is built, or to store float16/bfloat16.
 
     ## Options
     - `min-weight-bytes` (default `"64 KiB"`): weights of at most this size are ignored; small
@@ -113,6 +115,7 @@ class UnquantizedLayers(Rule):
     summary = "Float weights of MatMul/Gemm/Conv/Gather/LSTM layers that could be quantized"
     options = {"min-weight-bytes": parse_size, "min-share": parse_fraction,
                "nbits-min-elements": parse_count}
+    reads = frozenset({"model"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         facts = ctx.facts
@@ -132,8 +135,28 @@ class UnquantizedLayers(Rule):
             return
         nbits_min = self.option(ctx, "nbits-min-elements", 1_000_000)
         for candidate in candidates:
-            candidate.kind = _kind(candidate, nbits_min)
-        yield self._finding(ctx, candidates, total, model_bytes)
+            # Without a graph there is nothing for `bloatguard fix` to quantize: no kind.
+            candidate.kind = _kind(candidate, nbits_min) if facts.format == "onnx" else None
+        if facts.format == "onnx":
+            yield self._finding(ctx, candidates, total, model_bytes)
+        else:
+            yield self._weights_file_finding(ctx, candidates, total, model_bytes)
+
+    def _weights_file_finding(self, ctx: RuleContext, candidates: list[Candidate], total: int,
+                              model_bytes: int) -> Finding:
+        """A state dict or safetensors file has no graph to quantize: no `bloatguard fix` and no
+        calibration samples, but what the team can do where the model is built."""
+        candidates.sort(key=lambda c: -c.tensor.nbytes)
+        wide = sum(c.tensor.nbytes // 2 for c in candidates if c.tensor.dtype == "float32")
+        message = (
+            f"{_weights_phrase(candidates, total, model_bytes)}, recognised by name and shape. "
+            f"This {ctx.facts.format} file has no graph for bloatguard to quantize: quantize "
+            "where the model is built, with torch.ao.quantization.quantize_dynamic for "
+            "Linear/LSTM layers or onnxruntime's quantizers on the ONNX export (int8 would save "
+            f"about {human_bytes(sum(c.saved() for c in candidates))})"
+            + (f", or store the weights as float16/bfloat16 (saves {human_bytes(wide)})"
+               if wide else ""))
+        return self.finding(ctx, message, details=self._details(ctx, candidates, total, model_bytes))
 
     def _finding(self, ctx: RuleContext, candidates: list[Candidate], total: int,
                  model_bytes: int) -> Finding:
@@ -145,20 +168,12 @@ class UnquantizedLayers(Rule):
         ranked = sorted(groups.items(), key=lambda item: -sum(c.tensor.nbytes for c in item[1]))
         kind, primary = ranked[0]
         samples_needed = "quantize-static" in groups and ctx.settings.samples is None
-        dtypes = "/".join(sorted({c.tensor.dtype for c in candidates}))
-        ops = "/".join(sorted({c.op for c in candidates}))
         plans = [f"{KINDS[k]} of the {_ops(group)} layers would save about "
                  f"{human_bytes(sum(c.saved() for c in group))}" for k, group in ranked]
         message = (
-            f"{len(candidates)} {dtypes} weight tensor{'s' if len(candidates) > 1 else ''} "
-            f"({human_bytes(total)}, {percent(total, model_bytes)} of the model's weights) "
-            f"feed{'' if len(candidates) > 1 else 's'} "
-            f"unquantized layers ({ops}): "
-            + listing([f"{c.label} ({human_bytes(c.tensor.nbytes)}, {c.op})" for c in candidates])
-            + ". " + _sentence("; ".join(plans))
+            _weights_phrase(candidates, total, model_bytes) + ". " + _sentence("; ".join(plans))
             + ("; static quantization needs calibration samples: add the model to "
                "[tool.bloatguard.samples]" if samples_needed else ""))
-        notes = _notes(candidates, ctx.facts)
         float32 = sum(c.tensor.nbytes for c in candidates if c.tensor.dtype == "float32")
         fix = Fix(kind=kind, safe=False, details={
             "op_types": sorted({c.op for c in primary}),
@@ -171,7 +186,12 @@ class UnquantizedLayers(Rule):
                       "needs_samples": k == "quantize-static"} for k, group in ranked[1:]],
             "alternatives": [{"kind": "convert-fp16", "bytes_saved": float32 // 2}] if float32 else [],
         })
-        details = {
+        return self.finding(ctx, message, details=self._details(ctx, candidates, total, model_bytes),
+                            fix=fix)
+
+    def _details(self, ctx: RuleContext, candidates: list[Candidate], total: int,
+                 model_bytes: int) -> dict:
+        return {
             "bytes": total, "share": round(total / model_bytes, 4) if model_bytes else None,
             "by_op": _bytes_by(candidates, lambda c: c.op),
             "by_dtype": _bytes_by(candidates, lambda c: c.tensor.dtype),
@@ -181,9 +201,20 @@ class UnquantizedLayers(Rule):
                                 "bytes": c.tensor.nbytes, "op": c.op, "layer": c.layer,
                                 "fix": c.kind} for c in candidates]),
             "samples_configured": ctx.settings.samples is not None,
-            "notes": notes,
+            "notes": _notes(candidates, ctx.facts),
         }
-        return self.finding(ctx, message, details=details, fix=fix)
+
+
+def _weights_phrase(candidates: list[Candidate], total: int, model_bytes: int) -> str:
+    """"2 float32 weight tensors (369 KB, 98% of the model's weights) feed unquantized layers
+    (Conv): conv2.weight (295 KB, Conv), ..." """
+    dtypes = "/".join(sorted({c.tensor.dtype for c in candidates}))
+    ops = "/".join(sorted({c.op for c in candidates}))
+    several = len(candidates) > 1
+    return (f"{len(candidates)} {dtypes} weight tensor{'s' if several else ''} "
+            f"({human_bytes(total)}, {percent(total, model_bytes)} of the model's weights) "
+            f"feed{'' if several else 's'} unquantized layers ({ops}): "
+            + listing([f"{c.label} ({human_bytes(c.tensor.nbytes)}, {c.op})" for c in candidates]))
 
 
 def _already_quantized(facts: ModelFacts) -> bool:
@@ -237,9 +268,6 @@ def _notes(candidates: list[Candidate], facts: ModelFacts) -> list[str]:
     if any(c.tensor.dtype != "float32" for c in candidates):
         notes.append("onnxruntime's quantizers expect float32 weights: quantize the float32 "
                      "export rather than the float16/bfloat16 one")
-    if facts.format != "onnx":
-        notes.append(f"{facts.format} files have no graph: layers were recognised by tensor "
-                     "names and shapes; quantize the exported ONNX model, or with torch.ao")
     return notes
 
 

@@ -35,6 +35,7 @@ class UnreadableModel(Rule):
     name = "unreadable-model"
     summary = "The file cannot be read as a model"
     default_severity = Severity.ERROR
+    reads = frozenset({"base"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         for side, facts in (("head", ctx.facts), ("base", ctx.base)):

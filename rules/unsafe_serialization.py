@@ -36,6 +36,7 @@ class UnsafeSerialization(Rule):
     name = "unsafe-serialization"
     summary = "Pickles that would import code outside the safe allowlist"
     default_severity = Severity.ERROR
+    reads = frozenset()  # the reader's scan is in the facts
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         names = ctx.facts.unsafe_globals

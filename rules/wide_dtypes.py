@@ -63,6 +63,7 @@ class WideDtypes(Rule):
     name = "wide-dtypes"
     summary = "float64 weights or ops, and int64 weights whose values fit int32"
     options = {"min-elements": parse_count}
+    reads = frozenset({"model"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         if ctx.facts.unreadable:

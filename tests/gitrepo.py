@@ -44,6 +44,6 @@ class Repo:
         digest = {}
         for path in sorted(self.root.rglob("*")):
             rel = path.relative_to(self.root).as_posix()
-            if path.is_file() and not rel.startswith((".git/objects", ".git/logs", ".bloatguard_cache")):
+            if path.is_file() and not rel.startswith((".git/objects", ".git/logs", ".git/bloatguard-cache")):
                 digest[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
         return digest

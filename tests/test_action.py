@@ -37,6 +37,7 @@ class FakeGitHub:
 
     def __init__(self, forbidden: bool = False, redirect_to: str = "") -> None:
         self.forbidden, self.redirect_to = forbidden, redirect_to
+        self.user = ""  # the token's login when it may read /user (a personal token)
         self.requests: list[dict] = []
         self.comments = [{"id": 101, "body": "LGTM", "user": {"login": "alice"}},
                          {"id": 102, "body": "nit: rename", "user": {"login": "bob"}},
@@ -76,6 +77,9 @@ class FakeGitHub:
                     self.send_header("Location", fake.redirect_to + self.path)
                     self.send_header("Content-Length", "0")
                     return self.end_headers()
+                if url.path == "/user":  # what the Actions token answers; a user token knows itself
+                    return (self._answer(200, {"login": fake.user}) if fake.user else
+                            self._answer(403, {"message": "Resource not accessible by integration"}))
                 if url.path != "/repos/owner/repo/issues/7/comments":
                     return self._answer(404, {"message": "Not Found"})
                 page = int(parse_qs(url.query).get("page", ["1"])[0])
@@ -93,7 +97,7 @@ class FakeGitHub:
                 if url.path != "/repos/owner/repo/issues/7/comments":
                     return self._answer(404, {"message": "Not Found"})
                 comment = {"id": 900 + len(fake.comments), "body": body["body"],
-                           "user": {"login": "github-actions[bot]"}}
+                           "user": {"login": fake.user or "github-actions[bot]"}}
                 fake.comments.append(comment)
                 self._answer(201, comment)
 
@@ -254,7 +258,7 @@ def test_run_step_of_action_yml_end_to_end(pr, api):
     assert "https://github.example/owner/repo/actions/runs/4242" in body and pr.head[:7] in body
     # The list of comments had two pages: both were read before deciding to create.
     assert [r["path"] for r in api.requests if r["method"] == "GET"] == [
-        "/repos/owner/repo/issues/7/comments?per_page=100",
+        "/user", "/repos/owner/repo/issues/7/comments?per_page=100",
         "/repos/owner/repo/issues/7/comments?per_page=100&page=2"]
 
     api.requests.clear()
@@ -394,6 +398,45 @@ def test_untrusted_report_text_cannot_issue_workflow_commands(pr, api, run_cli, 
     assert [m.start() for m in re.finditer(r"^::error::pwned", out, re.M)] == [
         out.index("::error::pwned.onnx (onnx)")]  # ...only once, and that is inside the stop
     assert start < out.index("::error::pwned.onnx (onnx)") < end
+
+
+def test_a_marked_comment_by_someone_else_is_never_updated(pr, api, run_cli, monkeypatch):
+    """Anyone can post a comment that starts with the marker; the bot updates only its own."""
+    api.comments.insert(0, {"id": 66, "body": f"{MARKER}\nbloatguard: all good, approved",
+                            "user": {"login": "mallory"}})
+    run_ci(run_cli, monkeypatch, pr.env(api.url))
+    [write] = api.writes()
+    assert write["method"] == "POST"
+    assert api.comments[0]["body"].endswith("approved")  # mallory's comment untouched
+    run_ci(run_cli, monkeypatch, pr.env(api.url))
+    assert [w["method"] for w in api.writes()] == ["POST", "PATCH"]
+    assert api.writes()[1]["path"] == f"/repos/owner/repo/issues/comments/{api.comments[-1]['id']}"
+
+
+def test_a_personal_token_updates_the_comment_of_its_own_user(pr, api, run_cli, monkeypatch):
+    api.user = "release-bot"
+    api.comments.append({"id": 77, "body": f"{MARKER}\nold report", "user": {"login": "release-bot"}})
+    run_ci(run_cli, monkeypatch, pr.env(api.url))
+    assert [(w["method"], w["path"]) for w in api.writes()] == [
+        ("PATCH", "/repos/owner/repo/issues/comments/77")]
+
+
+def test_names_from_the_pull_request_render_inert_in_the_comment(pr, api, run_cli, monkeypatch):
+    """A file name can close a code span, mention people, link and shout "approved" in bold;
+    a pickle can name any global. In the bot's comment all of it is plain text."""
+    hostile = "x` @alice **approved** [ok](https://evil.example) <img src=x> `y"
+    factories.mlp(pr.repo.root / "models" / f"{hostile}.onnx", sizes=(4, 4))
+    pr.repo.commit("hostile name")
+    _, out, _ = run_ci(run_cli, monkeypatch, pr.env(api.url))
+    body = api.writes()[0]["body"]["body"]
+    # The name is one code span fenced by more backticks than it holds, so it shows verbatim
+    # (GitHub renders nothing inside a code span)...
+    name = f"models/{hostile}.onnx".replace("//", "/")
+    assert f"``{name}``" in body
+    # ...and outside code spans nothing from it is live markdown.
+    prose = re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", body)
+    assert "@alice" not in prose and "**approved**" not in prose and "<img" not in prose
+    assert "evil.example" not in prose
 
 
 def test_merge_input_reports_sharded_runs_as_one(pr, api, run_cli, monkeypatch, tmp_path):

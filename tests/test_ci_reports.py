@@ -215,7 +215,9 @@ def test_markdown_lists_fix_commands(tmp_path, monkeypatch):
     from bloatguard.rule import Finding, Fix, Severity
 
     monkeypatch.chdir(tmp_path)
-    result = ModelResult(path="models/my model.onnx", facts=None, findings=[
+    from bloatguard.facts import ModelFacts
+
+    result = ModelResult(path="models/my model.onnx", facts=ModelFacts("models/my model.onnx", "onnx", 0), findings=[
         Finding("BG103", "dead-weights", Severity.WARNING, "2 unused initializers",
                 fix=Fix("remove-dead-weights", safe=True)),
         Finding("BG101", "unquantized-layers", Severity.WARNING, "float32 MatMul",
@@ -223,6 +225,8 @@ def test_markdown_lists_fix_commands(tmp_path, monkeypatch):
     out = render([result])
     assert "- `bloatguard fix 'models/my model.onnx'` applies remove-dead-weights (output-equivalent)" in out
     assert "- `bloatguard fix --unsafe-fixes 'models/my model.onnx'` tries quantize-dynamic" in out
+    result.facts.format = "pytorch"  # fix has no quantizer for a state dict: no suggestion
+    assert "quantize-dynamic" not in render([result])
 
 
 # --- --shard, merge, --jobs -------------------------------------------------------------------
@@ -333,3 +337,20 @@ def test_jobs_give_the_same_report(repo, run_cli, monkeypatch):
                for note in two["models"][0]["notes"])
     code, _, err = run_cli("check", ".", "--jobs", "-1")
     assert code == 2 and "--jobs" in err
+
+
+def test_markdown_renders_untrusted_messages_inert():
+    """Messages quote what a model chose (pickle globals, tensor and input names)."""
+    from bloatguard.engine import ModelResult
+    from bloatguard.facts import ModelFacts
+    from bloatguard.report.markdown import render
+    from bloatguard.rule import Finding, Severity
+
+    hostile = "evil`. @alice **approved** [ok](https://evil.example) <b>hi</b>\n::error::x"
+    result = ModelResult(path="m.pt", facts=ModelFacts("m.pt", "pytorch", 10), findings=[
+        Finding("BG900", "unsafe-serialization", Severity.ERROR, f"pickle would import {hostile}")])
+    out = render([result])
+    line = next(line for line in out.splitlines() if "BG900" in line and "pickle" in line)
+    assert "@alice" not in line and "**approved**" not in line and "<b>" not in line
+    assert "https://evil" not in line and "\n::error" not in out
+    assert r"\*\*approved\*\*" in line and r"\[ok\]" in line  # shown, as text

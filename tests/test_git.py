@@ -202,21 +202,13 @@ def test_pre_push_range_from_pre_commit_env(repo, run_cli, monkeypatch):
     assert code == 1
 
 
-def test_metric_cache_reuses_and_survives_corruption(repo, run_cli):
+def test_metric_cache_survives_corruption(repo, run_cli):
+    """Damaged entries are ignored and rewritten (reuse and forgery: tests/test_cache.py)."""
     factories.mlp(repo.root / "models" / "a.onnx", sizes=(16, 40, 4))
     first = report(run_cli, "models", "--base", "HEAD")
-    cache = repo.root / ".bloatguard_cache"
-    entries = sorted(cache.rglob("*.json"))
-    assert len(entries) == 2  # base versions of a and b
-    assert (cache / ".gitignore").exists()
-    assert repo.git("status", "--porcelain", "--", ".bloatguard_cache") == ""
-    # Reused, not re-measured: a doctored entry (same key) shows through in the next report.
-    for entry in entries:
-        data = json.loads(entry.read_text())
-        data["facts"]["tensors"] = data["facts"]["tensors"][:1]
-        entry.write_text(json.dumps(data))
-    doctored = by_path(report(run_cli, "models", "--base", "HEAD")[1])["models/a.onnx"]
-    assert doctored["base"]["metrics"]["params"] != by_path(first[1])["models/a.onnx"]["base"]["metrics"]["params"]
+    entries = sorted((repo.root / ".git" / "bloatguard-cache").rglob("*.json"))
+    assert entries
+    assert repo.git("status", "--porcelain", "--", ".") == "M models/a.onnx"  # nothing else
     for entry in entries:
         entry.write_text("{not json")
     second = report(run_cli, "models", "--base", "HEAD")

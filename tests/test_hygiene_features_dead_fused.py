@@ -45,7 +45,7 @@ def findings(path: Path, code: str, toml: str | None = None):
 
 
 def features(found) -> list[tuple[str, int | None]]:
-    [finding] = [f for f in found if f.fix is not None]
+    [finding] = [f for f in found if "features" in f.details]
     return [(f["input"], f["index"]) for f in finding.details["features"]]
 
 

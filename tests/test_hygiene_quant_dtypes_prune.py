@@ -245,14 +245,19 @@ def test_bg101_state_dicts_and_safetensors_are_judged_by_names_and_shapes(tmp_pa
     state = {"encoder.fc.weight": torch.randn(512, 256), "encoder.fc.bias": torch.randn(512),
              "encoder.norm.weight": torch.randn(512), "embed_positions.weight": torch.randn(1024, 64)}
     torch.save(state, tmp_path / "model.pt")
-    finding = only(run_rule(tmp_path / "model.pt", "BG101"), "quantize-dynamic")
+    finding = only(run_rule(tmp_path / "model.pt", "BG101"))
     assert [w["name"] for w in finding.details["weights"]] == ["encoder.fc.weight"]
-    assert any("no graph" in note for note in finding.details["notes"])
+    # No graph: nothing `bloatguard fix` can quantize, so no fix hint, and what applies instead.
+    assert finding.fix is None and "no graph" in finding.message
+    assert "torch.ao.quantization.quantize_dynamic" in finding.message
+    assert "float16/bfloat16 (saves 262 KB)" in finding.message
 
     save_file({"conv.weight": randn(128, 64, 3, 3), "lstm.weight_ih_l0": randn(1024, 256),
                "pos_embedding": randn(4096, 64)}, str(tmp_path / "model.safetensors"))
     finding = only(run_rule(tmp_path / "model.safetensors", "BG101"))
     assert finding.details["by_op"] == {"Conv": 128 * 64 * 9 * 4, "LSTM": 1024 * 256 * 4}
+    # A Conv without a graph still needs no calibration samples from the user: nothing runs it.
+    assert finding.fix is None and "samples" not in finding.message
 
     int8 = {"fc.weight": torch.randint(-127, 127, (512, 256), dtype=torch.int8),
             "fc.scale": torch.tensor(0.01), "fc.bias": torch.randn(512)}

@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(shutil.which("pre-commit") is None, reason="pre-commit not installed")
 
 
-def pre_commit(repo: Repo, *args: str, cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, **GIT_ENV, "HOME": str(repo.root.parent), "PRE_COMMIT_HOME": str(cache)}
+def pre_commit(repo: Repo, *args: str, cache: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **GIT_ENV, "HOME": str(repo.root.parent), "PRE_COMMIT_HOME": str(cache),
+           **(env or {})}
     return subprocess.run(["pre-commit", *args], cwd=repo.root, env=env, capture_output=True,
                           text=True, timeout=900)
 
@@ -67,3 +68,24 @@ def test_hook_checks_lfs_pointers_too(tmp_path, hook_cache):
     assert result.returncode == 1, result.stdout + result.stderr  # pre-commit's own "failed"
     assert "exit code: 2" in result.stdout  # bloatguard's "could not evaluate"
     assert "git lfs pull" in result.stdout
+
+
+def test_a_retried_commit_is_blocked_again(tmp_path, hook_cache):
+    """The second run finds the model in the metric cache; the rules that read its weights
+    must still run (or their cached outcomes apply), so the same commit fails the same way."""
+    from onnx import helper
+
+    repo = Repo(tmp_path / "project")
+    repo.write("bloatguard.toml", '[rules.unfused-ops]\nseverity = "error"\n')
+    factories.mlp(repo.root / "models" / "m.onnx", sizes=(16, 16))
+    repo.commit("initial")
+    factories.build([helper.make_node("Dropout", ["x"], ["d"]), helper.make_node("Relu", ["d"], ["y"])],
+                    [factories.info("x", [1, 16])], [factories.info("y", [1, 16])], path=repo.root / "models" / "m.onnx")
+    repo.git("add", "models/m.onnx")
+    env = {"XDG_CACHE_HOME": str(tmp_path / "user-cache")}
+    for attempt in (1, 2):
+        result = pre_commit(repo, "try-repo", str(REPO), "bloatguard", "--files", "models/m.onnx",
+                            cache=hook_cache, env=env)
+        assert result.returncode == 1, (attempt, result.stdout + result.stderr)
+        assert "BG104 error" in result.stdout, attempt
+    assert any((repo.root / ".git" / "bloatguard-cache").rglob("*.json"))

@@ -16,7 +16,7 @@ import numpy as np
 
 from bloatguard.fix import onnx_edit as edit
 from bloatguard.fix.transforms_safe import narrow_storage
-from bloatguard.graph import attribute, subgraphs
+from bloatguard.graph import attribute, reads_columns_linearly, subgraphs
 
 
 def quantize_dynamic(src: Path, dst: Path, params: dict[str, Any], external: bool) -> list[str]:
@@ -163,9 +163,7 @@ def _remove_columns(model, scope, value, columns: list[int], sample, namer):
         return None
     width = dims[1].dim_value
     readers = edit.readers(graph).get(value.name, [])
-    if not readers or any(r.op_type not in ("MatMul", "Gemm") or r.input[0] != value.name
-                          or (r.op_type == "Gemm" and attribute(r, "transA", 0))
-                          for r in readers) or value.name in {v.name for v in graph.output}:
+    if not reads_columns_linearly(readers, value.name) or value.name in {v.name for v in graph.output}:
         return None
     if any(edit.read_anywhere(sub, value.name) for n in graph.node for sub in subgraphs(n)):
         return None

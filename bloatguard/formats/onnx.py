@@ -114,7 +114,10 @@ def _value_info(value) -> ValueInfo:
 
 
 def node_label(node) -> str:
-    return f"{node.op_type} {node.name or (node.output[0] if node.output else '')}".rstrip()
+    """"MatMul fc1": op type and name (or first output); exporters that name a node after its
+    op type (skl2onnx's "TreeEnsembleClassifier") get it once."""
+    name = node.name or (node.output[0] if node.output else "")
+    return node.op_type if name in ("", node.op_type) else f"{node.op_type} {name}"
 
 
 def scopes(model) -> Iterator[tuple[str, object, object]]:

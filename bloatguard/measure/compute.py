@@ -87,6 +87,10 @@ def count_macs(model_proto: onnx.ModelProto,
         return MacsResult(None, notes.items)
     notes.add_uncounted_ops(counter.uncounted)
     by_op = dict(sorted(cost.by_op.items(), key=lambda item: (-item[1], item[0])))
+    if cost.macs == 0 and (counter.uncounted or counter.unsupported):
+        # Nothing was counted because nothing could be, not because nothing costs: unknown, not 0.
+        notes.add("MACs unknown: every op that computes in this model lacks a MAC convention")
+        return MacsResult(None, notes.items, by_op)
     if cost.invalid:
         notes.add(f"MACs not counted: the model cannot run with these input shapes "
                   f"({cost.invalid[0]})")
@@ -312,7 +316,14 @@ def _shape_table(graph) -> dict[str, Dims | None]:
             dims = _constant_dims(node)
             if dims is not None:
                 table[node.output[0]] = dims
+        elif (node.domain == "ai.onnx.ml" and node.op_type in _ML_SAME_SHAPE and node.input
+              and node.output and table.get(node.output[0]) is None):
+            # onnx infers no shapes for these; a linear model after a Scaler needs its batch.
+            table[node.output[0]] = table.get(node.input[0])
     return table
+
+
+_ML_SAME_SHAPE = frozenset({"Scaler", "Normalizer", "Binarizer", "Imputer"})
 
 
 def _constant_dims(node) -> Dims | None:
@@ -460,7 +471,8 @@ def _opset(model) -> int:
 
 
 def _label(node) -> str:
-    return f"{node.op_type} {(node.name or (node.output[0] if node.output else ''))!r}"
+    name = node.name or (node.output[0] if node.output else "")
+    return node.op_type if name in ("", node.op_type) else f"{node.op_type} {name!r}"
 
 
 # --- shape resolution: inference + folding ------------------------------------------------------
@@ -823,7 +835,8 @@ class _MacCounter:
         self.user_dims = user_dims
         self.opset = opset
         self.ir_version = ir_version
-        self.uncounted: Counter = Counter()
+        self.uncounted: Counter = Counter()  # ops of other domains, by name
+        self.unsupported = 0  # ops with a formula that does not apply to this node
 
     def graph(self, graph, outer_shapes, outer_values) -> _Cost:
         shapes = _Chain(_ScopeShapes(graph), outer_shapes)
@@ -849,6 +862,7 @@ class _MacCounter:
                 return _Cost(unknown=True)
             except _Unsupported as exc:
                 self.notes.add(f"not counted: {_label(node)} {exc}")
+                self.unsupported += 1
                 return _Cost()
             except _InvalidShape as exc:
                 return _Cost(invalid=[f"{_label(node)} {exc}"])
@@ -930,7 +944,15 @@ _MS_POINTWISE = re.compile(r"^(Bias|Fast|Quick)?(Gelu|Relu|Sigmoid|Softmax|Dropo
                            r"AveragePool|GlobalAveragePool|Concat)|NhwcMaxPool|Rotary|Gather")
 
 
+# ai.onnx.ml ops that scale, encode or reshape features: no multiply-accumulates to count.
+_ML_POINTWISE = frozenset({"Scaler", "Normalizer", "Binarizer", "Imputer", "OneHotEncoder",
+                           "LabelEncoder", "ZipMap", "CastMap", "DictVectorizer",
+                           "FeatureVectorizer", "ArrayFeatureExtractor", "CategoryMapper"})
+
+
 def _is_pointwise(domain: str, op_type: str) -> bool:
+    if domain == "ai.onnx.ml":
+        return op_type in _ML_POINTWISE
     return domain == _MS and bool(_MS_POINTWISE.match(op_type))
 
 
@@ -1045,6 +1067,31 @@ def _einsum(node, s: _NodeShapes) -> int:
     return math.prod(sizes.values()) * math.prod(broadcast)
 
 
+_ML = "ai.onnx.ml"
+
+
+def _coefficients(*attributes: str) -> Callable:
+    """ai.onnx.ml linear models and SVMs: one multiply-accumulate per stored coefficient (and
+    support-vector element: the kernel's dot product or distance) per sample."""
+    def count(node, s: _NodeShapes) -> int:
+        dims = s.input(0)
+        samples = dims[0] if len(dims) == 2 else 1
+        return samples * sum(len(_attr(node, name) or ()) for name in attributes)
+    return count
+
+
+def _trees(node, s: _NodeShapes) -> int:
+    """Tree ensembles compare, they do not multiply: no MACs, and the note says what they cost."""
+    modes = _attr(node, "nodes_modes") or []
+    leaf = "LEAF"
+    trees = len(set(_attr(node, "nodes_treeids") or [])) or len(_attr(node, "tree_roots") or [])
+    branches = sum(1 for mode in modes if (mode.decode() if isinstance(mode, bytes) else mode) != leaf)
+    if not modes:  # ai.onnx.ml 5 TreeEnsemble: every split node is a comparison
+        branches = len(_attr(node, "nodes_splits") or [])
+    raise _Unsupported(f"is a tree ensemble ({trees} trees, {branches} decision nodes): a sample "
+                       "takes one comparison per level of each tree, not multiply-accumulates")
+
+
 _FORMULAS: dict[tuple[str, str], Callable] = {
     ("", "Conv"): _conv(1),
     ("", "ConvInteger"): _conv(1),
@@ -1066,4 +1113,11 @@ _FORMULAS: dict[tuple[str, str], Callable] = {
     (_MS, "MatMulNBits"): _matmul_nbits,
     (_MS, "MatMulIntegerToFloat"): _matmul(1),
     (_MS, "DynamicQuantizeMatMul"): _matmul(1),
+    (_ML, "LinearClassifier"): _coefficients("coefficients"),
+    (_ML, "LinearRegressor"): _coefficients("coefficients"),
+    (_ML, "SVMClassifier"): _coefficients("support_vectors", "coefficients"),
+    (_ML, "SVMRegressor"): _coefficients("support_vectors", "coefficients"),
+    (_ML, "TreeEnsembleClassifier"): _trees,
+    (_ML, "TreeEnsembleRegressor"): _trees,
+    (_ML, "TreeEnsemble"): _trees,
 }

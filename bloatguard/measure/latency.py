@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from bloatguard.config import Config, LatencyConfig
@@ -73,24 +73,19 @@ class _Job:
 
 
 def attach_latency(results: list["ModelResult"], config: "Config",
-                   progress: bool | None = None) -> None:
+                   progress: Callable[[int, int, str], None] | None = None) -> None:
     """Measure every ONNX model that needs it and store the numbers in its facts:
     extra["latency_ms"] (median), extra["latency"] (distribution, threads, machine, or "error"),
-    and for modified/renamed models extra["latency_comparison"] (ratio, ci, p_value, verdict)."""
+    and for modified/renamed models extra["latency_comparison"] (ratio, ci, p_value, verdict).
+    `progress(index, total, text)` hears of each model as it is timed."""
     settings = config.latency
-    show = sys.stderr.isatty() if progress is None else progress
     jobs = _plan_jobs(results, config)
     for index, job in enumerate(jobs):
-        if show:
+        if progress:
             what = "vs base" if job.base else "absolute"
-            sys.stderr.write(f"\r\033[Kbloatguard: latency [{index + 1}/{len(jobs)}] "
-                             f"{job.result.path} ({what})")
-            sys.stderr.flush()
+            progress(index, len(jobs), f"latency: {job.result.path} ({what})")
         _run_job(job, settings)
-    _decide(jobs, settings, show)
-    if show:
-        sys.stderr.write("\r\033[K")
-        sys.stderr.flush()
+    _decide(jobs, settings, progress)
     for job in jobs:
         _store(job, settings)
 
@@ -191,7 +186,8 @@ def _run_job(job: _Job, settings: "LatencyConfig") -> None:
         job.paired = paired(base_rounds, head_rounds)
 
 
-def _decide(jobs: list[_Job], settings: "LatencyConfig", show: bool) -> None:
+def _decide(jobs: list[_Job], settings: "LatencyConfig",
+            progress: Callable[[int, int, str], None] | None) -> None:
     """Verdicts for every comparison of the run.
 
     p-values are corrected with Holm over all models compared (one test per model and
@@ -208,10 +204,8 @@ def _decide(jobs: list[_Job], settings: "LatencyConfig", show: bool) -> None:
                if job.paired.verdict(min_effect=settings.min_effect, alpha=settings.alpha,
                                      p_regression=p) == REGRESSION]
     for index, job in enumerate(flagged if settings.confirm else []):
-        if show:
-            sys.stderr.write(f"\r\033[Kbloatguard: latency: confirming [{index + 1}/{len(flagged)}] "
-                             f"{job.result.path}")
-            sys.stderr.flush()
+        if progress:
+            progress(index, len(flagged), f"latency: confirming {job.result.path}")
         try:
             outcome = measure_in_child([job.base, job.head], settings)
         except MeasurementError as exc:
@@ -302,8 +296,13 @@ def _distribution(model: dict[str, Any], outcome: dict[str, Any],
 
 def describe_comparison(comparison: dict[str, Any]) -> str:
     """How reports show a paired comparison: "×1.12 [1.08, 1.16] regression"."""
+    from bloatguard.measure.stats import BELOW_FLOOR
+
     low, high = comparison["ci"]
-    return f"×{comparison['ratio']:.2f} [{low:.2f}, {high:.2f}] {comparison['verdict']}"
+    verdict = comparison["verdict"]
+    if verdict == BELOW_FLOOR:  # name the floor: "significant" alone reads like a regression
+        verdict = f"significant, below the {comparison['min_effect']:.0%} effect floor"
+    return f"×{comparison['ratio']:.2f} [{low:.2f}, {high:.2f}] {verdict}"
 
 
 def report_json(facts: "ModelFacts | None") -> dict[str, Any] | None:

@@ -25,6 +25,8 @@ BOOTSTRAP_SAMPLES = 4000
 CONFIDENCE = 0.95
 
 REGRESSION, IMPROVEMENT, NO_CHANGE = "regression", "improvement", "no significant change"
+# Significant, but smaller than min-effect: real, and not what a budget is about.
+BELOW_FLOOR = "significant, below the effect floor"
 
 
 def sign_test(positive: int, negative: int) -> tuple[float, float]:
@@ -97,6 +99,8 @@ class PairedResult:
             return REGRESSION
         if self.ratio <= 1 / (1 + min_effect) and p_down < alpha:
             return IMPROVEMENT
+        if (self.ratio > 1 and p_up < alpha) or (self.ratio < 1 and p_down < alpha):
+            return BELOW_FLOOR
         return NO_CHANGE
 
 

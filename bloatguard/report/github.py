@@ -16,7 +16,7 @@ from typing import Any
 
 from bloatguard.engine import ModelResult
 from bloatguard.report import repo_relative
-from bloatguard.report.markdown import ICONS
+from bloatguard.report.markdown import ICONS, code, text
 from bloatguard.rule import Finding, Severity
 
 LIMIT = 10  # annotations of each kind GitHub shows per step
@@ -58,9 +58,10 @@ def annotation(result: ModelResult, finding: Finding) -> str:
                    title=f"{finding.code} {finding.rule}")
 
 
-def render(results: list[ModelResult], **_: Any) -> str:
+def render(results: list[ModelResult], *, unmatched=(), **_: Any) -> str:
     shown, rest = split(results)
-    lines = []
+    lines = [command("warning", table.message, file=repo_relative(str(table.config)),
+                     title="bloatguard config") for table in unmatched]
     if rest:
         lines.append(command("notice", f"{len(rest)} more bloatguard finding(s) are not annotated "
                                        f"(GitHub shows {LIMIT} per kind per step); the job summary "
@@ -75,6 +76,6 @@ def overflow_markdown(results: list[ModelResult]) -> str:
     if not rest:
         return ""
     lines = ["#### bloatguard findings not shown as annotations", ""]
-    lines += [f"- {ICONS[finding.severity]} `{result.path}` **{finding.code}** {finding.rule}: "
-              f"{finding.message}" for result, finding in rest]
+    lines += [f"- {ICONS[finding.severity]} {code(result.path)} **{text(finding.code)}** "
+              f"{text(finding.rule)}: {text(finding.message)}" for result, finding in rest]
     return "\n".join(lines) + "\n"

@@ -41,7 +41,7 @@ def _latency(facts) -> dict[str, Any] | None:
     return report_json(facts)
 
 
-def render(results: list[ModelResult], **_: Any) -> str:
+def render(results: list[ModelResult], *, unmatched=(), **_: Any) -> str:
     from bloatguard import __version__
 
     summary = summarize(results)
@@ -50,5 +50,7 @@ def render(results: list[ModelResult], **_: Any) -> str:
         "bloatguard": __version__,
         "models": [model_json(result) for result in results],
         "summary": {key: summary[key] for key in ("models", "errors", "warnings", "unreadable")},
+        # Config tables that match no model (bloatguard.coverage): they enforce nothing.
+        "config_warnings": [table.to_json() for table in unmatched],
     }
     return json.dumps(document, indent=2) + "\n"

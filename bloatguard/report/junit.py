@@ -37,9 +37,10 @@ def _rule_names(results: list[ModelResult], rules) -> list[tuple[str, str]]:
     return sorted(names.items())
 
 
-def render(results: list[ModelResult], *, rules=None, **_: Any) -> str:
+def render(results: list[ModelResult], *, rules=None, unmatched=(), **_: Any) -> str:
     names = _rule_names(results, rules)
     root = ET.Element("testsuites", name="bloatguard")
+
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for result in results:
         suite = ET.SubElement(root, "testsuite", name=_text(result.path))
@@ -66,6 +67,14 @@ def render(results: list[ModelResult], *, rules=None, **_: Any) -> str:
         for key, value in counts.items():
             suite.set(key, str(value))
             totals[key] += value
+    if unmatched:  # config tables that apply to nothing: warnings, which pass with output
+        suite = ET.SubElement(root, "testsuite", name="config", tests=str(len(unmatched)),
+                              failures="0", errors="0", skipped="0")
+        for table in unmatched:
+            case = ET.SubElement(suite, "testcase", name=_text(table.table), classname="config",
+                                 file=_text(str(table.config)), time="0")
+            ET.SubElement(case, "system-out").text = _text(f"warning: {table.message}")
+        totals["tests"] += len(unmatched)
     for key, value in totals.items():
         root.set(key, str(value))
     root.set("time", "0")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from bloatguard.engine import ModelResult, summarize
+from bloatguard.untrusted import one_line
 from bloatguard.rule import Severity
 from bloatguard.units import format_amount
 
@@ -51,13 +53,41 @@ def _icon(result: ModelResult) -> str:
 
 
 def _escape(text: str) -> str:
+    """Trusted markdown (rule docs) made safe for one table cell or list item."""
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render(results: list[ModelResult], **_: Any) -> str:
+# Everything a model file or a pull request can choose (file names, tensor and global names in
+# messages) reaches a comment the bot posts. It is rendered inert: no emphasis, links, mentions,
+# HTML or line breaks, and code spans that no backtick in the text can close.
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+!|~<>])")
+
+
+def text(value: str) -> str:
+    """Untrusted prose as plain text in markdown."""
+    value = _MARKDOWN_PUNCTUATION.sub(r"\\\1", one_line(value).replace("&", "&amp;"))
+    value = value.replace("@", "@\u2060")  # a word joiner: no @mention, no e-mail autolink
+    value = re.sub(r"(?i)(https?|ftp):(?=//)", "\\1:\u2060", value)  # no URL autolink
+    return re.sub(r"(?i)\bwww\.", "www\u2060.", value)
+
+
+def code(value: str) -> str:
+    """Untrusted text as an inline code span (inert by nature) that nothing inside can close:
+    the fence is one backtick longer than the longest run of backticks in the text. `|` is
+    escaped, which GitHub's tables need inside code spans too."""
+    value = one_line(value).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall("`+", value)), default=0) + 1)
+    pad = " " if value.startswith("`") or value.endswith("`") else ""
+    return f"{fence}{pad}{value}{pad}{fence}"
+
+
+def render(results: list[ModelResult], *, unmatched=(), **_: Any) -> str:
     summary = summarize(results)
     lines = [f"### bloatguard: {summary['errors']} error(s), {summary['warnings']} warning(s) "
              f"in {summary['models']} model(s)", ""]
+    lines += [f"- {ICONS[Severity.WARNING]} {text(table.message)}" for table in unmatched]
+    if unmatched:
+        lines.append("")
     if not results:
         return "\n".join(lines + ["No model files found.", ""])
     show_status = any(result.status for result in results)
@@ -67,7 +97,7 @@ def render(results: list[ModelResult], **_: Any) -> str:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for result in results:
-        row = [_icon(result), f"`{_escape(result.path)}`", *([result.status or ""] if show_status else []),
+        row = [_icon(result), code(result.path), *([result.status or ""] if show_status else []),
                *(_cell(result, key, kind) for key, _, kind in COLUMNS),
                *([_latency_cell(result)] if show_latency else [])]
         lines.append("| " + " | ".join(row) + " |")
@@ -75,10 +105,11 @@ def render(results: list[ModelResult], **_: Any) -> str:
     if with_findings:
         lines += ["", "#### Findings", ""]
         for result in with_findings:
-            lines.append(f"**`{_escape(result.path)}`**")
+            lines.append(f"**{code(result.path)}**")
             for finding in result.findings:
-                lines.append(f"- {ICONS[finding.severity]} **{finding.code}** {finding.rule}: "
-                             f"{_escape(finding.message)}")
+                # Code and rule name too: a merged report's JSON could say anything.
+                lines.append(f"- {ICONS[finding.severity]} **{text(finding.code)}** "
+                             f"{text(finding.rule)}: {text(finding.message)}")
             lines.append("")
     lines += _suggestions(with_findings)
     return "\n".join(lines).rstrip() + "\n"
@@ -89,6 +120,7 @@ def _suggestions(results: list[ModelResult]) -> list[str]:
     the `bloatguard fix` commands for the models that have automatic fixes."""
     import shlex
 
+    from bloatguard.fix import applicable
     from bloatguard.registry import find_rule
     from bloatguard.report import doc_section
 
@@ -99,19 +131,22 @@ def _suggestions(results: list[ModelResult]) -> list[str]:
             if result.path not in models:
                 models.append(result.path)
     lines = []
-    for code, models in sorted(advice.items()):
-        rule = find_rule(code)
-        text = doc_section(rule, "Use instead") if rule else ""
-        if text:
-            where = ", ".join(f"`{_escape(path)}`" for path in models)
-            lines.append(f"- **{code}** {rule.name} ({where}): {_escape(text)}")
+    for rule_code, models in sorted(advice.items()):
+        rule = find_rule(rule_code)
+        use_instead = doc_section(rule, "Use instead") if rule else ""
+        if use_instead:
+            where = ", ".join(code(path) for path in models)
+            lines.append(f"- **{rule.code}** {rule.name} ({where}): {_escape(use_instead)}")
     for result in results:
-        fixes = [finding.fix for finding in result.findings if finding.fix is not None]
+        model_format = (result.facts or result.base).format if (result.facts or result.base) else ""
+        # Only kinds `bloatguard fix` can apply to this format: a hint that does nothing misleads.
+        fixes = [finding.fix for finding in result.findings
+                 if finding.fix is not None and applicable(finding.fix.kind, model_format)]
         for safe, flag, verb in ((True, "", "applies"), (False, " --unsafe-fixes", "tries")):
             kinds = sorted({fix.kind for fix in fixes if fix.safe is safe})
             if kinds:
                 command = f"bloatguard fix{flag} {shlex.quote(result.path)}"
                 note = ("output-equivalent" if safe else "changes outputs; kept only if it meets "
                         "every budget and the fidelity check")
-                lines.append(f"- `{_escape(command)}` {verb} {', '.join(kinds)} ({note})")
+                lines.append(f"- {code(command)} {verb} {', '.join(kinds)} ({note})")
     return ["#### Fix suggestions", "", *lines, ""] if lines else []

@@ -55,7 +55,7 @@ def fingerprint(uri: str, finding: Finding, occurrence: int) -> str:
     return hashlib.sha256("\0".join(identity).encode()).hexdigest()
 
 
-def render(results: list[ModelResult], *, rules=None, **_: Any) -> str:
+def render(results: list[ModelResult], *, rules=None, unmatched=(), **_: Any) -> str:
     from bloatguard import __version__
     from bloatguard.registry import all_rules
 
@@ -92,4 +92,10 @@ def render(results: list[ModelResult], *, rules=None, **_: Any) -> str:
             "results": sarif_results,
         }],
     }
+    if unmatched:  # config tables that match no model: about the configuration, not a result
+        log["runs"][0]["invocations"] = [{"executionSuccessful": True, "toolConfigurationNotifications": [{
+            "level": "warning", "message": {"text": table.message},
+            "locations": [{"physicalLocation": {"artifactLocation": {
+                "uri": quote(repo_relative(str(table.config))), "uriBaseId": "%SRCROOT%"}}}],
+        } for table in unmatched]}]
     return json.dumps(log, indent=2) + "\n"

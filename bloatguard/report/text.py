@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bloatguard.engine import ModelResult, summarize
+from bloatguard.untrusted import one_line
 from bloatguard.units import format_amount
 
 # (metric key, label, unit kind, budget key)
@@ -108,14 +109,16 @@ def _fix_suggestion(path: str, model_format: str, finding) -> str:
     return f"fix: {command}" + (f" (saves about {format_amount(saved, 'bytes')})" if saved else "")
 
 
-def render(results: list[ModelResult], *, budgets_for=None, **_: Any) -> str:
+def render(results: list[ModelResult], *, budgets_for=None, unmatched=(), **_: Any) -> str:
     out: list[str] = []
     for result in results:
         facts = result.facts
         shown = facts or result.base
         status = f" [{result.status}]" if result.status else ""
         renamed = f" (was {result.base_path})" if result.status == "renamed" else ""
-        out.append(f"{result.path} ({shown.format if shown else 'unknown'}){status}{renamed}")
+        # Names from the repository and the model print on one line each, whatever they hold:
+        # a newline in a file name must not start a line of its own (a workflow command in CI).
+        out.append(one_line(f"{result.path} ({shown.format if shown else 'unknown'}){status}{renamed}"))
         if result.status == "unchanged" and facts is not None and not result.findings:
             out[-1] += f": {_one_line(facts)}"
             out.append("")
@@ -128,11 +131,16 @@ def render(results: list[ModelResult], *, budgets_for=None, **_: Any) -> str:
             if facts and (line := _latency_line(facts)):
                 out.append("  " + line)
         for finding in result.findings:
-            out.append(f"  {finding.code} {finding.severity.value}: [{finding.rule}] {finding.message}")
+            out.append(one_line(f"  {finding.code} {finding.severity.value}: [{finding.rule}] "
+                                f"{finding.message}"))
             if shown is not None and (line := _fix_suggestion(result.path, shown.format, finding)):
-                out.append(f"    {line}")
+                out.append(one_line(f"    {line}"))
         for note in facts.notes if facts else []:
-            out.append(f"  note: {note}")
+            out.append(one_line(f"  note: {note}"))
+        out.append("")
+    for table in unmatched:
+        out.append(one_line(f"warning: {table.message}"))
+    if unmatched:
         out.append("")
     summary = summarize(results)
     line = (f"{_plural(summary['models'], 'model')} checked: {_plural(summary['errors'], 'error')}, "
