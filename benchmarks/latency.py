@@ -88,7 +88,7 @@ def compare(base: Path, head: Path, config: Config) -> tuple[dict | None, float,
                          settings_path=head, head_file=head, base_file=lambda: base)
     start = time.perf_counter()
     attach_latency([result], config)
-    return head_facts.extra.get("latency_comparison"), time.perf_counter() - start, head_facts.notes
+    return head_facts.latency_comparison, time.perf_counter() - start, head_facts.notes
 
 
 def run_case(label: str, base: Path, head: Path, reps: int, config: Config, target: str) -> None:

@@ -8,17 +8,23 @@ from __future__ import annotations
 
 from typing import ClassVar, Iterator
 
+from bloatguard.metrics import BY_KEY
 from bloatguard.rule import Finding, Rule, RuleContext, Severity
 from bloatguard.units import format_amount
 
 
 class BudgetRule(Rule):
-    metric: ClassVar[str]  # key in ModelFacts.metrics()
+    metric: ClassVar[str]  # the metric's key in bloatguard.metrics; the rest comes from there
     stem: ClassVar[str]  # config keys are max-<stem>, max-<stem>-increase, min-<stem>-increase
     kind: ClassVar[str]  # "bytes" | "count" | "ms"
     noun: ClassVar[str]  # how messages name the metric
     default_severity = Severity.ERROR
     reads = frozenset({"base"})  # growth is judged against the base version's facts
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        spec = BY_KEY[cls.metric]
+        cls.stem, cls.kind, cls.noun = spec.stem, spec.kind, spec.noun
 
     def fmt(self, value: float | None) -> str:
         return format_amount(value, self.kind)

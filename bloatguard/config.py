@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 from bloatguard import globs
 from bloatguard.errors import ConfigError
+from bloatguard.metrics import WITH_BUDGETS
 from bloatguard.units import Growth, PARSERS, parse_count, parse_growth, parse_size, parse_time_ms
 
 if sys.version_info >= (3, 11):
@@ -31,13 +32,11 @@ class BudgetKey:
     role: str  # "limit" (absolute) | "increase" (against --base) | "floor" (noise floor)
 
 
-BUDGET_KEYS: dict[str, BudgetKey] = {}
-for _metric, _stem, _kind in (("file_size", "file-size", "bytes"), ("params", "params", "count"),
-                              ("macs", "macs", "count"), ("latency_ms", "latency", "ms")):
-    BUDGET_KEYS[f"max-{_stem}"] = BudgetKey(_metric, _kind, "limit")
-    BUDGET_KEYS[f"max-{_stem}-increase"] = BudgetKey(_metric, _kind, "increase")
-    # Changes smaller than this are noise and never a regression ("fail only if +5% AND > 1 MB").
-    BUDGET_KEYS[f"min-{_stem}-increase"] = BudgetKey(_metric, _kind, "floor")
+# Every metric with a stem has three budget keys: the limit, the growth against --base, and the
+# noise floor under which growth is never a regression ("fail only if +5% AND > 1 MB").
+BUDGET_KEYS: dict[str, BudgetKey] = {
+    metric.budget_key(role): BudgetKey(metric.key, metric.kind, role)
+    for metric in WITH_BUDGETS for role in ("limit", "increase", "floor")}
 
 
 def _parse_nonnegative(value: Any) -> float:

@@ -195,7 +195,7 @@ def _store_macs(facts: ModelFacts, outcome) -> None:
         facts.note(f"MACs not measured: shape inference {outcome}")
         return
     facts.macs = outcome["macs"]
-    facts.extra["macs_by_op"] = outcome["by_op"]
+    facts.macs_by_op = outcome["by_op"]
     for note in outcome["notes"]:
         facts.note(note)
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
+
+from bloatguard.metrics import METRICS, STATIC_MEASURED
 
 # Bytes per element. Sub-byte types are fractional; "string" has no fixed size.
 DTYPE_SIZES: dict[str, float] = {
@@ -70,6 +72,44 @@ class ValueInfo:
                 "shape": None if self.shape is None else list(self.shape)}
 
 
+class LatencyInfo(TypedDict, total=False):
+    """One side's timing (bloatguard.measure.latency), or why there is none (`error`)."""
+
+    median_ms: float
+    p90_ms: float
+    min_ms: float
+    iqr_ms: float
+    spread: float | None
+    runs: int
+    rounds: int
+    threads: int
+    inter_op_threads: int
+    graph_optimization: str
+    machine: str
+    onnxruntime: str | None
+    error: str  # not measured, and why
+    comparison_error: str  # measured, but not compared with the base, and why
+
+
+class LatencyComparison(TypedDict, total=False):
+    """The paired base/head verdict of one model (bloatguard.measure.latency)."""
+
+    ratio: float
+    ci: list[float]
+    p_value: float
+    verdict: str
+    rounds: int
+    slower_rounds: int
+    base_median_ms: float
+    head_median_ms: float
+    runs_per_block: list[int]
+    min_effect: float
+    alpha: float
+    comparisons: int
+    confirmed: bool
+    screening: dict[str, Any]
+
+
 @dataclass
 class BlobSource:
     """Where facts measured from a git blob came from: the metric cache's key for the blob and
@@ -97,7 +137,12 @@ class ModelFacts:
     outputs: list[ValueInfo] = field(default_factory=list)
     opsets: dict[str, int] = field(default_factory=dict)
     external_files: list[str] = field(default_factory=list)
-    macs: int | None = None
+    # Measured metrics by their key in bloatguard.metrics (MACs, latency, ...): absent or None
+    # when not measured, with the reason in `notes`.
+    measured: dict[str, Any] = field(default_factory=dict)
+    macs_by_op: dict[str, int] = field(default_factory=dict)
+    latency: LatencyInfo | None = None
+    latency_comparison: LatencyComparison | None = None
     notes: list[str] = field(default_factory=list)
     # Globals a pickle refers to that are not on the allowlist (BG900 reports them).
     unsafe_globals: list[str] = field(default_factory=list)
@@ -114,6 +159,14 @@ class ModelFacts:
     # Set for facts measured from a git blob; never serialized.
     blob: BlobSource | None = field(default=None, repr=False, compare=False)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def macs(self) -> int | None:
+        return self.measured.get("macs")
+
+    @macs.setter
+    def macs(self, value: int | None) -> None:
+        self.measured["macs"] = value
 
     @property
     def params(self) -> int | None:
@@ -136,15 +189,13 @@ class ModelFacts:
         return None if any(s is None for s in sizes) else sum(sizes)
 
     def metrics(self) -> dict[str, Any]:
-        """The measured numbers, in the JSON report's spelling."""
-        return {
-            "file_size": self.file_size,
-            "params": self.params,
-            "params_by_dtype": self.params_by_dtype if not self.unreadable else {},
-            "weight_bytes": self.weight_bytes,
-            "macs": self.macs,
-            "latency_ms": self.extra.get("latency_ms"),
-        }
+        """The measured numbers, in the JSON report's spelling (bloatguard.metrics)."""
+        values: dict[str, Any] = {}
+        for metric in METRICS:
+            values[metric.key] = metric.value(self)
+            if metric.key == "params":
+                values["params_by_dtype"] = self.params_by_dtype if not self.unreadable else {}
+        return values
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -159,7 +210,10 @@ def facts_to_dict(facts: ModelFacts) -> dict[str, Any]:
         "ops": dict(facts.ops),
         "inputs": [v.to_json() for v in facts.inputs],
         "outputs": [v.to_json() for v in facts.outputs],
-        "opsets": facts.opsets, "external_files": facts.external_files, "macs": facts.macs,
+        "opsets": facts.opsets, "external_files": facts.external_files,
+        # What each run measures again (latency) is not kept.
+        "measured": {key: facts.measured.get(key) for key in STATIC_MEASURED},
+        "macs_by_op": facts.macs_by_op,
         "notes": facts.notes, "unsafe_globals": facts.unsafe_globals,
         "unreadable": facts.unreadable, "remedy": facts.remedy, "extra": facts.extra,
         "weights_unknown": facts.weights_unknown,
@@ -183,7 +237,9 @@ def facts_from_dict(path: str, data: dict[str, Any]) -> ModelFacts:
         outputs=[value_info(v) for v in data["outputs"]],
         opsets={str(k): int(v) for k, v in data["opsets"].items()},
         external_files=list(data["external_files"]),
-        macs=None if data["macs"] is None else int(data["macs"]),
+        measured={str(key): value for key, value in dict(data["measured"]).items()
+                  if key in STATIC_MEASURED and (value is None or isinstance(value, (int, float)))},
+        macs_by_op={str(k): int(v) for k, v in dict(data["macs_by_op"]).items()},
         notes=list(data["notes"]), unsafe_globals=list(data["unsafe_globals"]),
         unreadable=data["unreadable"], remedy=str(data["remedy"]), extra=dict(data["extra"]),
         weights_unknown=bool(data.get("weights_unknown", False)),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bloatguard.config import find_config_file
 from bloatguard.errors import BloatguardError
+from bloatguard.metrics import METRICS
 
 
 def _round_up(value: float, digits: int = 2) -> float:
@@ -35,16 +36,18 @@ def _count(value: float) -> str:
     return str(math.ceil(value))
 
 
+_AMOUNT = {"bytes": _size, "count": _count}  # metrics init writes budgets for
+
+
 def _quote(key: str) -> str:
     return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def render_config(results, config, *, headroom: float, growth: str, prefix: str) -> str:
+    written = [metric for metric in METRICS if metric.init]
     lines = [f"# Written by `bloatguard init`: today's measurements plus {headroom:.0%} headroom.",
              f"[{prefix}budgets.{_quote('**')}]",
-             f'max-file-size-increase = "{growth}"',
-             f'max-params-increase = "{growth}"',
-             f'max-macs-increase = "{growth}"', ""]
+             *(f'{metric.budget_key("increase")} = "{growth}"' for metric in written), ""]
     for result in results:
         facts = result.facts
         if facts is None or facts.unreadable:
@@ -54,13 +57,12 @@ def render_config(results, config, *, headroom: float, growth: str, prefix: str)
             raise BloatguardError(f"{result.path}: outside {config.root}, where the config goes; "
                                   "run init from the repository that holds the models")
         lines.append(f"[{prefix}budgets.{_quote(rel)}]")
-        lines.append(f"max-file-size = {_size(facts.file_size * (1 + headroom))}")
-        # An unknown metric gets no budget (a budget of 0 would fail every change), nor does a
-        # zero one: 0 plus headroom is still 0.
-        if facts.params:
-            lines.append(f"max-params = {_count(facts.params * (1 + headroom))}")
-        if facts.macs:
-            lines.append(f"max-macs = {_count(facts.macs * (1 + headroom))}")
+        for metric in written:
+            value = metric.value(facts)
+            # An unknown metric gets no budget (a budget of 0 would fail every change), nor does
+            # a zero one: 0 plus headroom is still 0.
+            if value:
+                lines.append(f"{metric.budget_key('limit')} = {_AMOUNT[metric.kind](value * (1 + headroom))}")
         lines.append("")
     return "\n".join(lines)
 

@@ -15,6 +15,7 @@ from typing import Any
 from bloatguard.engine import ModelResult
 from bloatguard.errors import BloatguardError
 from bloatguard.facts import ModelFacts, ValueInfo
+from bloatguard.metrics import METRICS
 from bloatguard.rule import Finding
 
 SUPPORTED_VERSION = 1
@@ -29,21 +30,20 @@ class ReportedFacts(ModelFacts):
     def __init__(self, path: str, format: str, metrics: dict[str, Any],
                  latency: dict[str, Any] | None = None, base_latency_ms: float | None = None,
                  **fields: Any) -> None:
-        super().__init__(path=path, format=format, file_size=metrics.get("file_size") or 0,
-                         macs=metrics.get("macs"), **fields)
+        super().__init__(path=path, format=format, file_size=metrics.get("file_size") or 0, **fields)
         self.recorded = dict(metrics)
-        if metrics.get("latency_ms") is not None:
-            self.extra["latency_ms"] = metrics["latency_ms"]
+        self.measured = {metric.key: metrics.get(metric.key) for metric in METRICS
+                         if metric.derive is None and metrics.get(metric.key) is not None}
         if latency is not None:
             self._restore_latency(latency, base_latency_ms)
 
     def _restore_latency(self, latency: dict[str, Any], base_ms: float | None) -> None:
         """Undo bloatguard.measure.latency.report_json: the report folds the base/head comparison
-        into the `latency` object; the writers read them as two extras."""
-        self.extra["latency"] = {key: value for key, value in latency.items()
-                                 if key not in _COMPARISON_ONLY}
+        into the `latency` object; the writers read them as two."""
+        self.latency = {key: value for key, value in latency.items()  # type: ignore[assignment]
+                        if key not in _COMPARISON_ONLY}
         if "ratio" in latency:
-            self.extra["latency_comparison"] = {
+            self.latency_comparison = {  # type: ignore[assignment]
                 **{key: latency.get(key) for key in (*_COMPARISON_ONLY, "rounds")},
                 "head_median_ms": latency.get("median_ms"), "base_median_ms": base_ms}
 

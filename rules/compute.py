@@ -39,6 +39,3 @@ class Compute(BudgetRule):
     name = "compute"
     summary = "Multiply-accumulates per inference within budget"
     metric = "macs"
-    stem = "macs"
-    kind = "count"
-    noun = "compute"

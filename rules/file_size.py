@@ -36,6 +36,3 @@ class FileSize(BudgetRule):
     name = "file-size"
     summary = "Model file size (external data included) within budget"
     metric = "file_size"
-    stem = "file-size"
-    kind = "bytes"
-    noun = "file size"

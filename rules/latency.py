@@ -63,13 +63,10 @@ class Latency(BudgetRule):
     name = "latency"
     summary = "onnxruntime CPU latency within budget; no significant regression against --base"
     metric = "latency_ms"
-    stem = "latency"
-    kind = "ms"
-    noun = "latency"
     reads = frozenset({"base", "latency"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
-        info = ctx.facts.extra.get("latency")
+        info = ctx.facts.latency
         if ctx.facts.unreadable or info is None:
             return  # latency was not requested (the deterministic pre-commit path) or not ONNX
         keys = [key for key in ("max-latency", "max-latency-increase") if key in ctx.budgets]
@@ -81,7 +78,7 @@ class Latency(BudgetRule):
                     severity=Severity.WARNING)
             return
         yield from self._limit(ctx, info)
-        comparison = ctx.facts.extra.get("latency_comparison")
+        comparison = ctx.facts.latency_comparison
         if comparison is not None:
             yield from self._regression(ctx, comparison, info)
         elif "max-latency-increase" in ctx.budgets and "comparison_error" in info:

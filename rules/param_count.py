@@ -36,6 +36,3 @@ class ParamCount(BudgetRule):
     name = "param-count"
     summary = "Number of stored weight elements within budget"
     metric = "params"
-    stem = "params"
-    kind = "count"
-    noun = "parameter count"

@@ -56,10 +56,11 @@ class PrunableWeights(Rule):
     ## Fix safety
     `prune-weights` is safe when the exact zeros alone reach `min-zero-share` in every reported
     layer (a sparse layout of those holds the same values) and unsafe when it relies on rounding
-    near-zeros to zero. `prune-channels` is unsafe: it
-    rewrites the layer and its consumers (the channel's bias is folded into the next layer), so
-    the verifier must confirm the outputs; `exact` in its details says whether the channels are
-    exactly zero.
+    near-zeros to zero. `prune-channels` is safe when some layer's zero channels are exactly zero:
+    `bloatguard fix` removes those that also have a zero bias, which changes no output. Near-zero
+    channels, and zero channels with a bias (folded into the next layer), go only with
+    `--unsafe-fixes`, and the verifier confirms the outputs; `exact` in the details says
+    whether every channel is exactly zero.
 
     ## Options
     - `tolerance` (default `1e-3`): near-zero threshold relative to the tensor's root mean
@@ -131,7 +132,8 @@ class PrunableWeights(Rule):
         return self.finding(ctx, message,
                             details={"zero_channels": count, "bytes_saved": saved,
                                      "layers": capped(entries), "layers_count": len(layers), **overall},
-                            fix=Fix("prune-channels", safe=False,
+                            fix=Fix("prune-channels",
+                                    safe=any(layer.stats.exact_channels for layer in layers),
                                     details={"exact": exact, "bytes_saved": saved,
                                              "tensors": capped(entries)}))
 

@@ -237,7 +237,7 @@ def test_unresolved_dims_and_bad_models_become_notes(tmp_path, monkeypatch):
     config = fast_config('timeout = "3 s"\nmemory-limit = "3 GiB"\n'
                          '[budgets."**"]\nmax-latency = "10 s"\n')
     results = {Path(r.path).name: r for r in check([models], config, Selection(), latency=True)}
-    assert results["good.onnx"].facts.extra["latency_ms"] > 0
+    assert results["good.onnx"].facts.measured["latency_ms"] > 0
     assert not [f for f in results["good.onnx"].findings if f.code == "BG004"]
     expected = {
         "hog.onnx": "ran out of memory",
@@ -247,7 +247,7 @@ def test_unresolved_dims_and_bad_models_become_notes(tmp_path, monkeypatch):
     }
     for name, text in expected.items():
         facts = results[name].facts
-        assert facts.extra.get("latency_ms") is None
+        assert facts.measured.get("latency_ms") is None
         assert any(text in note for note in facts.notes), (name, facts.notes)
         warning = next(f for f in results[name].findings if f.code == "BG004")
         assert warning.severity.value == "warning" and text in warning.message
@@ -268,13 +268,13 @@ def test_identical_models_show_no_significant_change(tmp_path):
     head = tmp_path / "head.onnx"
     head.write_bytes(base.read_bytes())
     result = comparison(base, head, fast_config(tmp_path=tmp_path))
-    found = result.facts.extra["latency_comparison"]
+    found = result.facts.latency_comparison
     # Two sessions of the same model can differ by a percent or two (where memory landed), and
     # enough rounds make that significant: never a regression or an improvement, though.
     assert found["verdict"] in (stats.NO_CHANGE, stats.BELOW_FLOOR), found
     assert found["rounds"] >= 12 and found["ci"][0] <= found["ratio"] <= found["ci"][1]
-    assert result.base.extra["latency_ms"] == found["base_median_ms"]
-    assert result.facts.extra["latency"]["threads"] == 1
+    assert result.base.measured["latency_ms"] == found["base_median_ms"]
+    assert result.facts.latency["threads"] == 1
 
 
 def test_pytorch_files_get_one_note_for_the_run(tmp_path):

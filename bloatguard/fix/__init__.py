@@ -3,6 +3,7 @@ the original, and keep the smallest one that passes (DESIGN.md §6).
 
 The flow, one module per step:
 
+    kinds       every fix kind, declared once (the rules that name it, formats, safety, order)
     candidates  which transforms to try, from the findings' fix hints (and --unsafe-fixes)
     build       apply a candidate's steps to a copy of the model, in an isolated child
       transforms_safe   output-equivalent ONNX graph edits (dead weights, BatchNorm, ...)
@@ -20,24 +21,7 @@ command would apply a finding's fix, and must not pay for onnx or onnxruntime to
 
 from __future__ import annotations
 
-# Fix kinds `bloatguard fix` can apply, by model format. A hint of another kind (say
-# "re-export-eval") is reported by check but needs a human.
-ONNX_KINDS = frozenset({
-    "remove-dead-weights", "deduplicate-weights", "fold-batchnorm", "strip-dropout-identity",
-    "fold-constants", "prune-channels", "prune-weights", "narrow-dtypes",
-    "quantize-static", "quantize-dynamic", "quantize-matmulnbits", "convert-fp16",
-    "remove-features",
-})
-STATE_DICT_KINDS = frozenset({"prune-weights"})
-
-
-def applicable(kind: str, model_format: str) -> bool:
-    """Whether `bloatguard fix` has a transform for this hint kind on this format."""
-    if model_format == "onnx":
-        return kind in ONNX_KINDS
-    if model_format == "pytorch":
-        return kind in STATE_DICT_KINDS
-    return False
+from bloatguard.fix.kinds import applicable
 
 
 def suggestion(kind: str, safe: bool, model_format: str, path: str) -> str | None:
@@ -45,3 +29,6 @@ def suggestion(kind: str, safe: bool, model_format: str, path: str) -> str | Non
     if not applicable(kind, model_format):
         return None
     return f"bloatguard fix {path}" if safe else f"bloatguard fix --unsafe-fixes {path}"
+
+
+__all__ = ["applicable", "suggestion"]

@@ -12,31 +12,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from bloatguard.fix import transforms_quant as quant
-from bloatguard.fix import transforms_safe as safe
+from bloatguard.fix.kinds import BY_NAME
 from bloatguard.isolate import IsolationError, run_isolated
 
-# Steps that edit a ModelProto in memory: kind -> function(model, params) -> changes.
-PROTO_STEPS: dict[str, Callable] = {
-    "remove-dead-weights": safe.remove_dead,
-    "deduplicate-weights": safe.deduplicate,
-    "fold-batchnorm": safe.fold_batchnorm,
-    "strip-dropout-identity": safe.strip_passthrough,
-    "fold-constants": safe.fold_constants,
-    "prune-channels": safe.prune_channels,
-    "prune-weights": safe.sparse_weights,
-    "narrow-dtypes": lambda model, params: (
-        quant.narrow_float64(model, params) if params.get("from") == "float64"
-        else safe.narrow_storage(model, {**params, "min_elements": 1})),
-    "convert-fp16": quant.convert_fp16,
-    "remove-features": quant.remove_features,
-}
-# Steps that work file to file: kind -> function(src, dst, params, external) -> changes.
-FILE_STEPS: dict[str, Callable] = {
-    "quantize-static": quant.quantize_static,
-    "quantize-dynamic": quant.quantize_dynamic,
-    "quantize-matmulnbits": quant.quantize_nbits,
-}
 MODEL_NAME = "model.onnx"
 # Above this a protobuf cannot be serialized in one piece (2 GB limit, with headroom).
 _EXTERNAL_ABOVE = 1_500_000_000
@@ -95,17 +73,19 @@ def _build_onnx(job: dict[str, Any]) -> dict[str, Any]:
     input_map: dict[str, Any] = {}
     for index, step in enumerate(job["steps"]):
         kind, params = step["kind"], dict(step["params"])
-        if kind in PROTO_STEPS:
-            done = PROTO_STEPS[kind](model, params)
-            input_map.update(params.get("input_map", {}))
-        elif kind in FILE_STEPS:
+        spec = BY_NAME.get(kind)
+        if spec is None or spec.transform is None:
+            raise BuildError(f"unknown step {kind!r}")
+        transform = _transform(spec.transform)
+        if spec.file_to_file:  # kind -> function(src, dst, params, external) -> changes
             src = directory / f"step{index}-in.onnx"
             dst = directory / f"step{index}-out.onnx"
             _save(model, src, external)
-            done = FILE_STEPS[kind](src, dst, params, external or _big(model))
+            done = transform(src, dst, params, external or _big(model))
             model = onnx.load(str(dst))
-        else:
-            raise BuildError(f"unknown step {kind!r}")
+        else:  # edits the ModelProto in memory: function(model, params) -> changes
+            done = transform(model, params)
+            input_map.update(params.get("input_map", {}))
         changes.append(done)
     path = directory / MODEL_NAME
     _save(model, path, external)
@@ -114,6 +94,14 @@ def _build_onnx(job: dict[str, Any]) -> dict[str, Any]:
     for leftover in directory.glob("preprocessed*"):
         leftover.unlink()
     return {"path": str(path), "changes": changes, "input_map": input_map}
+
+
+def _transform(reference: str) -> Callable:
+    """The function a FixKind names as "module:function" (imported in the build child only)."""
+    import importlib
+
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _big(model) -> bool:

@@ -123,16 +123,16 @@ def run(args: argparse.Namespace) -> int:
     from bloatguard.cli import load_config
     from bloatguard.discover import discover
     from bloatguard.errors import BloatguardError
-    from bloatguard.fix import ONNX_KINDS, STATE_DICT_KINDS
+    from bloatguard.fix.kinds import APPLICABLE
     from bloatguard.units import parse_time_ms
 
     only = None
     if args.only:
         only = {kind.strip() for value in args.only for kind in value.split(",") if kind.strip()}
-        unknown = sorted(only - ONNX_KINDS - STATE_DICT_KINDS)
+        unknown = sorted(only - APPLICABLE)
         if unknown:
             raise BloatguardError(f"--only: unknown fix kinds {unknown}; known: "
-                                  + ", ".join(sorted(ONNX_KINDS | STATE_DICT_KINDS)))
+                                  + ", ".join(sorted(APPLICABLE)))
     budget = None
     if args.latency_budget:
         try:

@@ -107,6 +107,14 @@ def convert_fp16(model, params: dict[str, Any]) -> list[str]:
                                   "min_elements": params.get("min_elements", 1024)})
 
 
+def narrow_dtypes(model, params: dict[str, Any]) -> list[str]:
+    """BG105's narrow-dtypes: float64 weights to float32 (unsafe), or int64 weights whose values
+    fit to int32 (safe), each with a Cast back."""
+    if params.get("from") == "float64":
+        return narrow_float64(model, params)
+    return narrow_storage(model, {**params, "min_elements": 1})
+
+
 def narrow_float64(model, params: dict[str, Any]) -> list[str]:
     """float64 weights stored as float32 with a Cast back: the graph and its I/O keep their
     types, the weights lose precision."""

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     from bloatguard.config import Config, LatencyConfig
     from bloatguard.engine import ModelResult
-    from bloatguard.facts import ModelFacts
+    from bloatguard.facts import LatencyComparison, LatencyInfo, ModelFacts
     from bloatguard.measure.feeds import FeedPlan
 
 PROTOCOL = "bloatguard-latency: "  # prefix of the child's protocol lines on stdout
@@ -75,8 +75,8 @@ class _Job:
 def attach_latency(results: list["ModelResult"], config: "Config",
                    progress: Callable[[int, int, str], None] | None = None) -> None:
     """Measure every ONNX model that needs it and store the numbers in its facts:
-    extra["latency_ms"] (median), extra["latency"] (distribution, threads, machine, or "error"),
-    and for modified/renamed models extra["latency_comparison"] (ratio, ci, p_value, verdict).
+    measured["latency_ms"] (median), latency (distribution, threads, machine, or "error"), and
+    for modified/renamed models latency_comparison (ratio, ci, p_value, verdict).
     `progress(index, total, text)` hears of each model as it is timed."""
     settings = config.latency
     jobs = _plan_jobs(results, config)
@@ -159,8 +159,8 @@ def _side(label: str, path: Path | None, facts: "ModelFacts", config: "Config",
 
 def _fail(facts: "ModelFacts", reason: str) -> None:
     facts.note(f"latency not measured: {reason}")
-    facts.extra["latency"] = {"error": reason}
-    facts.extra.pop("latency_ms", None)
+    facts.latency = {"error": reason}
+    facts.measured.pop("latency_ms", None)
 
 
 def _run_job(job: _Job, settings: "LatencyConfig") -> None:
@@ -232,21 +232,21 @@ def _store(job: _Job, settings: "LatencyConfig") -> None:
     for note in job.notes:
         facts.note(note if note.startswith("latency") else f"latency not measured: {note}")
     if job.outcome is None:
-        facts.extra["latency"] = {"error": "; ".join(job.notes) or "not measured"}
+        facts.latency = {"error": "; ".join(job.notes) or "not measured"}
         return
     models = job.outcome["models"]
-    facts.extra["latency_ms"] = models[-1]["runs"]["median_ms"]
-    facts.extra["latency"] = _distribution(models[-1], job.outcome, settings)
+    facts.measured["latency_ms"] = models[-1]["runs"]["median_ms"]
+    facts.latency = _distribution(models[-1], job.outcome, settings)
     if job.paired is None:
         if job.wants_base:  # BG004 warns when a growth budget could not be checked
-            facts.extra["latency"]["comparison_error"] = "; ".join(
+            facts.latency["comparison_error"] = "; ".join(
                 note for note in job.notes if "compared" in note) or "not compared"
         return
     base = job.result.base
-    base.extra["latency_ms"] = models[0]["runs"]["median_ms"]
-    base.extra["latency"] = _distribution(models[0], job.outcome, settings)
+    base.measured["latency_ms"] = models[0]["runs"]["median_ms"]
+    base.latency = _distribution(models[0], job.outcome, settings)
     paired = job.paired
-    comparison = {
+    comparison: LatencyComparison = {
         "ratio": round(paired.ratio, 4),
         "ci": [round(paired.ci[0], 4), round(paired.ci[1], 4)],
         "p_value": job.p_value,
@@ -265,7 +265,7 @@ def _store(job: _Job, settings: "LatencyConfig") -> None:
         comparison["screening"] = {"ratio": round(job.screening.ratio, 4),
                                    "p_value": job.screening.p_regression,
                                    "rounds": job.screening.rounds}
-    facts.extra["latency_comparison"] = comparison
+    facts.latency_comparison = comparison
     if paired.rounds < _rounds_needed(settings.alpha, job.comparisons):
         facts.note(f"latency: only {paired.rounds} rounds fit in the time budget, too few for any "
                    f"verdict at alpha {settings.alpha:g} over {job.comparisons} comparison(s); raise "
@@ -279,7 +279,7 @@ def _rounds_needed(alpha: float, comparisons: int) -> int:
 
 
 def _distribution(model: dict[str, Any], outcome: dict[str, Any],
-                  settings: "LatencyConfig") -> dict[str, Any]:
+                  settings: "LatencyConfig") -> LatencyInfo:
     runs = model["runs"]
     return {
         "median_ms": runs["median_ms"], "p90_ms": runs["p90_ms"], "min_ms": runs["min_ms"],
@@ -294,7 +294,7 @@ def _distribution(model: dict[str, Any], outcome: dict[str, Any],
     }
 
 
-def describe_comparison(comparison: dict[str, Any]) -> str:
+def describe_comparison(comparison: LatencyComparison) -> str:
     """How reports show a paired comparison: "×1.12 [1.08, 1.16] regression"."""
     from bloatguard.measure.stats import BELOW_FLOOR
 
@@ -308,11 +308,11 @@ def describe_comparison(comparison: dict[str, Any]) -> str:
 def report_json(facts: "ModelFacts | None") -> dict[str, Any] | None:
     """The JSON report's `latency` object: the head's distribution (median, p90, spread, threads,
     machine) and, with a base, the ratio, its interval, the p-value and the verdict."""
-    info = facts.extra.get("latency") if facts is not None else None
+    info = facts.latency if facts is not None else None
     if info is None:
         return None
-    entry = dict(info)
-    comparison = facts.extra.get("latency_comparison")
+    entry: dict[str, Any] = dict(info)
+    comparison = facts.latency_comparison
     if comparison is not None:
         entry.update({key: comparison[key] for key in
                       ("ratio", "ci", "p_value", "verdict", "rounds", "confirmed")})

@@ -34,7 +34,7 @@ def model_json(result: ModelResult) -> dict[str, Any]:
 
 
 def _latency(facts) -> dict[str, Any] | None:
-    if facts is None or "latency" not in facts.extra:
+    if facts is None or facts.latency is None:
         return None  # latency was off: keep the measurement module unimported
     from bloatguard.measure.latency import report_json
 

@@ -6,12 +6,12 @@ import re
 from typing import Any
 
 from bloatguard.engine import ModelResult, summarize
+from bloatguard.metrics import METRICS
 from bloatguard.untrusted import one_line
 from bloatguard.rule import Severity
 from bloatguard.units import format_amount
 
-COLUMNS = (("file_size", "file size", "bytes"), ("params", "params", "count"),
-           ("macs", "MACs", "count"))
+COLUMNS = tuple(metric for metric in METRICS if metric.column)
 ICONS = {Severity.ERROR: "❌", Severity.WARNING: "⚠️", Severity.INFO: "ℹ️"}
 
 
@@ -34,7 +34,7 @@ def _latency_cell(result: ModelResult) -> str:
     """The head's median and, against a base, the paired ratio: "1.2 ms ×1.12 [1.08, 1.16]
     regression". The ratio comes from interleaved rounds, not from the two medians."""
     cell = _cell(result, "latency_ms", "ms")
-    comparison = result.facts.extra.get("latency_comparison") if result.facts else None
+    comparison = result.facts.latency_comparison if result.facts else None
     if comparison:
         from bloatguard.measure.latency import describe_comparison
 
@@ -91,14 +91,15 @@ def render(results: list[ModelResult], *, unmatched=(), **_: Any) -> str:
     if not results:
         return "\n".join(lines + ["No model files found.", ""])
     show_status = any(result.status for result in results)
-    show_latency = any(r.facts is not None and "latency_ms" in r.facts.extra for r in results)
-    header = ["", "model", *(["status"] if show_status else []), *(label for _, label, _ in COLUMNS),
+    show_latency = any(r.facts is not None and r.facts.measured.get("latency_ms") is not None
+                       for r in results)
+    header = ["", "model", *(["status"] if show_status else []), *(metric.label for metric in COLUMNS),
               *(["latency"] if show_latency else [])]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for result in results:
         row = [_icon(result), code(result.path), *([result.status or ""] if show_status else []),
-               *(_cell(result, key, kind) for key, _, kind in COLUMNS),
+               *(_cell(result, metric.key, metric.kind) for metric in COLUMNS),
                *([_latency_cell(result)] if show_latency else [])]
         lines.append("| " + " | ".join(row) + " |")
     with_findings = [result for result in results if result.findings]

@@ -5,17 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from bloatguard.engine import ModelResult, summarize
+from bloatguard.metrics import METRICS
 from bloatguard.untrusted import one_line
 from bloatguard.units import format_amount
 
-# (metric key, label, unit kind, budget key)
-ROWS = (
-    ("file_size", "file size", "bytes", "max-file-size"),
-    ("params", "params", "count", "max-params"),
-    ("weight_bytes", "weight bytes", "bytes", None),
-    ("macs", "MACs", "count", "max-macs"),
-    ("latency_ms", "latency", "ms", "max-latency"),
-)
 
 
 def _delta(before: Any, after: Any, kind: str) -> str:
@@ -36,14 +29,15 @@ def model_table(result: ModelResult, budgets: dict[str, Any]) -> str:
     base = result.base.metrics() if result.base is not None else None
     headers = ["metric", *(["base", "head", "delta"] if base else ["value"]), "budget"]
     rows = []
-    for key, label, kind, budget_key in ROWS:
+    for metric in METRICS:
+        key, kind = metric.key, metric.kind
         value = metrics.get(key)
-        if value is None and (base is None or base.get(key) is None) and key == "latency_ms":
+        if value is None and (base is None or base.get(key) is None) and metric.optional:
             continue
-        budget = budgets.get(budget_key) if budget_key else None
-        row = [label]
+        budget = budgets.get(metric.budget_key("limit")) if metric.stem else None
+        row = [metric.label]
         if base:
-            comparison = result.facts.extra.get("latency_comparison") if result.facts else None
+            comparison = result.facts.latency_comparison if result.facts else None
             delta = (_paired(comparison) if key == "latency_ms" and comparison
                      else _delta(base.get(key), value, kind))
             row += [format_amount(base.get(key), kind), format_amount(value, kind), delta]
@@ -62,12 +56,12 @@ def _paired(comparison: dict[str, Any]) -> str:
 
 def _latency_line(facts) -> str:
     """Where the latency was measured, and how strong the comparison's evidence is."""
-    info = facts.extra.get("latency")
+    info = facts.latency
     if not info or "error" in info:
         return ""
     threads = f"{info['threads']} thread{'s' if info['threads'] != 1 else ''}"
     line = f"latency: median of {info['runs']} runs, {threads}, on {info['machine']}"
-    comparison = facts.extra.get("latency_comparison")
+    comparison = facts.latency_comparison
     if comparison:
         line += (f"; head/base ratio from {comparison['rounds']} interleaved rounds, "
                  f"p = {comparison['p_value']:.2g}")
