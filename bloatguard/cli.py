@@ -359,7 +359,6 @@ def run_rules() -> int:
 
 
 def run_explain(code: str) -> int:
-    import inspect
 
     from bloatguard.errors import BloatguardError
     from bloatguard.registry import find_rule
@@ -369,7 +368,7 @@ def run_explain(code: str) -> int:
         raise BloatguardError(f"unknown rule {code!r}; `bloatguard rules` lists them")
     print(f"# {rule.code} {rule.name}\n")
     print(f"{rule.summary}. Default severity: {rule.default_severity.value}.\n")
-    print(inspect.cleandoc(type(rule).__doc__ or ""))
+    print(rule.documentation())
     return EXIT_OK
 
 

@@ -486,7 +486,7 @@ class _Validator:
                         raise self.fail(full_key, f"{raw!r} is invalid: use error, warning or info")
                     parsed[option] = raw
                 elif option in rule.options:
-                    parsed[option] = self.parse(full_key, raw, rule.options[option])
+                    parsed[option] = self.parse(full_key, raw, rule.options[option].parse)
                 else:
                     raise self.fail(full_key, _unknown(f"option of {rule.name}", option,
                                                        ["severity", *rule.options]))

@@ -30,8 +30,22 @@ def all_rules() -> tuple[Rule, ...]:
 
         for entry in entry_points(group="bloatguard.rules"):
             classes += _rules_in(entry.load())
-    rules = {cls.code: cls() for cls in classes}
-    return tuple(sorted(rules.values(), key=lambda rule: rule.code))
+    return tuple(sorted(_unique(classes), key=lambda rule: rule.code))
+
+
+def _unique(classes: list[type[Rule]]) -> list[Rule]:
+    """One instance per rule class; a code or name claimed twice (a plugin shadowing a
+    built-in rule, say) is refused, naming both modules, rather than one silently winning."""
+    from bloatguard.errors import BloatguardError
+
+    seen: dict[str, type[Rule]] = {}
+    for cls in classes:
+        for key in (cls.code, cls.name):
+            other = seen.setdefault(key.lower(), cls)
+            if other is not cls:
+                raise BloatguardError(f"rule {key} is registered twice, by {other.__module__} and "
+                                      f"{cls.__module__}; uninstall or rename one of them")
+    return [cls() for cls in dict.fromkeys(classes)]
 
 
 def _may_have_plugins() -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 if TYPE_CHECKING:
     from bloatguard.config import Config, ResolvedSettings
@@ -15,6 +15,25 @@ class Severity(str, enum.Enum):
     ERROR = "error"
     WARNING = "warning"
     INFO = "info"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option under `[tool.bloatguard.rules.<name>]`, declared once: how the config value is
+    parsed, the default, and the line `bloatguard explain` prints for it."""
+
+    parse: Callable[[Any], Any]
+    default: Any
+    doc: str
+    shown: str = ""  # the default as a config would spell it ("64 KiB"); else repr-like
+
+    def describe(self, name: str) -> str:
+        shown = self.shown or (str(self.default).lower() if isinstance(self.default, bool)
+                               else repr(self.default))
+        import textwrap
+
+        return textwrap.fill(f"- `{name}` (default `{shown}`): {self.doc}", width=96,
+                             subsequent_indent="  ")
 
 
 @dataclass
@@ -108,9 +127,9 @@ class Rule:
     name: ClassVar[str]
     summary: ClassVar[str]
     default_severity: ClassVar[Severity] = Severity.WARNING
-    # Per-rule options accepted under [tool.bloatguard.rules.<name>], with their parsers.
-    # "severity" is accepted for every rule.
-    options: ClassVar[dict[str, Any]] = {}
+    # Per-rule options accepted under [tool.bloatguard.rules.<name>]; "severity" is accepted
+    # for every rule. `explain` lists them under the docstring's "## Options".
+    options: ClassVar[dict[str, Option]] = {}
     # What the findings depend on besides the model's facts, the rule's options and the settings
     # for the model's path: "model" (its bytes: weights, graph, samples run through it), "base"
     # (the base version's facts) and "latency" (this run's timings). The engine caches the
@@ -126,8 +145,24 @@ class Rule:
         configured = ctx.config.rule_options(self.name).get("severity")
         return Severity(configured) if configured else self.default_severity
 
-    def option(self, ctx: RuleContext, key: str, default: Any) -> Any:
-        return ctx.config.rule_options(self.name).get(key, default)
+    def option(self, ctx: RuleContext, key: str) -> Any:
+        """The configured value of one of `options`, or its default."""
+        return ctx.config.rule_options(self.name).get(key, self.options[key].default)
+
+    @classmethod
+    def documentation(cls) -> str:
+        """The docstring, with a line per declared option at the top of its "## Options"."""
+        import inspect
+
+        doc = inspect.cleandoc(cls.__doc__ or "")
+        if not cls.options:
+            return doc
+        lines = "\n".join(option.describe(name) for name, option in cls.options.items())
+        if "## Options" not in doc:
+            return f"{doc}\n\n## Options\n{lines}"
+        head, _, tail = doc.partition("## Options")
+        tail = tail.strip("\n")
+        return f"{head}## Options\n{lines}" + (f"\n{tail}" if tail else "")
 
     def finding(self, ctx: RuleContext, message: str, *, details: dict[str, Any] | None = None,
                 fix: Fix | None = None, severity: Severity | None = None) -> Finding:

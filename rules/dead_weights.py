@@ -8,7 +8,7 @@ from typing import Iterator
 from bloatguard.formats.onnx import node_label
 from bloatguard.graph import ModelGraph, Scope, count_nodes, subgraphs, tensor_nbytes
 from bloatguard.hygiene import capped, listing
-from bloatguard.rule import Finding, Fix, Rule, RuleContext
+from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext
 from bloatguard.units import human_bytes, parse_size
 
 
@@ -41,14 +41,14 @@ class DeadWeights(Rule):
     Safe (`remove-dead-weights`, `deduplicate-weights`): nothing that reaches an output changes.
 
     ## Options
-    - `min-bytes` (default `"1 KB"`): tensors smaller than this are not checked for duplicates
-      (exporters repeat small shape constants such as `[0]` everywhere; that costs nothing).
     """
 
     code = "BG103"
     name = "dead-weights"
     summary = "Unused or duplicated weights and nodes that reach no output"
-    options = {"min-bytes": parse_size}
+    options = {"min-bytes": Option(
+        parse_size, 1000, "tensors smaller than this are not checked for duplicates (exporters "
+        "repeat small shape constants such as `[0]` everywhere; that costs nothing).", '"1 KB"')}
     reads = frozenset({"model"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
@@ -84,7 +84,7 @@ class DeadWeights(Rule):
         values = ctx.values()
         if not values.available:
             return
-        min_bytes = self.option(ctx, "min-bytes", 1000)
+        min_bytes = self.option(ctx, "min-bytes")
         groups: dict[tuple, list[str]] = defaultdict(list)
         sizes: dict[tuple, int] = {}
         for tensor in values:

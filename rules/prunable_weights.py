@@ -7,7 +7,7 @@ from bloatguard.facts import DTYPE_SIZES, ModelFacts, TensorInfo
 from bloatguard.hygiene import (capped, guess_layer_op, layer_uses, listing,
                                 named_like_layer_weight, parse_fraction, parse_tolerance, percent,
                                 tensor_label)
-from bloatguard.rule import Finding, Fix, Rule, RuleContext
+from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext
 from bloatguard.units import human_bytes, parse_count
 
 if TYPE_CHECKING:
@@ -63,19 +63,21 @@ class PrunableWeights(Rule):
     whether every channel is exactly zero.
 
     ## Options
-    - `tolerance` (default `1e-3`): near-zero threshold relative to the tensor's root mean
-      square: a weight a thousand times smaller than a typical one contributes nothing
-      measurable. `0` counts exact zeros only.
-    - `min-zero-share` (default `"50%"`): report a layer when at least this share of its weights
-      is (near-)zero. Below about half, sparse storage saves little for float32.
-    - `min-elements` (default `1024`): smaller tensors are skipped (biases, tiny projections).
     """
 
     code = "BG106"
     name = "prunable-weights"
     summary = "Layers with a large share of (near-)zero weights or whole zero channels"
-    options = {"tolerance": parse_tolerance, "min-zero-share": parse_fraction,
-               "min-elements": parse_count}
+    options = {
+        "tolerance": Option(parse_tolerance, 1e-3, "near-zero threshold relative to the tensor's "
+                            "root mean square: a weight a thousand times smaller than a typical one "
+                            "contributes nothing measurable. `0` counts exact zeros only.", "1e-3"),
+        "min-zero-share": Option(parse_fraction, 0.5, "report a layer when at least this share of "
+                                 "its weights is (near-)zero. Below about half, sparse storage saves "
+                                 "little for float32.", '"50%"'),
+        "min-elements": Option(parse_count, 1024, "smaller tensors are skipped (biases, tiny "
+                               "projections)."),
+    }
     reads = frozenset({"model"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
@@ -85,9 +87,9 @@ class PrunableWeights(Rule):
         values = ctx.values()
         if not values.available:
             return
-        tolerance = self.option(ctx, "tolerance", 1e-3)
-        min_share = self.option(ctx, "min-zero-share", 0.5)
-        min_elements = self.option(ctx, "min-elements", 1024)
+        tolerance = self.option(ctx, "tolerance")
+        min_share = self.option(ctx, "min-zero-share")
+        min_elements = self.option(ctx, "min-elements")
         layers = _layer_weights(facts)
         sparse: list[Layer] = []
         channels: list[Layer] = []

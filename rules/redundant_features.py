@@ -8,7 +8,7 @@ from bloatguard.facts import ValueInfo
 from bloatguard.formats.onnx import node_label
 from bloatguard.graph import Scope, attribute, constant_tensor, reads_columns_linearly
 from bloatguard.hygiene import listing, parse_fraction, parse_tolerance
-from bloatguard.rule import Finding, Fix, Rule, RuleContext, Severity
+from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext, Severity
 from bloatguard.units import parse_count
 
 if TYPE_CHECKING:
@@ -103,26 +103,28 @@ class RedundantFeatures(Rule):
     caller must change too. Sample-based findings hold for the samples given, not for all data.
 
     ## Options
-    - `tolerance` (default `0`): weights with `|w| <= tolerance` count as zero.
-    - `correlation` (default `0.999`): `|r|` at or above which two sample columns are redundant.
-    - `permutation-tolerance` (default `1e-6`): relative output change below which a shuffled
-      feature is reported.
-    - `permutation-max-features` (default `512`): inputs with more features are not permuted
-      (the test runs the model once per feature).
     """
 
     code = "BG102"
     name = "redundant-features"
     summary = "Model inputs or input feature columns that do not affect the outputs"
-    options = {"tolerance": parse_tolerance, "correlation": parse_fraction,
-               "permutation-tolerance": parse_tolerance, "permutation-max-features": parse_count}
+    options = {
+        "tolerance": Option(parse_tolerance, 0.0, "weights with `|w| <= tolerance` count as zero.",
+                            "0"),
+        "correlation": Option(parse_fraction, 0.999, "`|r|` at or above which two sample columns "
+                              "are redundant."),
+        "permutation-tolerance": Option(parse_tolerance, 1e-6, "relative output change below "
+                                        "which a shuffled feature is reported.", "1e-6"),
+        "permutation-max-features": Option(parse_count, 512, "inputs with more features are not "
+                                           "permuted (the test runs the model once per feature)."),
+    }
     reads = frozenset({"model"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         graph = ctx.onnx_graph()
         if graph is None:
             return
-        tolerance = self.option(ctx, "tolerance", 0.0)
+        tolerance = self.option(ctx, "tolerance")
         root = graph.roots[0]
         live = graph.live_nodes(root)
         # Only readers that reach an output count: an input feeding a dead branch is unused.
@@ -158,7 +160,7 @@ class RedundantFeatures(Rule):
 
         loaded = sample_files.load(ctx.settings.samples, ctx.facts.inputs)
         source = loaded.path.name
-        threshold = self.option(ctx, "correlation", 0.999)
+        threshold = self.option(ctx, "correlation")
         permute: dict[str, list[int]] = {}
         for name, entry in found.items():
             # Only float [batch, features] inputs have feature columns: the columns of an
@@ -175,7 +177,7 @@ class RedundantFeatures(Rule):
 
     def _permutation(self, ctx: RuleContext, loaded, found: dict[str, _Input],
                      permute: dict[str, list[int]]) -> list[str]:
-        limit = self.option(ctx, "permutation-max-features", 512)
+        limit = self.option(ctx, "permutation-max-features")
         missing = [v.name for v in ctx.facts.inputs if v.name not in loaded.arrays]
         skip = [f"input {n!r} has {len(c)} features (permutation-max-features = {limit})"
                 for n, c in permute.items() if len(c) > limit]
@@ -194,7 +196,7 @@ class RedundantFeatures(Rule):
             effects = permutation_effects(ctx.facts.file, loaded.arrays, permute)
         except PermutationError as exc:
             return [f"permutation test could not run the model on {loaded.path.name}: {exc}"]
-        tolerance = self.option(ctx, "permutation-tolerance", 1e-6)
+        tolerance = self.option(ctx, "permutation-tolerance")
         for name, columns in permute.items():
             for column, change in zip(columns, effects[name]):
                 found[name].changes[column] = change

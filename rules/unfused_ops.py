@@ -10,7 +10,7 @@ from bloatguard.graph import (STANDARD_DOMAINS, ModelGraph, Scope, attribute, co
                               constant_tensor, inherited_constants, initializer_constants,
                               subgraphs, tensor_nbytes)
 from bloatguard.hygiene import capped, listing
-from bloatguard.rule import Finding, Fix, Rule, RuleContext
+from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext
 from bloatguard.units import human_bytes, human_count
 
 # Ops whose output stays what they read: removable by renaming.
@@ -89,14 +89,13 @@ class UnfusedOps(Rule):
     mode (`re-export-eval`), which changes its outputs on purpose.
 
     ## Options
-    - `fold-shape-ops` (default `false`): also report integer shape arithmetic computed only
-      from constants.
     """
 
     code = "BG104"
     name = "unfused-ops"
     summary = "Foldable BatchNorm, Dropout/Identity and constant subgraphs left in the graph"
-    options = {"fold-shape-ops": _parse_bool}
+    options = {"fold-shape-ops": Option(_parse_bool, False, "also report integer shape "
+                                        "arithmetic computed only from constants.")}
     reads = frozenset({"model"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
@@ -104,7 +103,7 @@ class UnfusedOps(Rule):
         if graph is None:
             return
         found = _Found()
-        shape_ops = self.option(ctx, "fold-shape-ops", False)
+        shape_ops = self.option(ctx, "fold-shape-ops")
         # Dead code is BG103's: here only what runs counts.
         for scope in graph.live_scopes():
             constants = _constants(scope)

@@ -6,7 +6,7 @@ from typing import Iterator
 from bloatguard.facts import DTYPE_SIZES, ModelFacts, TensorInfo
 from bloatguard.hygiene import (capped, guess_layer_op, layer_uses, listing,
                                 named_like_layer_weight, parse_fraction, percent, tensor_label)
-from bloatguard.rule import Finding, Fix, Rule, RuleContext
+from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext
 from bloatguard.units import human_bytes, parse_count, parse_size
 
 FLOAT_WEIGHTS = {"float32", "float16", "bfloat16"}  # float64 is BG105's business first
@@ -102,19 +102,21 @@ class UnquantizedLayers(Rule):
     to quantize where the model is built, or to store float16/bfloat16.
 
     ## Options
-    - `min-weight-bytes` (default `"64 KiB"`): weights of at most this size are ignored; small
-      layers gain little and are often the most sensitive ones.
-    - `min-share` (default `"10%"`): report only when the quantizable weights hold at least this
-      share of the model's weight bytes.
-    - `nbits-min-elements` (default `"1M"`): MatMul weights with at least this many elements are
-      recommended for 4-bit `MatMulNBits`.
     """
 
     code = "BG101"
     name = "unquantized-layers"
     summary = "Float weights of MatMul/Gemm/Conv/Gather/LSTM layers that could be quantized"
-    options = {"min-weight-bytes": parse_size, "min-share": parse_fraction,
-               "nbits-min-elements": parse_count}
+    options = {
+        "min-weight-bytes": Option(parse_size, 64 * 2**10, "weights of at most this size are "
+                                   "ignored; small layers gain little and are often the most "
+                                   "sensitive ones.", '"64 KiB"'),
+        "min-share": Option(parse_fraction, 0.10, "report only when the quantizable weights hold "
+                            "at least this share of the model's weight bytes.", '"10%"'),
+        "nbits-min-elements": Option(parse_count, 1_000_000, "MatMul weights with at least this "
+                                     "many elements are recommended for 4-bit `MatMulNBits`.",
+                                     '"1M"'),
+    }
     reads = frozenset({"model"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
@@ -127,13 +129,13 @@ class UnquantizedLayers(Rule):
             candidates = _graph_candidates(facts)
         else:
             candidates = _named_candidates(facts)
-        min_bytes = self.option(ctx, "min-weight-bytes", 64 * 2**10)
+        min_bytes = self.option(ctx, "min-weight-bytes")
         candidates = [c for c in candidates if c.tensor.nbytes > min_bytes]
         model_bytes = facts.weight_bytes or facts.file_size
         total = sum(c.tensor.nbytes for c in candidates)
-        if not candidates or total < self.option(ctx, "min-share", 0.10) * model_bytes:
+        if not candidates or total < self.option(ctx, "min-share") * model_bytes:
             return
-        nbits_min = self.option(ctx, "nbits-min-elements", 1_000_000)
+        nbits_min = self.option(ctx, "nbits-min-elements")
         for candidate in candidates:
             # Without a graph there is nothing for `bloatguard fix` to quantize: no kind.
             candidate.kind = _kind(candidate, nbits_min) if facts.format == "onnx" else None

@@ -5,7 +5,7 @@ from typing import Iterator
 
 from bloatguard.facts import TensorInfo
 from bloatguard.hygiene import capped, listing, tensor_label
-from bloatguard.rule import Finding, Fix, Rule, RuleContext, Severity
+from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext, Severity
 from bloatguard.units import human_bytes, parse_count
 
 _DOUBLE = 11  # onnx.TensorProto.DOUBLE
@@ -56,13 +56,13 @@ class WideDtypes(Rule):
     input or output changes the model's interface for its callers.
 
     ## Options
-    - `min-elements` (default `1024`): int64 tensors with fewer elements are not checked.
     """
 
     code = "BG105"
     name = "wide-dtypes"
     summary = "float64 weights or ops, and int64 weights whose values fit int32"
-    options = {"min-elements": parse_count}
+    options = {"min-elements": Option(parse_count, 1024, "int64 tensors with fewer elements are "
+                                      "not checked.")}
     reads = frozenset({"model"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
@@ -105,7 +105,7 @@ class WideDtypes(Rule):
                             details=details, fix=fix)
 
     def _int64(self, ctx: RuleContext) -> Finding | None:
-        min_elements = self.option(ctx, "min-elements", 1024)
+        min_elements = self.option(ctx, "min-elements")
         wide = {(t.where, t.name): t for t in ctx.facts.tensors
                 if t.dtype == "int64" and t.numel >= min_elements}
         if not wide:

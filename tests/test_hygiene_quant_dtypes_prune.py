@@ -32,7 +32,7 @@ def run_rule(path: Path, code: str, **options):
     from bloatguard.registry import find_rule
 
     rule = find_rule(code)
-    parsed = {key.replace("_", "-"): rule.options[key.replace("_", "-")](value)
+    parsed = {key.replace("_", "-"): rule.options[key.replace("_", "-")].parse(value)
               for key, value in options.items()}
     config = Config(rules={rule.name: parsed})
     result = ModelResult(path=str(path), facts=measure(path, config))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import inspect
 import re
 from pathlib import Path
 from typing import Callable
@@ -43,7 +42,7 @@ def _work_tree_root(directory: Path) -> Path | None:
 def doc_section(rule, heading: str) -> str:
     """The first paragraph of one `## heading` section of a rule's docstring (the ruff-style
     rule docs) on one line; empty when there is no such section or it opens with code."""
-    doc = inspect.cleandoc(type(rule).__doc__ or "")
+    doc = rule.documentation()
     match = re.search(rf"^## {re.escape(heading)}[ \t]*\n(.*?)(?=^## |\Z)", doc, re.M | re.S)
     if not match:
         return ""

@@ -11,7 +11,6 @@ from its message, whose numbers change with every commit.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from collections import Counter
 from typing import Any
@@ -27,7 +26,7 @@ FINGERPRINT = "bloatguardFinding/v1"
 
 
 def rule_descriptor(rule) -> dict[str, Any]:
-    doc = inspect.cleandoc(type(rule).__doc__ or rule.summary)
+    doc = rule.documentation() or rule.summary
     return {
         "id": rule.code,
         "name": rule.name,
