@@ -3,6 +3,8 @@ come from, read through gitpython without touching the working tree or the index
 
 Refs and paths are always passed to git as separate arguments after `--end-of-options` or `--`,
 never through a shell, so a ref named `--upload-pack=...` or `$(...)` is just a missing ref.
+Paths are literal (no pathspec globs or magic) and git prints them NUL-terminated (`-z`), so a
+file named `évil.pt` or `a\tb".pt` is matched byte for byte instead of arriving C-quoted.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class GitRepo:
             raise BloatguardError(f"{start}: a bare repository has no working tree to check")
         self.root = Path(self.repo.working_tree_dir).resolve()
         self.git = self.repo.git
+        # A model named `*.onnx` or `:(glob)x` is that one file, not a pattern.
+        self.git.set_persistent_git_options(literal_pathspecs=True)
 
     @property
     def is_shallow(self) -> bool:
@@ -122,29 +126,28 @@ class GitRepo:
     def tree_blob(self, commit: str, path: str) -> Blob | None:
         git = _git()
         try:
-            line = self.git.ls_tree("-l", "--full-tree", "--end-of-options", commit, "--", path).strip()
+            listing = self.git.ls_tree("-l", "-z", "--full-tree", "--end-of-options", commit, "--", path)
         except git.GitCommandError:
             return None
-        if not line:
+        meta = _entry_named(listing, path)
+        if meta is None:
             return None
-        meta, _, name = line.partition("\t")
         mode, kind, sha, size = meta.split()
-        if kind != "blob" or name != path:
+        if kind != "blob":
             return None
         return Blob(sha=sha, path=path, size=int(size) if size != "-" else 0)
 
     def index_blob(self, path: str) -> Blob | None:
         git = _git()
         try:
-            line = self.git.ls_files("--stage", "-z", "--", path).strip("\0")
+            meta = _entry_named(self.git.ls_files("--stage", "-z", "--", path), path)
         except git.GitCommandError:
             return None
-        if not line:
+        if meta is None:
             return None
-        meta, _, name = line.partition("\t")
         sha = meta.split()[1]
         size = int(self.git.cat_file("-s", sha).strip())
-        return Blob(sha=sha, path=name, size=size)
+        return Blob(sha=sha, path=path, size=size)
 
     def changes(self, base: str, head: str | None, *, staged: bool, paths: list[str]) -> dict[str, tuple[str, str]]:
         """{head path: (status letter, base path)} of what changed between base and head.
@@ -267,6 +270,16 @@ def pair_models(repo: GitRepo, head_files: list[Path], base: str, *, staged: boo
                 and (is_model_path is None or is_model_path(path))):
             blob = repo.tree_blob(base, base_path)
             yield Pairing(path=path, status="deleted", base_blob=blob)
+
+
+def _entry_named(listing: str, path: str) -> str | None:
+    """The metadata of the entry for exactly `path` in `-z` output of ls-tree or ls-files
+    ("<metadata>\\t<path>\\0" per entry), or None."""
+    for entry in listing.split("\0"):
+        meta, _, name = entry.partition("\t")
+        if name == path:
+            return meta
+    return None
 
 
 def _within(path: str, scope: list[str]) -> bool:

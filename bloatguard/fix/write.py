@@ -64,11 +64,11 @@ def uncommitted(path: Path) -> str | None:
         return None
     import git
 
-    spec = f":(literal){repo.relpath(path)}"
+    spec = repo.relpath(path)  # GitRepo makes every pathspec literal
     try:
-        if not repo.git.ls_files("--", spec).strip():
+        if not repo.git.ls_files("-z", "--", spec):
             return "is not tracked by git, so its current bytes exist nowhere else"
-        if repo.git.diff("--name-only", "--", spec).strip():
+        if repo.git.diff("--name-only", "-z", "--", spec):
             return "has changes that are neither staged nor committed"
     except git.GitCommandError as exc:
         return f"git cannot tell whether it has uncommitted changes ({exc.status})"
