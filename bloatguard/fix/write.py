@@ -64,11 +64,13 @@ def uncommitted(path: Path) -> str | None:
         return None
     import git
 
-    spec = repo.relpath(path)  # GitRepo makes every pathspec literal
+    # GitRepo makes pathspecs literal and keeps the repository's own config from running
+    # commands: the repository above a downloaded model may not be the user's.
+    spec = repo.relpath(path)
     try:
         if not repo.git.ls_files("-z", "--", spec):
             return "is not tracked by git, so its current bytes exist nowhere else"
-        if repo.git.diff("--name-only", "-z", "--", spec):
+        if repo.git.diff("--name-only", "-z", "--no-ext-diff", "--no-textconv", "--", spec):
             return "has changes that are neither staged nor committed"
     except git.GitCommandError as exc:
         return f"git cannot tell whether it has uncommitted changes ({exc.status})"
