@@ -56,6 +56,12 @@ def codes(model) -> list[str]:
     return [f["code"] for f in model["findings"]]
 
 
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch):
+    """fix signs its journal with a per-user key: keep this test's key out of the real home."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
 @pytest.fixture
 def repo(tmp_path, monkeypatch):
     repo = Repo(tmp_path / "repo")
