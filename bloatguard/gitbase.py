@@ -98,8 +98,13 @@ class GitRepo:
         git = _git()
         try:
             listing = self.git.config("--show-scope", "-z", "--get-regexp", r"^filter\.")
-        except git.GitCommandError:  # exit 1: no filter configured at all
-            return []
+        except git.GitCommandError as exc:
+            if exc.status == 1:  # no filter configured at all
+                return []
+            # Never go on with the drivers unknown: `git diff` would run them.
+            raise BloatguardError(f"{self.root}: cannot list the repository's git filter drivers "
+                                  f"(git config exited with {exc.status}); bloatguard needs git "
+                                  "2.26 or newer") from None
         fields = listing.split("\0")  # scope, "filter.<driver>.<key>\n<value>", scope, ...
         drivers = set()
         for scope, entry in zip(fields[::2], fields[1::2]):

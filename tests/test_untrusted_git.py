@@ -191,3 +191,16 @@ def test_pre_push_range_runs_nothing_from_the_repositorys_git_config(hostile_rep
     code, _, err = report(run_cli, ".", "--staged")
     assert sorted(p.name for p in canaries.iterdir()) == []
     assert code in (0, 1), err
+
+
+def test_a_filter_driver_that_cannot_be_switched_off_is_refused(hostile_repo, run_cli, monkeypatch):
+    """`-c filter.a=b.clean=` would set `filter.a` instead: such a driver name is an error."""
+    repo, canaries, _ = hostile_repo
+    with (repo.root / ".git" / "config").open("a") as config:
+        config.write(f'[filter "a=b"]\n\tclean = {canaries.parent / "hostile.sh"} filter-a-b\n')
+    (repo.root / ".git" / "info" / "attributes").write_text("* filter=a=b\n")
+    touch_working_tree(repo.root / "m.onnx")
+    monkeypatch.chdir(repo.root)
+    code, _, err = report(run_cli, ".", "--base", "HEAD")
+    assert code == 2 and "cannot switch off" in err and err.count("\n") == 1
+    assert sorted(p.name for p in canaries.iterdir()) == []
