@@ -188,35 +188,39 @@ def _sites_in(scope_list, *, counted: bool) -> Iterator[TensorSite]:
         for node in nodes:
             for attribute in node.attribute:
                 kind = "constant" if node.op_type == "Constant" else f"attribute of {node.op_type}"
-                if attribute.HasField("t"):
-                    yield TensorSite(f"{prefix}{kind}", _named(attribute.t, node), counted)
-                for tensor in attribute.tensors:
-                    yield TensorSite(f"{prefix}{kind}", _named(tensor, node), counted)
-                if attribute.HasField("sparse_tensor"):
-                    sparse = attribute.sparse_tensor
-                    yield TensorSite(f"{prefix}{kind} (sparse)", _named(sparse.values, node), counted)
-                    yield TensorSite(f"{prefix}{kind} (sparse indices)", sparse.indices, False)
-                for sparse in attribute.sparse_tensors:
-                    yield TensorSite(f"{prefix}{kind} (sparse)", sparse.values, False)
-                    yield TensorSite(f"{prefix}{kind} (sparse indices)", sparse.indices, False)
+                yield from _attribute_sites(f"{prefix}{kind}", attribute, node, counted)
 
 
 def _default_sites(prefix: str, attributes) -> Iterator[TensorSite]:
     """Tensors in a function's default attribute values, subgraphs included."""
     for attribute in attributes:
         where = f"{prefix}default {attribute.name}"
-        for tensor in ([attribute.t] if attribute.HasField("t") else []) + list(attribute.tensors):
-            yield TensorSite(where, tensor, False)
-        for sparse in ([attribute.sparse_tensor] if attribute.HasField("sparse_tensor") else []) \
-                + list(attribute.sparse_tensors):
-            yield TensorSite(f"{where} (sparse)", sparse.values, False)
-            yield TensorSite(f"{where} (sparse indices)", sparse.indices, False)
-        for index, graph in enumerate(([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs)):
-            yield from _sites_in(list(_nested(f"{where}[{index}]/", graph, graph.node)), counted=False)
+        yield from _attribute_sites(where, attribute, None, counted=False)
+        graphs = [attribute.g] if attribute.HasField("g") else []
+        for index, graph in enumerate([*graphs, *attribute.graphs]):
+            scope_list = list(_nested(f"{where}[{index}]/", graph, graph.node))
+            yield from _sites_in(scope_list, counted=False)
+
+
+def _attribute_sites(where: str, attribute, node, counted: bool) -> Iterator[TensorSite]:
+    """The tensors an attribute holds itself (its subgraphs are scopes of their own). Lists of
+    sparse tensors and sparse indices never count as weights."""
+    if attribute.HasField("t"):
+        yield TensorSite(where, _named(attribute.t, node), counted)
+    for tensor in attribute.tensors:
+        yield TensorSite(where, _named(tensor, node), counted)
+    if attribute.HasField("sparse_tensor"):
+        sparse = attribute.sparse_tensor
+        yield TensorSite(f"{where} (sparse)", _named(sparse.values, node), counted)
+        yield TensorSite(f"{where} (sparse indices)", sparse.indices, False)
+    for sparse in attribute.sparse_tensors:
+        yield TensorSite(f"{where} (sparse)", sparse.values, False)
+        yield TensorSite(f"{where} (sparse indices)", sparse.indices, False)
 
 
 def _named(tensor, node):
-    if not tensor.name and node.output:
+    """An unnamed attribute tensor takes the name of the node's output (None: no node)."""
+    if not tensor.name and node is not None and node.output:
         tensor.name = node.output[0]
     return tensor
 
