@@ -104,8 +104,9 @@ class MetricCache:
         if self.directory is None:
             return
         text = json.dumps(payload)  # key order kept: reports print details in it
-        signature = secret.sign(_signed(key, text))
-        if signature is None:
+        try:
+            signature = secret.sign(_signed(key, text))
+        except secret.KeyUnavailable:
             return  # no key: nothing this user writes could be told from a forgery
         target = self._file(key)
         try:

@@ -35,7 +35,6 @@ import os
 import secrets
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import urllib.error
@@ -389,11 +388,13 @@ def prepare_base(base: str, start: Path) -> str:
     attributes = repo.root / ".gitattributes"
     uses_lfs = attributes.is_file() and "filter=lfs" in attributes.read_text(errors="replace")
     if uses_lfs and shutil.which("git-lfs"):
-        fetched = subprocess.run(["git", "lfs", "fetch", "origin", sha], cwd=repo.root,
-                                 capture_output=True, text=True, check=False)
-        if fetched.returncode:
+        # Through GitRepo, with the settings that keep the repository's own config inert.
+        try:
+            repo.git.lfs("fetch", "origin", sha)
+        except Exception as exc:  # git.GitCommandError, or git-lfs missing after all
+            stderr = str(getattr(exc, "stderr", "") or exc).strip()
             notice("warning", f"git lfs fetch of the base commit failed; LFS models are compared "
-                              f"without their base version: {fetched.stderr.strip()[-300:]}")
+                              f"without their base version: {stderr[-300:]}")
     return sha
 
 

@@ -3,6 +3,13 @@ come from, read through gitpython without touching the working tree or the index
 
 Refs and paths are always passed to git as separate arguments after `--end-of-options` or `--`,
 never through a shell, so a ref named `--upload-pack=...` or `$(...)` is just a missing ref.
+Paths are literal (no pathspec globs or magic) and git prints them NUL-terminated (`-z`), so a
+file named `évil.pt` or `a\tb".pt` is matched byte for byte instead of arriving C-quoted.
+
+The repository found above a model is not necessarily the user's: a downloaded model folder can
+carry its own `.git` whose config names commands (an fsmonitor hook, filter drivers) that plain
+`git diff` or `git ls-files` would run. Every git call bloatguard makes therefore goes through
+`GitRepo`, which overrides those settings on git's command line (see `SAFE_CONFIG`).
 """
 
 from __future__ import annotations
@@ -19,6 +26,17 @@ from bloatguard.errors import BloatguardError
 # Base blobs larger than this are refused rather than copied to a temporary file.
 MAX_BLOB_BYTES = 8 * 2**30
 _HEX = re.compile(r"^[0-9a-fA-F]{7,64}$")
+
+# `-c` settings on every git call. Command-line settings beat every config file, so a
+# repository's own config cannot make a read-only query run a command.
+SAFE_CONFIG = (
+    "core.fsmonitor=false",      # a hook command that status/diff/ls-files run on every index read
+    "core.hooksPath=/dev/null",  # hooks such as post-index-change, run when git refreshes the index
+    "diff.external=",            # an external diff program (also refused with --no-ext-diff)
+    "protocol.ext.allow=never",  # `ext::` remotes run a command; only --fetch-base fetches
+)
+# Config scopes the user wrote (or the command line); anything else came with the repository.
+_TRUSTED_SCOPES = {"system", "global", "command"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,45 @@ class GitRepo:
             raise BloatguardError(f"{start}: a bare repository has no working tree to check")
         self.root = Path(self.repo.working_tree_dir).resolve()
         self.git = self.repo.git
+        self._use_settings([])
+        # Listing the repository's filter drivers is itself a git call, made with SAFE_CONFIG.
+        self._use_settings(self._neutralized_filters())
+
+    def _use_settings(self, extra: list[str]) -> None:
+        """Options for every later call of this repository's git, including the `cat-file`
+        process behind `repo.odb`. --literal-pathspecs: a model named `*.onnx` or `:(glob)x`
+        is that one file, not a pattern."""
+        self.git.set_persistent_git_options(literal_pathspecs=True, c=[*SAFE_CONFIG, *extra])
+
+    def _neutralized_filters(self) -> list[str]:
+        """`-c` settings that switch off every filter driver the repository's own config
+        defines: git runs a driver's clean command when it compares a working-tree file.
+        (A driver the user configured, such as a global git-lfs, keeps working.)"""
+        git = _git()
+        try:
+            listing = self.git.config("--show-scope", "-z", "--get-regexp", r"^filter\.")
+        except git.GitCommandError as exc:
+            if exc.status == 1:  # no filter configured at all
+                return []
+            # Never go on with the drivers unknown: `git diff` would run them.
+            raise BloatguardError(f"{self.root}: cannot list the repository's git filter drivers "
+                                  f"(git config exited with {exc.status}); bloatguard needs git "
+                                  "2.26 or newer") from None
+        fields = listing.split("\0")  # scope, "filter.<driver>.<key>\n<value>", scope, ...
+        drivers = set()
+        for scope, entry in zip(fields[::2], fields[1::2]):
+            key = entry.partition("\n")[0]
+            if scope not in _TRUSTED_SCOPES:
+                drivers.add(key[len("filter."):key.rindex(".")])
+        settings = []
+        for driver in sorted(drivers):
+            if "=" in driver:  # `-c` splits at the first "=": such a name cannot be overridden
+                raise BloatguardError(
+                    f"{self.root}: the repository's git config defines a filter driver named "
+                    f"{driver!r}, which bloatguard cannot switch off; remove it from .git/config")
+            settings += [f"filter.{driver}.clean=", f"filter.{driver}.smudge=",
+                         f"filter.{driver}.process=", f"filter.{driver}.required=false"]
+        return settings
 
     @property
     def is_shallow(self) -> bool:
@@ -122,29 +179,28 @@ class GitRepo:
     def tree_blob(self, commit: str, path: str) -> Blob | None:
         git = _git()
         try:
-            line = self.git.ls_tree("-l", "--full-tree", "--end-of-options", commit, "--", path).strip()
+            listing = self.git.ls_tree("-l", "-z", "--full-tree", "--end-of-options", commit, "--", path)
         except git.GitCommandError:
             return None
-        if not line:
+        meta = _entry_named(listing, path)
+        if meta is None:
             return None
-        meta, _, name = line.partition("\t")
         mode, kind, sha, size = meta.split()
-        if kind != "blob" or name != path:
+        if kind != "blob":
             return None
         return Blob(sha=sha, path=path, size=int(size) if size != "-" else 0)
 
     def index_blob(self, path: str) -> Blob | None:
         git = _git()
         try:
-            line = self.git.ls_files("--stage", "-z", "--", path).strip("\0")
+            meta = _entry_named(self.git.ls_files("--stage", "-z", "--", path), path)
         except git.GitCommandError:
             return None
-        if not line:
+        if meta is None:
             return None
-        meta, _, name = line.partition("\t")
         sha = meta.split()[1]
         size = int(self.git.cat_file("-s", sha).strip())
-        return Blob(sha=sha, path=name, size=size)
+        return Blob(sha=sha, path=path, size=size)
 
     def changes(self, base: str, head: str | None, *, staged: bool, paths: list[str]) -> dict[str, tuple[str, str]]:
         """{head path: (status letter, base path)} of what changed between base and head.
@@ -267,6 +323,16 @@ def pair_models(repo: GitRepo, head_files: list[Path], base: str, *, staged: boo
                 and (is_model_path is None or is_model_path(path))):
             blob = repo.tree_blob(base, base_path)
             yield Pairing(path=path, status="deleted", base_blob=blob)
+
+
+def _entry_named(listing: str, path: str) -> str | None:
+    """The metadata of the entry for exactly `path` in `-z` output of ls-tree or ls-files
+    ("<metadata>\\t<path>\\0" per entry), or None."""
+    for entry in listing.split("\0"):
+        meta, _, name = entry.partition("\t")
+        if name == path:
+            return meta
+    return None
 
 
 def _within(path: str, scope: list[str]) -> bool:

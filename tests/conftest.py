@@ -6,6 +6,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path_factory, monkeypatch):
+    """A private XDG cache per test: bloatguard's signing key (bloatguard.secret) goes there,
+    never into the real home directory, and no test sees another's key."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
 @pytest.fixture
 def debug_mode(monkeypatch):
     """BLOATGUARD_DEBUG=1: a bug in a reader or a rule raises instead of becoming an "internal

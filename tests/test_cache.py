@@ -218,7 +218,6 @@ def test_a_committed_forged_cache_cannot_hide_a_finding(repo, run_cli, tmp_path,
     shutil.rmtree(repo.root / "cache", ignore_errors=True)
     from bloatguard import secret
 
-    secret._key_at.cache_clear()
     run(run_cli, "--staged")
     forged = entries(repo.root / "cache")
     assert forged
@@ -234,7 +233,6 @@ def test_a_committed_forged_cache_cannot_hide_a_finding(repo, run_cli, tmp_path,
         path.write_text(json.dumps(entry))
     repo.git("add", "-f", "cache")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "victim"))
-    secret._key_at.cache_clear()
     victim = run(run_cli, "--staged", "--output-format", "json")
     assert victim == honest
     assert "BG900" in codes(victim[1])

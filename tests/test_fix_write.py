@@ -1,6 +1,8 @@
 """Never lose the original: `bloatguard fix` killed (SIGKILL, no cleanup handlers) at every step
 of a write leaves a model that loads and computes what it did, plus only leftovers that are
-clearly named and that the next run removes. And a write that fails leaves nothing behind."""
+clearly named and that the next run removes. And a write that fails leaves nothing behind.
+And the clean-up removes nothing but what this user's own runs provably left: a journal
+planted in a checkout deletes nothing."""
 
 from __future__ import annotations
 
@@ -12,14 +14,26 @@ import sys
 import time
 from pathlib import Path
 
+import json
+
 import numpy as np
 import onnx
 import pytest
 
+from bloatguard import secret
 from bloatguard.fix import write
 from fix_models import messy, rand, run
 
 REPO = Path(__file__).resolve().parent.parent
+DEAD_PID = 999999999  # above any pid_max: never a live process
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path_factory, monkeypatch):
+    """A signing key of this test's own (the fix subprocesses inherit the variable)."""
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
 
 
 def start_fix(path: Path, pause: str) -> subprocess.Popen:
@@ -131,15 +145,76 @@ def test_a_failed_write_leaves_the_original_and_no_temporary_file(tmp_path, monk
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
-def test_clean_stale_removes_only_what_is_clearly_a_leftover(tmp_path):
+def test_clean_stale_removes_nothing_a_signed_journal_does_not_name(tmp_path):
+    """Leftover-looking names are not proof: without this user's journal they stay."""
+    path = messy(tmp_path / "m.onnx", external=True)
+    planted = [tmp_path / f".m.onnx.bloatguard-tmp-{DEAD_PID}-0123abcd",
+               tmp_path / "m.onnx.0123456789ab.data", tmp_path / "weights.0123456789ab.data"]
+    for file in planted:
+        file.write_bytes(b"x")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert write.clean_stale(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert path.exists()
+
+
+def plant_journal(directory: Path, names: list[str], signature: str | None = None) -> Path:
+    journal = directory / f".m.onnx.bloatguard-drop-{DEAD_PID}-0123abcd"
+    content = names if signature is None else {"names": names, "signature": signature}
+    journal.write_text(json.dumps(content))
+    return journal
+
+
+def victims(directory: Path) -> list[Path]:
+    """What a planted journal would like deleted: a README and an untracked checkpoint."""
+    readme = directory / "README.md"
+    readme.write_text("# my project\n")
+    checkpoint = directory / "checkpoint.pt"
+    checkpoint.write_bytes(b"weeks of training")
+    return [readme, checkpoint]
+
+
+def forge_journal(kind: str, directory: Path, names: list[str]) -> Path:
+    """A journal that is not this user's journal for this place: the old unsigned format, a
+    signature under another key, or a genuine journal copied from another directory."""
+    if kind == "unsigned":
+        return plant_journal(directory, names)
+    if kind == "other key":
+        return plant_journal(directory, names, "0" * 64)
+    elsewhere = directory.parent / "elsewhere"
+    elsewhere.mkdir()
+    genuine = elsewhere / f".m.onnx.bloatguard-drop-{DEAD_PID}-0123abcd"
+    return plant_journal(directory, names, secret.sign(write._journal_payload(genuine, names)))
+
+
+@pytest.mark.parametrize("kind", ["unsigned", "other key", "copied"])
+def test_a_planted_journal_deletes_nothing(tmp_path, run_cli, monkeypatch, kind):
+    """`bloatguard fix` in a checkout holding a journal it did not write: the journal's names
+    (a README, an untracked checkpoint) survive, and so does the journal."""
+    project = tmp_path / "project"
+    project.mkdir()
+    path = messy(project / "m.onnx")
+    files = victims(project)
+    journal = forge_journal(kind, project, [f.name for f in files])
+    monkeypatch.chdir(project)
+    code, out, err = run_cli("fix", str(path), "--no-latency")
+    assert code == 0, out + err
+    assert all(file.exists() for file in files) and journal.exists()
+
+
+def test_a_genuine_journal_of_a_killed_run_is_followed(tmp_path):
+    """The signed journal of a run killed before its swap: its temporary file and its new,
+    unreferenced data file go; the data the model still uses, and other files, stay."""
     path = messy(tmp_path / "m.onnx", external=True)
     [data] = [p.name for p in tmp_path.iterdir() if p.name != "m.onnx"]
-    dead = tmp_path / ".m.onnx.bloatguard-tmp-999999999-0123abcd"
-    alive = tmp_path / f".m.onnx.bloatguard-tmp-{os.getpid()}-0123abcd"
-    orphan = tmp_path / "m.onnx.0123456789ab.data"
-    lookalike = tmp_path / "weights.0123456789ab.data"  # no model of that name: not ours
-    for file in (dead, alive, orphan, lookalike):
+    temporary = tmp_path / f".m.onnx.bloatguard-tmp-{DEAD_PID}-0123abcd"
+    new_data = tmp_path / "m.onnx.0123456789ab.data"
+    unrelated = victims(tmp_path)
+    for file in (temporary, new_data):
         file.write_bytes(b"x")
+    names = [temporary.name, new_data.name, data]
+    journal = tmp_path / f".m.onnx.bloatguard-drop-{DEAD_PID}-0123abcd"
+    plant_journal(tmp_path, names, secret.sign(write._journal_payload(journal, names)))
     removed = write.clean_stale(tmp_path)
-    assert sorted(p.name for p in removed) == sorted([dead.name, orphan.name])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, data, alive.name, lookalike.name])
+    assert sorted(p.name for p in removed) == sorted([temporary.name, new_data.name, journal.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, data, *(f.name for f in unrelated)])

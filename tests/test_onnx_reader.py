@@ -244,3 +244,102 @@ def test_weights_in_a_graph_attribute_of_an_op_that_runs_none_are_still_counted(
     path = tmp_path / "hidden.onnx"
     onnx.save(helper.make_model(graph), str(path))
     assert read_model(path).params == 100 * 100
+
+
+# --- external data wherever the format allows a tensor ------------------------------------------
+
+def _external_tensor(name: str, location: str, offset: int = 0, length: int = 24) -> onnx.TensorProto:
+    """Three int64 values stored in an external file (what sparse indices look like)."""
+    tensor = onnx.TensorProto(name=name, dims=[3], data_type=onnx.TensorProto.INT64,
+                              data_location=onnx.TensorProto.EXTERNAL)
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        tensor.external_data.add(key=key, value=value)
+    return tensor
+
+
+def _values() -> onnx.TensorProto:
+    return onnx.numpy_helper.from_array(np.array([1.0, 2.0, 3.0], dtype=np.float32), "v")
+
+
+def _sparse(indices: onnx.TensorProto) -> onnx.SparseTensorProto:
+    return onnx.helper.make_sparse_tensor(_values(), indices, [10])
+
+
+def _place_sparse_initializer_indices(model, tensor):
+    model.graph.sparse_initializer.append(_sparse(tensor))
+
+
+def _place_sparse_attribute_indices(model, tensor):
+    model.graph.node.append(onnx.helper.make_node("Constant", [], ["c"], sparse_value=_sparse(tensor)))
+
+
+def _place_sparse_tensors_list(model, tensor):
+    node = onnx.helper.make_node("Custom", ["x"], ["z"], domain="custom.ops")
+    node.attribute.append(onnx.helper.make_attribute("tables", [_sparse(tensor)]))
+    model.graph.node.append(node)
+
+
+def _place_training_initializer(model, tensor):
+    training = model.training_info.add()
+    training.algorithm.name = "train"
+    training.algorithm.initializer.append(tensor)
+
+
+def _place_training_subgraph_constant(model, tensor):
+    branch = onnx.helper.make_graph([onnx.helper.make_node("Constant", [], ["k"], value=tensor)],
+                                    "branch", [], [onnx.helper.make_tensor_value_info("k", 7, [3])])
+    training = model.training_info.add()
+    training.initialization.CopyFrom(onnx.helper.make_graph(
+        [onnx.helper.make_node("If", ["cond"], ["k"], then_branch=branch, else_branch=branch)],
+        "init", [], []))
+
+
+def _place_function_default(model, tensor):
+    function = model.functions.add(name="f", domain="local")
+    function.attribute_proto.append(onnx.helper.make_attribute("table", tensor))
+
+
+PLACES = {"sparse initializer indices": _place_sparse_initializer_indices,
+          "sparse attribute indices": _place_sparse_attribute_indices,
+          "attribute sparse_tensors": _place_sparse_tensors_list,
+          "training_info initializer": _place_training_initializer,
+          "training_info subgraph": _place_training_subgraph_constant,
+          "function default attribute": _place_function_default}
+
+
+def _model_with_external_tensor(tmp_path, place: str, location: str, offset: int = 0) -> Path:
+    path = factories.mlp(tmp_path / "m.onnx", sizes=(4, 4))
+    (tmp_path / "ok.data").write_bytes(bytes(24))
+    model = onnx.load(str(path))
+    PLACES[place](model, _external_tensor("t", location, offset))
+    onnx.save_model(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("place", PLACES)
+@pytest.mark.parametrize("hostile, cause", [
+    ("absolute", "absolute path"), ("parent", "leaves the model's directory"),
+    ("symlink", "symbolic link"), ("hard link", "hard link"), ("offset", "outside"),
+])
+def test_external_data_is_validated_wherever_a_tensor_can_be(tmp_path, place, hostile, cause):
+    secret = tmp_path.parent / f"{tmp_path.name}-secret.data"
+    secret.write_bytes(bytes(24))
+    locations = {"absolute": str(secret), "parent": f"../{secret.name}", "symlink": "link.data",
+                 "hard link": "hard.data", "offset": "ok.data"}
+    path = _model_with_external_tensor(tmp_path, place, locations[hostile],
+                                       offset=10**9 if hostile == "offset" else 0)
+    os.symlink(secret, tmp_path / "link.data")
+    os.link(secret, tmp_path / "hard.data")
+    facts = read_model(path)
+    assert facts.unreadable is not None and cause in facts.unreadable, facts.unreadable
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_genuine_external_data_anywhere_is_measured_not_counted(tmp_path, place):
+    plain = read_model(factories.mlp(tmp_path / "plain" / "m.onnx", sizes=(4, 4)))
+    facts = read_model(_model_with_external_tensor(tmp_path, place, "ok.data"))
+    assert facts.unreadable is None
+    assert facts.external_files == ["ok.data"]
+    assert facts.file_size == (tmp_path / "m.onnx").stat().st_size + 24
+    values = 3 if place == "sparse initializer indices" or place == "sparse attribute indices" else 0
+    assert facts.params == plain.params + values  # indices and training graphs are not weights

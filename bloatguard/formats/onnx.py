@@ -12,7 +12,7 @@ import functools
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from bloatguard.errors import UnreadableModel
 from bloatguard.facts import ModelFacts, TensorInfo, ValueInfo
@@ -81,8 +81,11 @@ def read(path: Path, display: str) -> ModelFacts:
     facts.opsets = {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
 
     external: dict[str, int] = {}
-    for where, tensor in stored_tensors(model):
-        facts.tensors.append(_tensor_info(tensor, where, path, external))
+    for site in tensor_sites(model):
+        # Every tensor is checked (external data above all), whether it counts as a weight or not.
+        info = _tensor_info(site.tensor, site.where, path, external)
+        if site.counted:
+            facts.tensors.append(info)
     for where, count, dtype in _attribute_weights(model):
         facts.tensors.append(TensorInfo(name=where, dtype=dtype, shape=(count,), where=where))
     facts.file_size += sum(external.values())
@@ -148,28 +151,79 @@ def _all_nodes(model) -> Iterator[tuple[str, object]]:
             yield prefix, node
 
 
+class TensorSite(NamedTuple):
+    where: str  # a label of where it lives, as in ModelFacts.tensors
+    tensor: object  # a TensorProto
+    counted: bool  # a stored weight (parameters), or only a place the format allows a tensor
+
+
 def stored_tensors(model) -> Iterator[tuple[str, object]]:
     """(where, TensorProto) for every weight tensor the model stores."""
-    for prefix, graph, _ in scopes(model):
+    return ((site.where, site.tensor) for site in tensor_sites(model) if site.counted)
+
+
+def tensor_sites(model) -> Iterator[TensorSite]:
+    """Every TensorProto the ONNX format lets a model hold: the stored weights, and the places
+    that are not weights but may still name external data (sparse indices, lists of sparse
+    attribute values, functions' default attribute values, the graphs of training_info)."""
+    yield from _sites_in(list(scopes(model)), counted=True)
+    for function in model.functions:
+        yield from _default_sites(f"function {function.name}/", function.attribute_proto)
+    for index, info in enumerate(model.training_info):
+        for name in ("initialization", "algorithm"):
+            if info.HasField(name):
+                graph = getattr(info, name)
+                prefix = f"training_info[{index}].{name}/"
+                yield from _sites_in(list(_nested(prefix, graph, graph.node)), counted=False)
+
+
+def _sites_in(scope_list, *, counted: bool) -> Iterator[TensorSite]:
+    """The tensors of these scopes: their initializers first, then their nodes' attributes."""
+    for prefix, graph, _ in scope_list:
         if graph is None:
             continue
         for tensor in graph.initializer:
-            yield f"{prefix}initializer", tensor
+            yield TensorSite(f"{prefix}initializer", tensor, counted)
         for sparse in graph.sparse_initializer:
-            yield f"{prefix}sparse", sparse.values
-    for prefix, node in _all_nodes(model):
-        for attribute in node.attribute:
-            kind = "constant" if node.op_type == "Constant" else f"attribute of {node.op_type}"
-            if attribute.HasField("t"):
-                yield f"{prefix}{kind}", _named(attribute.t, node)
-            for tensor in attribute.tensors:
-                yield f"{prefix}{kind}", _named(tensor, node)
-            if attribute.HasField("sparse_tensor"):
-                yield f"{prefix}{kind} (sparse)", _named(attribute.sparse_tensor.values, node)
+            yield TensorSite(f"{prefix}sparse", sparse.values, counted)
+            yield TensorSite(f"{prefix}sparse indices", sparse.indices, False)
+    for prefix, _, nodes in scope_list:
+        for node in nodes:
+            for attribute in node.attribute:
+                kind = "constant" if node.op_type == "Constant" else f"attribute of {node.op_type}"
+                yield from _attribute_sites(f"{prefix}{kind}", attribute, node, counted)
+
+
+def _default_sites(prefix: str, attributes) -> Iterator[TensorSite]:
+    """Tensors in a function's default attribute values, subgraphs included."""
+    for attribute in attributes:
+        where = f"{prefix}default {attribute.name}"
+        yield from _attribute_sites(where, attribute, None, counted=False)
+        graphs = [attribute.g] if attribute.HasField("g") else []
+        for index, graph in enumerate([*graphs, *attribute.graphs]):
+            scope_list = list(_nested(f"{where}[{index}]/", graph, graph.node))
+            yield from _sites_in(scope_list, counted=False)
+
+
+def _attribute_sites(where: str, attribute, node, counted: bool) -> Iterator[TensorSite]:
+    """The tensors an attribute holds itself (its subgraphs are scopes of their own). Lists of
+    sparse tensors and sparse indices never count as weights."""
+    if attribute.HasField("t"):
+        yield TensorSite(where, _named(attribute.t, node), counted)
+    for tensor in attribute.tensors:
+        yield TensorSite(where, _named(tensor, node), counted)
+    if attribute.HasField("sparse_tensor"):
+        sparse = attribute.sparse_tensor
+        yield TensorSite(f"{where} (sparse)", _named(sparse.values, node), counted)
+        yield TensorSite(f"{where} (sparse indices)", sparse.indices, False)
+    for sparse in attribute.sparse_tensors:
+        yield TensorSite(f"{where} (sparse)", sparse.values, False)
+        yield TensorSite(f"{where} (sparse indices)", sparse.indices, False)
 
 
 def _named(tensor, node):
-    if not tensor.name and node.output:
+    """An unnamed attribute tensor takes the name of the node's output (None: no node)."""
+    if not tensor.name and node is not None and node.output:
         tensor.name = node.output[0]
     return tensor
 
@@ -189,18 +243,19 @@ def _attribute_weights(model) -> Iterator[tuple[str, int, str]]:
 
 
 def _tensor_info(tensor, where: str, model_path: Path, external: dict[str, int]) -> TensorInfo:
+    label = tensor.name or f"<{where}>"  # sparse indices have no name of their own
     shape = tuple(int(d) for d in tensor.dims)
     if any(d < 0 for d in shape):
-        raise UnreadableModel(f"tensor {tensor.name!r} declares a negative dimension {shape}",
+        raise UnreadableModel(f"tensor {label!r} declares a negative dimension {shape}",
                               "re-export the model")
     info = TensorInfo(name=tensor.name, dtype=dtype_name(tensor.data_type), shape=shape, where=where)
     if tensor.data_location == _EXTERNAL:
         info.external = True
         entries = {e.key: e.value for e in tensor.external_data}
-        location, size = _check_external(tensor.name, entries, model_path, info.nbytes)
+        location, size = _check_external(label, entries, model_path, info.nbytes)
         external[location] = size
     elif tensor.external_data and tensor.external_data[0].key != EMBEDDED_KEY:
-        raise UnreadableModel(f"tensor {tensor.name!r} has external_data entries but is not "
+        raise UnreadableModel(f"tensor {label!r} has external_data entries but is not "
                               "marked external", "re-export the model")
     else:
         _check_stored_size(tensor, info)
@@ -312,7 +367,7 @@ def external_locations(path: Path) -> list[str]:
     except Exception:
         return []
     locations = set()
-    for _, tensor in stored_tensors(model):
+    for _, tensor, _ in tensor_sites(model):
         if tensor.data_location == _EXTERNAL:
             for entry in tensor.external_data:
                 if entry.key == "location":
