@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from factories import matmul_chain  # noqa: E402
 
 from bloatguard.config import Config
-from bloatguard.engine import ModelResult, measure
+from bloatguard.result import ModelResult
+from bloatguard.engine import measure
 from bloatguard.measure.latency import attach_latency
 from bloatguard.units import parse_time_ms
 

@@ -410,7 +410,7 @@ def _merge(inputs: Inputs):
 def verdict(results, fail_on: str) -> int:
     """The exit code `fail-on` asks for: 0 for `never`, else bloatguard's own code (2 for a
     model it could not evaluate, 1 for an error), with warnings failing too for `warning`."""
-    from bloatguard.engine import exit_code, summarize
+    from bloatguard.result import exit_code, summarize
 
     if fail_on == "never":
         return 0
@@ -421,7 +421,7 @@ def verdict(results, fail_on: str) -> int:
 
 
 def run(env: Mapping[str, str] | None = None) -> int:
-    from bloatguard.engine import summarize
+    from bloatguard.result import summarize
     from bloatguard.report import writer
     from bloatguard.report.github import render as annotations
 

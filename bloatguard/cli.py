@@ -206,7 +206,7 @@ def _jobs(text: str) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from bloatguard import engine
+    from bloatguard.result import exit_code
     from bloatguard.untrusted import one_line
 
     results, config, rules, unmatched = collect(args)
@@ -226,7 +226,7 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"bloatguard: error: {len(unmatched)} config table(s) match no model (--strict)",
               file=sys.stderr)
         return EXIT_CANNOT_EVALUATE
-    return engine.exit_code(results)
+    return exit_code(results)
 
 
 def _same_terminal() -> bool:
@@ -299,7 +299,7 @@ def write_report(results, output_format: str, output_file: Path | None, **contex
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from bloatguard.engine import exit_code
+    from bloatguard.result import exit_code
     from bloatguard.merge import merge_reports
 
     results = merge_reports(args.reports)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 from bloatguard import globs
 from bloatguard.errors import ConfigError
 from bloatguard.metrics import WITH_BUDGETS
+from bloatguard.settings import ResolvedSettings
 from bloatguard.units import Growth, PARSERS, parse_count, parse_growth, parse_size, parse_time_ms
 
 if sys.version_info >= (3, 11):
@@ -79,18 +80,6 @@ def _string_list(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("expected a list of strings")
     return value
-
-
-@dataclass
-class ResolvedSettings:
-    """The settings for one model path, after every matching glob table has been applied."""
-
-    budgets: dict[str, Any] = field(default_factory=dict)
-    inputs: dict[str, list[int]] = field(default_factory=dict)
-    samples: Path | None = None
-    ignored: list[str] = field(default_factory=list)
-    fix: dict[str, float] = field(default_factory=dict)  # fidelity thresholds for `fix`
-    pins: dict[str, Any] = field(default_factory=dict)  # [latency.values]: fixed input values
 
 
 GRAPH_OPTIMIZATIONS = ("disabled", "basic", "extended", "all")

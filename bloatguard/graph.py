@@ -12,9 +12,39 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from bloatguard.facts import dtype_nbytes
-from bloatguard.formats.onnx import STD_OPS_WITH_GRAPHS, dtype_name, node_label
 
 STANDARD_DOMAINS = ("", "ai.onnx")
+# Standard ops that run a graph held in an attribute.
+STD_OPS_WITH_GRAPHS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+
+
+def dtype_name(data_type: int) -> str:
+    """An ONNX TensorProto data type as bloatguard names dtypes ("float32", "int64", ...)."""
+    import onnx
+
+    try:
+        name = onnx.TensorProto.DataType.Name(data_type).lower()
+    except ValueError:
+        return f"unknown({data_type})"
+    return {"float": "float32", "double": "float64", "undefined": "unknown"}.get(name, name)
+
+
+def node_label(node) -> str:
+    """"MatMul fc1": op type and name (or first output); exporters that name a node after its
+    op type (skl2onnx's "TreeEnsembleClassifier") get it once."""
+    name = node.name or (node.output[0] if node.output else "")
+    return node.op_type if name in ("", node.op_type) else f"{node.op_type} {name}"
+
+
+def tensor_array(tensor):
+    """The value of a TensorProto whose data the proto holds (a small Constant, an attribute);
+    None when it does not (the reader skips large tensor data) or cannot be decoded."""
+    from onnx import numpy_helper
+
+    try:
+        return numpy_helper.to_array(tensor)
+    except Exception:  # data not in the proto, or a dtype numpy lacks
+        return None
 
 
 def subgraphs(node) -> list:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bloatguard.engine import ModelResult
+from bloatguard.result import ModelResult
 from bloatguard.errors import BloatguardError
 from bloatguard.facts import ModelFacts, ValueInfo
 from bloatguard.metrics import METRICS

@@ -10,10 +10,7 @@ value in `ModelFacts.measured` (docs/architecture.md shows the steps).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
-
-if TYPE_CHECKING:
-    from bloatguard.facts import ModelFacts
+from typing import Any, Callable
 
 KINDS = ("bytes", "count", "ms")
 
@@ -27,7 +24,7 @@ class Metric:
     # Budget keys max-<stem>, max-<stem>-increase, min-<stem>-increase; None: no budget.
     stem: str | None = None
     # Read from the facts themselves (file size, params); None: ModelFacts.measured[key].
-    derive: Callable[[ModelFacts], Any] | None = None
+    derive: Callable[[Any], Any] | None = None  # ModelFacts -> value (facts import this module)
     column: bool = True  # a column of the markdown table
     init: bool = False  # `bloatguard init` writes max-<stem> from today's value
     # Fixed by the model's bytes and settings (so the metric cache may keep it); False for
@@ -36,7 +33,8 @@ class Metric:
     # Left out of the text table when measured for no side (latency without --latency).
     optional: bool = False
 
-    def value(self, facts: ModelFacts) -> Any:
+    def value(self, facts: Any) -> Any:
+        """This metric of a ModelFacts."""
         return self.derive(facts) if self.derive else facts.measured.get(self.key)
 
     def budget_key(self, role: str) -> str:

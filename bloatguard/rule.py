@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol
+
+from bloatguard.settings import ResolvedSettings
 
 if TYPE_CHECKING:
-    from bloatguard.config import Config, ResolvedSettings
+    from pathlib import Path
+
     from bloatguard.facts import ModelFacts
+
+
+class RuleConfig(Protocol):
+    """What a rule reads of the config (bloatguard.config.Config): its own options, and the
+    file's path for messages. A protocol, so the rule interface does not import the config
+    module, which imports the rule registry."""
+
+    path: Path | None
+
+    def rule_options(self, rule_name: str) -> dict[str, Any]: ...
 
 
 class Severity(str, enum.Enum):
@@ -87,8 +100,9 @@ class RuleContext:
     facts: ModelFacts
     base: ModelFacts | None
     settings: ResolvedSettings
-    config: Config
+    config: RuleConfig
     _values: Any = field(default=None, repr=False)
+    _samples: Any = field(default=None, repr=False)
 
     @property
     def budgets(self) -> dict[str, Any]:
@@ -110,6 +124,31 @@ class RuleContext:
         if facts.unreadable or facts.format != "onnx" or facts.handle is None:
             return None
         return facts.handle.graph
+
+    def weight_uses(self):
+        """Where each stored weight goes (bloatguard.graph.WeightUses: the layers reading it,
+        through layout ops); None for formats without a graph."""
+        graph_model = self.onnx_graph()
+        return None if graph_model is None else self.facts.handle.weight_uses
+
+    def samples(self):
+        """The configured sample inputs of this model (bloatguard.samples.Samples), loaded once;
+        None without samples. Raises ConfigError for a file that cannot be used."""
+        if self.settings.samples is None:
+            return None
+        if self._samples is None:
+            from bloatguard import samples
+
+            self._samples = samples.load(self.settings.samples, self.facts.inputs)
+        return self._samples
+
+    def permutation_effects(self, arrays, columns: dict[str, list[int]]) -> dict[str, list[float]]:
+        """How much the outputs move when each listed input column is shuffled across the
+        sample rows, measured on onnxruntime in an isolated child (bloatguard.measure.
+        permutation). Raises bloatguard.measure.permutation.PermutationError."""
+        from bloatguard.measure.permutation import permutation_effects
+
+        return permutation_effects(self.facts.file, arrays, columns)
 
     def close(self) -> None:
         if self._values is not None:

@@ -72,7 +72,8 @@ class TensorValues:
     # ONNX ------------------------------------------------------------------------------------
 
     def _onnx(self) -> Iterator[Tensor]:
-        from bloatguard.formats.onnx import dtype_name, stored_tensors
+        from bloatguard.formats.onnx import stored_tensors
+        from bloatguard.graph import dtype_name
 
         for where, tensor in stored_tensors(self.facts.handle.proto):
             array = self.onnx_array(tensor)
@@ -83,7 +84,7 @@ class TensorValues:
         """The value of a (weightless) TensorProto from the ONNX reader."""
         from onnx import numpy_helper
 
-        from bloatguard.formats.onnx import dtype_name
+        from bloatguard.graph import dtype_name
         from bloatguard.formats.onnx_wire import EMBEDDED_KEY
 
         entries = {e.key: e.value for e in tensor.external_data}

@@ -5,8 +5,7 @@ from collections import defaultdict
 from typing import Iterator
 
 
-from bloatguard.formats.onnx import node_label
-from bloatguard.graph import ModelGraph, Scope, count_nodes, subgraphs, tensor_nbytes
+from bloatguard.graph import ModelGraph, Scope, count_nodes, node_label, subgraphs, tensor_nbytes
 from bloatguard.hygiene import capped, listing
 from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext
 from bloatguard.units import human_bytes, parse_size

@@ -82,7 +82,8 @@ class PrunableWeights(Rule):
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         facts = ctx.facts
-        if facts.unreadable or (facts.format == "onnx" and facts.handle is None):
+        uses = ctx.weight_uses()
+        if facts.unreadable or (facts.format == "onnx" and uses is None):
             return
         values = ctx.values()
         if not values.available:
@@ -90,7 +91,7 @@ class PrunableWeights(Rule):
         tolerance = self.option(ctx, "tolerance")
         min_share = self.option(ctx, "min-zero-share")
         min_elements = self.option(ctx, "min-elements")
-        layers = _layer_weights(facts)
+        layers = _layer_weights(facts, uses)
         sparse: list[Layer] = []
         channels: list[Layer] = []
         checked = zeros = 0
@@ -239,11 +240,11 @@ def _chunks(array: np.ndarray) -> Iterator[np.ndarray]:
         yield array[start:start + step]
 
 
-def _layer_weights(facts: ModelFacts) -> dict[tuple[str, str], Layer]:
-    """(where, name) -> Layer for every tensor that is a layer weight."""
+def _layer_weights(facts: ModelFacts, uses) -> dict[tuple[str, str], Layer]:
+    """(where, name) -> Layer for every tensor that is a layer weight; `uses` (where weights
+    go) when the format has a graph, else layers are recognised by name and shape."""
     found = {}
-    if facts.format == "onnx":
-        uses = facts.handle.weight_uses
+    if uses is not None:
         for info in facts.tensors:
             layers = layer_uses(uses(info.where, info.name))
             if layers:

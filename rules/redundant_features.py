@@ -5,8 +5,8 @@ from typing import TYPE_CHECKING, Iterator
 
 from bloatguard.errors import ConfigError
 from bloatguard.facts import ValueInfo
-from bloatguard.formats.onnx import node_label
-from bloatguard.graph import Scope, attribute, constant_tensor, reads_columns_linearly
+from bloatguard.graph import (Scope, attribute, constant_tensor, node_label, reads_columns_linearly,
+                              tensor_array)
 from bloatguard.hygiene import listing, parse_fraction, parse_tolerance
 from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext, Severity
 from bloatguard.units import parse_count
@@ -156,9 +156,7 @@ class RedundantFeatures(Rule):
     # --- samples -------------------------------------------------------------------------------
 
     def _samples(self, ctx: RuleContext, found: dict[str, _Input]) -> list[str]:
-        from bloatguard import samples as sample_files
-
-        loaded = sample_files.load(ctx.settings.samples, ctx.facts.inputs)
+        loaded = ctx.samples()
         source = loaded.path.name
         threshold = self.option(ctx, "correlation")
         permute: dict[str, list[int]] = {}
@@ -190,11 +188,9 @@ class RedundantFeatures(Rule):
                     f"{missing}"]
         if ctx.facts.file is None:
             return []
-        from bloatguard.measure.permutation import PermutationError, permutation_effects
-
         try:
-            effects = permutation_effects(ctx.facts.file, loaded.arrays, permute)
-        except PermutationError as exc:
+            effects = ctx.permutation_effects(loaded.arrays, permute)
+        except RuntimeError as exc:  # PermutationError: the model did not run on the samples
             return [f"permutation test could not run the model on {loaded.path.name}: {exc}"]
         tolerance = self.option(ctx, "permutation-tolerance")
         for name, columns in permute.items():
@@ -330,12 +326,7 @@ def _array(ctx, tensor) -> np.ndarray | None:
         return None
     if ctx is not None and ctx.values().available:
         return ctx.values().onnx_array(tensor)
-    from onnx import numpy_helper
-
-    try:
-        return numpy_helper.to_array(tensor)
-    except Exception:
-        return None
+    return tensor_array(tensor)
 
 
 def _zero(values: np.ndarray, tolerance: float, axis: int) -> set[int]:

@@ -5,10 +5,10 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from bloatguard.facts import DTYPE_SIZES
-from bloatguard.formats.onnx import dtype_name, node_label
 from bloatguard.graph import (STANDARD_DOMAINS, ModelGraph, Scope, attribute, constant_node_outputs,
-                              constant_tensor, inherited_constants, initializer_constants,
-                              subgraphs, tensor_nbytes)
+                              constant_tensor, dtype_name, inherited_constants,
+                              initializer_constants, node_label, subgraphs, tensor_array,
+                              tensor_nbytes)
 from bloatguard.hygiene import capped, listing
 from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext
 from bloatguard.units import human_bytes, human_count
@@ -240,12 +240,8 @@ def _dropout_training(scope: Scope, node, constants: set[str]) -> bool | None:
     tensor = constant_tensor(scope, name)
     if tensor is None:
         return None
-    from onnx import numpy_helper
-
-    try:
-        return bool(numpy_helper.to_array(tensor).any())
-    except Exception:  # value not in the proto (large, read lazily): cannot tell
-        return None
+    value = tensor_array(tensor)
+    return None if value is None else bool(value.any())  # None: value not in the proto
 
 
 def _foldable(scope: Scope, nodes: list, constants: set[str], shape_ops: bool) -> list[dict]:

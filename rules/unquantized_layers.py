@@ -124,9 +124,10 @@ class UnquantizedLayers(Rule):
         if facts.unreadable or _already_quantized(facts):
             return
         if facts.format == "onnx":
-            if facts.handle is None:
-                return  # cached facts without a graph: nothing to trace
-            candidates = _graph_candidates(facts)
+            uses = ctx.weight_uses()
+            if uses is None:
+                return
+            candidates = _graph_candidates(facts, uses)
         else:
             candidates = _named_candidates(facts)
         min_bytes = self.option(ctx, "min-weight-bytes")
@@ -227,8 +228,7 @@ def _already_quantized(facts: ModelFacts) -> bool:
                                            for t in facts.tensors)
 
 
-def _graph_candidates(facts: ModelFacts) -> list[Candidate]:
-    uses = facts.handle.weight_uses
+def _graph_candidates(facts: ModelFacts, uses) -> list[Candidate]:
     found = []
     for tensor in facts.tensors:
         if tensor.dtype not in FLOAT_WEIGHTS:

@@ -78,7 +78,8 @@ class WideDtypes(Rule):
     def _float64(self, ctx: RuleContext) -> Finding | None:
         facts = ctx.facts
         weights = sorted((t for t in facts.tensors if t.dtype == "float64"), key=lambda t: -t.numel)
-        nodes = _double_nodes(facts.handle.proto) if facts.format == "onnx" and facts.handle else []
+        graph = ctx.onnx_graph()
+        nodes = _double_nodes(graph) if graph is not None else []
         inputs = [v.name for v in facts.inputs if v.dtype == "float64"]
         outputs = [v.name for v in facts.outputs if v.dtype == "float64"]
         if not (weights or nodes or inputs or outputs):
@@ -143,10 +144,10 @@ def _fits_int32(array) -> bool:
     return array.size == 0 or (int(array.min()) >= INT32_MIN and int(array.max()) <= INT32_MAX)
 
 
-def _double_nodes(model) -> list[str]:
-    from bloatguard.formats.onnx import node_label, scopes
+def _double_nodes(graph) -> list[str]:
+    from bloatguard.graph import node_label
 
-    return [f"{prefix}{node_label(node)}" for prefix, _, nodes in scopes(model) for node in nodes
+    return [f"{scope.prefix}{node_label(node)}" for scope in graph.scopes() for node in scope.nodes
             if any(_makes_double(node, attr) for attr in node.attribute)]
 
 

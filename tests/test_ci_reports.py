@@ -44,7 +44,7 @@ def check(run_cli, *args):
 
 
 def findings(count: int, severity):
-    from bloatguard.engine import ModelResult
+    from bloatguard.result import ModelResult
     from bloatguard.rule import Finding
 
     return [ModelResult(path=f"models/{severity.value}{i}.onnx", facts=None, findings=[
@@ -210,7 +210,7 @@ def test_markdown_table_then_findings_then_suggestions(repo, run_cli):
 
 
 def test_markdown_lists_fix_commands(tmp_path, monkeypatch):
-    from bloatguard.engine import ModelResult
+    from bloatguard.result import ModelResult
     from bloatguard.report.markdown import render
     from bloatguard.rule import Finding, Fix, Severity
 
@@ -341,7 +341,7 @@ def test_jobs_give_the_same_report(repo, run_cli, monkeypatch):
 
 def test_markdown_renders_untrusted_messages_inert():
     """Messages quote what a model chose (pickle globals, tensor and input names)."""
-    from bloatguard.engine import ModelResult
+    from bloatguard.result import ModelResult
     from bloatguard.facts import ModelFacts
     from bloatguard.report.markdown import render
     from bloatguard.rule import Finding, Severity

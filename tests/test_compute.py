@@ -659,7 +659,7 @@ def test_onnx_model_zoo_exports(name, published):
 def test_the_list_of_standard_ops_with_subgraphs_matches_onnx_schemas():
     # The reader and the MACs counter look for subgraphs only in these ops; a new one in a
     # future opset must be added there.
-    from bloatguard.formats.onnx import STD_OPS_WITH_GRAPHS
+    from bloatguard.graph import STD_OPS_WITH_GRAPHS
 
     graph_types = {onnx.defs.OpSchema.AttrType.GRAPH, onnx.defs.OpSchema.AttrType.GRAPHS}
     expected = {schema.name for schema in onnx.defs.get_all_schemas_with_history()

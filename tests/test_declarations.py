@@ -25,7 +25,7 @@ def test_every_budgeted_metric_has_its_three_config_keys():
 
 
 def test_every_metric_reaches_json_text_and_markdown():
-    from bloatguard.engine import ModelResult
+    from bloatguard.result import ModelResult
     from bloatguard.facts import ModelFacts
     from bloatguard.metrics import METRICS
     from bloatguard.report.markdown import render as markdown
@@ -127,7 +127,8 @@ def test_exactly_zero_channels_are_a_safe_hint(tmp_path):
 
     import factories
     from bloatguard.config import Config
-    from bloatguard.engine import ModelResult, apply_rules, measure
+    from bloatguard.engine import apply_rules, measure
+    from bloatguard.result import ModelResult
     from bloatguard.registry import find_rule
 
     weight = np.random.default_rng(0).standard_normal((32, 16, 3, 3)).astype(np.float32)

@@ -28,7 +28,8 @@ MAGIKA = Path(__import__("magika").__file__).parent / "models" / "standard_v3_3"
 def run_rule(path: Path, code: str, **options):
     """The findings of one rule on one model, with options spelled as in the config."""
     from bloatguard.config import Config
-    from bloatguard.engine import ModelResult, apply_rules, measure
+    from bloatguard.engine import apply_rules, measure
+    from bloatguard.result import ModelResult
     from bloatguard.registry import find_rule
 
     rule = find_rule(code)

@@ -22,7 +22,8 @@ from gitrepo import Repo
 
 from bloatguard import config as config_module
 from bloatguard.config import Config
-from bloatguard.engine import ModelResult, Selection, check, measure
+from bloatguard.result import ModelResult
+from bloatguard.engine import Selection, check, measure
 from bloatguard.errors import ConfigError
 from bloatguard.facts import ValueInfo
 from bloatguard.measure import stats

@@ -292,7 +292,8 @@ def test_progress_in_a_log_is_one_line_per_step_once_the_run_is_long():
 
 def test_latency_reports_each_model_to_the_progress(tmp_path):
     from bloatguard.config import Config
-    from bloatguard.engine import ModelResult, measure
+    from bloatguard.engine import measure
+    from bloatguard.result import ModelResult
     from bloatguard.measure.latency import attach_latency
 
     config = Config(root=tmp_path)

@@ -16,8 +16,7 @@ from __future__ import annotations
 import itertools
 import numpy as np
 
-from bloatguard.formats.onnx import node_label
-from bloatguard.graph import Scope, constant_value, model_scopes, subgraphs
+from bloatguard.graph import Scope, constant_value, model_scopes, node_label, subgraphs
 
 
 def graph_scopes(model) -> list[Scope]:

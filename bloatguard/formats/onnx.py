@@ -17,22 +17,12 @@ from typing import Iterator, NamedTuple
 from bloatguard.errors import UnreadableModel
 from bloatguard.facts import ModelFacts, TensorInfo, ValueInfo
 from bloatguard.formats.onnx_wire import EMBEDDED_KEY, read_structure
+from bloatguard.graph import dtype_name, node_label
 
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 # The ai.onnx ops with graph attributes (tests/test_compute.py checks this against onnx's schemas).
 # Analyses of what runs (MACs, the hygiene rules' graph) look for subgraphs only in these.
-STD_OPS_WITH_GRAPHS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
 _EXTERNAL_KEYS = {"location", "offset", "length", "checksum", "basepath"}
-
-
-def dtype_name(data_type: int) -> str:
-    import onnx
-
-    try:
-        name = onnx.TensorProto.DataType.Name(data_type).lower()
-    except ValueError:
-        return f"unknown({data_type})"
-    return {"float": "float32", "double": "float64", "undefined": "unknown"}.get(name, name)
 
 
 class OnnxModel:
@@ -114,13 +104,6 @@ def _value_info(value) -> ValueInfo:
         else:
             dims.append(None)
     return ValueInfo(value.name, dtype_name(tensor_type.elem_type), tuple(dims))
-
-
-def node_label(node) -> str:
-    """"MatMul fc1": op type and name (or first output); exporters that name a node after its
-    op type (skl2onnx's "TreeEnsembleClassifier") get it once."""
-    name = node.name or (node.output[0] if node.output else "")
-    return node.op_type if name in ("", node.op_type) else f"{node.op_type} {name}"
 
 
 def scopes(model) -> Iterator[tuple[str, object, object]]:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from bloatguard.config import Config, LatencyConfig
-    from bloatguard.engine import ModelResult
+    from bloatguard.result import ModelResult
     from bloatguard.facts import LatencyComparison, LatencyInfo, ModelFacts
     from bloatguard.measure.feeds import FeedPlan
 

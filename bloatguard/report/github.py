@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from bloatguard.engine import ModelResult
+from bloatguard.result import ModelResult
 from bloatguard.report import repo_relative
 from bloatguard.report.markdown import ICONS, code, text
 from bloatguard.rule import Finding, Severity

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bloatguard.engine import ModelResult, summarize
+from bloatguard.result import ModelResult, summarize
 
 REPORT_VERSION = 1
 

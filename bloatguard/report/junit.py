@@ -12,7 +12,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from bloatguard.engine import ModelResult
+from bloatguard.result import ModelResult
 from bloatguard.rule import Severity
 
 # Characters XML 1.0 cannot carry at all, even escaped (a file name may contain them).

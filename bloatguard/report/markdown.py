@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bloatguard.engine import ModelResult, summarize
+from bloatguard.result import ModelResult, summarize
 from bloatguard.metrics import METRICS
 from bloatguard.untrusted import one_line
 from bloatguard.rule import Severity

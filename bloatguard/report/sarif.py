@@ -16,7 +16,7 @@ from collections import Counter
 from typing import Any
 from urllib.parse import quote
 
-from bloatguard.engine import ModelResult
+from bloatguard.result import ModelResult
 from bloatguard.report import doc_section, repo_relative
 from bloatguard.rule import Finding, Severity
 

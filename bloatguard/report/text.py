@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bloatguard.engine import ModelResult, summarize
+from bloatguard.result import ModelResult, summarize
 from bloatguard.metrics import METRICS
 from bloatguard.untrusted import one_line
 from bloatguard.units import format_amount
