@@ -153,6 +153,12 @@ BAD_HEADERS = {
     "bad JSON": (b'{"a": {"dtype": "F32",', b"", "the header is not valid JSON"),
     "invalid UTF-8": (b'{"\xff": 1}', b"", "the header is not valid UTF-8"),
     "odd sub-byte size": ({"a": entry("F4", [3], 0, 2)}, b"\0\0", "do not fill whole bytes"),
+    # Once "internal error": the element count ran to 19,000 bits and did not print, and the
+    # JSON parser ran out of stack.
+    "dims that overflow": ({"a": entry("F32", [2**63 - 1] * 300, 0, 4)}, b"\0" * 4,
+                           "tensor 'a': shape [9223372036854775807, 9223372036854775807, "),
+    "deep nesting": (b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}", b"",
+                     "the header nests too deeply"),
 }
 
 
