@@ -4,6 +4,7 @@ raise UnreadableModel for bad files and never execute anything stored in them.""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from bloatguard.errors import UnreadableModel
@@ -80,8 +81,11 @@ def read_model(path: Path, display: str | None = None) -> ModelFacts:
 
 
 def _unreadable(path: Path, display: str, cause: str, remedy: str) -> ModelFacts:
+    # lstat, and 0 for anything but a regular file: the size of whatever a symlink points at
+    # (outside the checked tree, maybe) is none of the report's business.
     try:
-        size = path.stat().st_size
+        status = path.lstat()
+        size = status.st_size if stat.S_ISREG(status.st_mode) else 0
     except OSError:
         size = 0
     facts = ModelFacts(path=display, format="unknown", file_size=size)
@@ -90,7 +94,33 @@ def _unreadable(path: Path, display: str, cause: str, remedy: str) -> ModelFacts
     return facts
 
 
+def require_regular_file(path: Path) -> None:
+    """Refuse, without opening it, a model path that is not a regular file.
+
+    A symlink could point anywhere (~/.ssh, /proc/self/environ): following it would measure,
+    and quote the bytes of, a file outside the checked tree, so it is reported by its own name
+    only. A FIFO would block the first read forever, a device never end.
+    """
+    mode = path.lstat().st_mode
+    if stat.S_ISLNK(mode):
+        raise UnreadableModel("the model path is a symbolic link, which bloatguard does not "
+                              "follow (it could point outside the checked tree)",
+                              "commit the model file itself, or exclude the link in the config")
+    if not stat.S_ISREG(mode):
+        raise UnreadableModel(f"not a regular file (a {_file_kind(mode)}), so not a model",
+                              "remove it, or exclude it in the config")
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+               (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+
+
+def _file_kind(mode: int) -> str:
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "special file")
+
+
 def _read(path: Path, display: str, suffix: str | None = None) -> ModelFacts:
+    require_regular_file(path)
     if path.stat().st_size == 0:
         raise UnreadableModel("the file is empty", "re-export the model or restore it from git")
     head = read_head(path)
