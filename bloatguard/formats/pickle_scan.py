@@ -26,11 +26,22 @@ from typing import BinaryIO, Iterable
 from bloatguard.errors import UnreadableModel
 
 UNRESOLVABLE = "<unresolvable STACK_GLOBAL>"
+TOO_LONG = "<a STACK_GLOBAL name too long to be a Python name>"
 PICKLE_REMEDY = "re-export the model or restore the file from git"
 
 # A real pickler numbers memo entries 0, 1, 2, ...; a huge index only serves to make the C
 # unpickler allocate (and zero) a memo table of that size - gigabytes for one opcode.
 MAX_MEMO_INDEX = 10_000_000
+# The work reading one file's pickles may cost: one unit per opcode scanned or unpickled, plus
+# one per element a helper copies (see WorkBudget). A checkpoint needs about 60 units per tensor
+# (a 20,000-tensor state dict: 1.2 million); 2 million take a few seconds and under 100 MB.
+MAX_PICKLE_WORK = 2_000_000
+# A pickle with more opcodes cannot be both scanned and unpickled within the budget.
+MAX_PICKLE_OPCODES = MAX_PICKLE_WORK // 2
+# Python names are short, and a TorchScript archive references a few hundred classes at most;
+# memoized strings could otherwise combine into millions of long names, all kept for the report.
+MAX_GLOBAL_NAME = 1024
+MAX_GLOBALS = 10_000
 
 
 def _names(module: str, *names: str) -> set[str]:
@@ -145,31 +156,64 @@ def global_name(module: str, name: str, proto: int) -> str:
     return f"{module}{separator}{name}"
 
 
-def scan_globals(data: bytes) -> list[str]:
+class PickleTooComplex(UnreadableModel):
+    """Reading a file's pickles would take more work than MAX_PICKLE_WORK."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the pickles take more than {limit:,} steps to read, far more than "
+                         "any checkpoint needs (a denial-of-service pickle?)", PICKLE_REMEDY)
+
+
+class WorkBudget:
+    """The work one file's pickles may cost, shared by the scanner and the unpickler.
+
+    Every opcode costs one unit and does a bounded amount of work: it allocates at most one
+    small object, or copies bytes that are in the file. Helpers that copy elements a pickle
+    already built (a set from a list) charge one unit per element, so that a pickle cannot make
+    one opcode copy a big shared list again and again. Bounding the units therefore bounds both
+    the time and the memory that reading the file takes.
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = MAX_PICKLE_WORK if limit is None else limit
+        self.left = self.limit
+
+    def charge(self, units: int = 1) -> None:
+        self.left -= units
+        if self.left < 0:
+            raise PickleTooComplex(self.limit)
+
+
+def scan_globals(data: bytes, budget: WorkBudget | None = None) -> list[str]:
     """Every global `data` (exactly one pickle) references, in order of first use.
 
     Raises PickleScanError if `data` is not one complete pickle: truncated, no STOP, an unknown
-    opcode, an inconsistent stack, or bytes after the STOP.
+    opcode, an inconsistent stack, bytes after the STOP, or more opcodes than `budget` allows.
     """
-    names, end = scan(data)
+    names, end = scan(data, budget=budget)
     if end != len(data):
         raise PickleScanError(
             f"{len(data) - end} bytes of trailing data after the pickle ends at byte {end}", names)
     return names
 
 
-def scan(data: bytes, start: int = 0) -> tuple[list[str], int]:
+def scan(data: bytes, start: int = 0,
+         budget: WorkBudget | None = None) -> tuple[list[str], int]:
     """The globals of the one pickle starting at `start`, and the offset just past its STOP."""
     machine = _AbstractUnpickler(data)
+    budget = WorkBudget() if budget is None else budget
     stream = io.BytesIO(data)
     stream.seek(start)
     try:
         for opcode, arg, pos in pickletools.genops(stream):
+            budget.charge()
             machine.step(opcode, arg, pos)
             if opcode.name == "STOP":
                 return machine.globals, pos + 1
     except PickleScanError:
         raise
+    except PickleTooComplex as exc:  # the globals seen so far still count
+        raise PickleScanError(exc.cause, machine.globals) from None
     except (ValueError, OverflowError, struct.error) as exc:  # how genops reports damage
         raise PickleScanError(_describe(exc), machine.globals) from None
     raise PickleScanError("the pickle is truncated (it ends without a STOP opcode)",
@@ -186,15 +230,17 @@ def _describe(exc: Exception) -> str:
 
 
 class PickleTooLarge(UnreadableModel):
-    """A pickle longer than the caller's limit (or a corrupt length field claiming so).
+    """A pickle longer than the caller's limit (or a corrupt length field claiming so), or with
+    more opcodes than reading one may take.
 
     `prefix` holds the bytes up to the opcode that crossed the limit: scanning it still finds the
     globals named before that point (a pickled NumPy array names its globals, then its data).
     """
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"a pickle larger than {limit // 2**20} MiB (or a corrupt length field)",
-                         PICKLE_REMEDY)
+    def __init__(self, limit: int, opcodes: int | None = None) -> None:
+        cause = (f"a pickle of more than {opcodes:,} opcodes" if opcodes is not None else
+                 f"a pickle larger than {limit // 2**20} MiB (or a corrupt length field)")
+        super().__init__(cause, PICKLE_REMEDY)
         self.prefix = b""
 
 
@@ -202,15 +248,18 @@ def read_pickle(stream: BinaryIO, limit: int) -> bytes:
     """The bytes of the next pickle in `stream`, leaving the stream just after it.
 
     Reads at most `limit` bytes, so a length field in a corrupt or hostile file cannot make this
-    allocate more (PickleTooLarge). A damaged pickle is returned up to the damage; scanning it
-    reports the damage.
+    allocate more, and walks at most MAX_PICKLE_OPCODES opcodes, so a long run of tiny opcodes
+    cannot make it take long (PickleTooLarge either way). A damaged pickle is returned up to
+    the damage; scanning it reports the damage.
     """
     start = stream.tell()
     bounded = _BoundedReader(stream, limit)
     try:
-        for opcode, _, _ in pickletools.genops(bounded):
+        for count, (opcode, _, _) in enumerate(pickletools.genops(bounded)):
             if opcode.name == "STOP":
                 break
+            if count == MAX_PICKLE_OPCODES:
+                raise PickleTooLarge(limit, opcodes=count)
     except (ValueError, OverflowError, struct.error):
         pass
     except PickleTooLarge as exc:
@@ -287,6 +336,8 @@ class _AbstractUnpickler:
 
     def reference(self, name: str) -> None:
         if name not in self._seen:
+            if len(self._seen) == MAX_GLOBALS:
+                self.fail(f"it references more than {MAX_GLOBALS} different globals")
             self._seen.add(name)
             self.globals.append(name)
 
@@ -359,7 +410,10 @@ class _AbstractUnpickler:
         elif name == "STACK_GLOBAL":
             module, attribute = self.pop(2)
             if isinstance(module, str) and isinstance(attribute, str):
-                self.reference(global_name(module, attribute, self.proto))
+                # Not joined when long: memoized strings would make every STACK_GLOBAL copy them
+                # again. No allowlisted name is that long, so the marker is just as unsafe.
+                self.reference(global_name(module, attribute, self.proto)
+                               if len(module) + len(attribute) <= MAX_GLOBAL_NAME else TOO_LONG)
             else:
                 self.reference(UNRESOLVABLE)
             self.stack.append(UNKNOWN)

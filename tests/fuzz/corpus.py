@@ -16,6 +16,7 @@ import random
 import struct
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import onnx
@@ -184,6 +185,64 @@ def _flip_in_record(data: bytes, suffix: str) -> bytes:
 def _deep_list_pickle(depth: int) -> bytes:
     """[[[...]]] nested `depth` deep, written opcode by opcode (pickle.dumps would recurse)."""
     return b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
+
+
+# --- hostile files of the second red-team round (also used by tests/test_untrusted_pickles.py) --
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def local_record(name: str, payload: bytes, *, method: int = zipfile.ZIP_STORED,
+                 declared: int | None = None, crc: int | None = None) -> bytes:
+    """A zip local header plus its (already compressed) payload. `declared` is the uncompressed
+    size the headers claim; a liar's zip sets it to anything."""
+    raw = name.encode()
+    declared = len(payload) if declared is None else declared
+    crc = zlib.crc32(payload) if crc is None else crc
+    return struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, method, 0, 0, crc, len(payload),
+                       declared, len(raw), 0) + raw + payload
+
+
+def raw_zip(records: list[tuple[int, bytes]], body: bytes) -> bytes:
+    """A zip of `body` (local records laid out by hand) whose central directory lists each
+    (offset, local record) in `records`: entries may point anywhere, overlapping included."""
+    central = b""
+    for offset, record in records:
+        (_, _, _, method, _, _, crc, size, declared, name_length, _) = struct.unpack(
+            "<4sHHHHHIIIHH", record[:30])
+        name = record[30:30 + name_length]
+        central += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, method, 0, 0,
+                               crc, size, declared, len(name), 0, 0, 0, 0, 0, offset) + name
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(records), len(records),
+                      len(central), len(body), 0)
+    return body + central + end
+
+
+def sequential_zip(records: list[bytes]) -> bytes:
+    """A zip of local records one after the other, as any writer lays them out."""
+    offsets, position = [], 0
+    for record in records:
+        offsets.append((position, record))
+        position += len(record)
+    return raw_zip(offsets, b"".join(records))
+
+
+def hash_bomb(depth: int = 64, container: str = "dict") -> bytes:
+    """About 6 bytes per level: t = (); t = (t, t) `depth` times, then t used as a dict key (or
+    set element). No global at all, but hashing t visits 2^depth tuples."""
+    bomb = b")" + b"q\x00h\x00\x86" * depth  # BINPUT 0, BINGET 0, TUPLE2
+    uses = {
+        "dict": b"}" + bomb + b"K\x01s",                         # {t: 1}
+        "set": b"\x8f(" + bomb + b"\x90",                        # EMPTY_SET, ADDITEMS
+        "frozenset": b"(" + bomb + b"\x91",                      # FROZENSET
+        "ordered_dict": b"\x8c\x0bcollections\x8c\x0bOrderedDict\x93]" + bomb
+                        + b"K\x01\x86a\x85R",                     # OrderedDict([(t, 1)])
+    }
+    return b"\x80\x04" + uses[container] + b"."
+
+
+def huge_int_key_pickle() -> bytes:
+    return pickle.dumps({10**5000: 1}, protocol=2)
 
 
 def build(out: Path, canary: Path, *, seed: int = 1234, truncations: int = 24, flips: int = 12) -> list[Path]:

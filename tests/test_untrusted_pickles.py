@@ -1,0 +1,121 @@
+"""Untrusted models, second round (issue 20): pickles and zip archives an attacker's pull request
+can use to slip code past the scanner or to hang `bloatguard check`.
+
+Every hostile file is built here, at test time. Payloads that would run code call
+`os.system("touch CANARY")`, and the canary fixture fails the test if it ever appears. Where a
+test needs to know what torch itself does with a file, it asks `torch.load(weights_only=True)`,
+which never runs a payload, or uses a harmless global (`builtins.len`) that the allowlist refuses.
+Cases that hung bloatguard run the real CLI in a subprocess, so a hang is a timeout failure.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
+import corpus  # noqa: E402
+
+from bloatguard.formats import read_model  # noqa: E402
+from bloatguard.formats import pickle_scan  # noqa: E402
+from bloatguard.formats import torch as torch_reader  # noqa: E402
+from bloatguard.formats.pickle_scan import scan_globals  # noqa: E402
+
+HANG_TIMEOUT = 60
+
+
+def check(*args) -> tuple[int, dict, str]:
+    """The real CLI in a child process (JSON report): a hang fails the test instead of the run."""
+    result = subprocess.run([sys.executable, "-m", "bloatguard", "check", *map(str, args),
+                             "--output-format", "json", "--no-latency", "--no-cache"],
+                            capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
+    return result.returncode, json.loads(result.stdout), result.stderr
+
+
+def findings(report: dict) -> list[str]:
+    return [f["code"] for model in report["models"] for f in model["findings"]]
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+# --- 6. pickles that cost exponential time or unbounded work without naming any global ---------
+
+
+@pytest.mark.parametrize("container", ["dict", "set", "frozenset", "ordered_dict"])
+def test_hash_bomb_is_refused_without_hashing(tmp_path, container):
+    bomb = corpus.hash_bomb(64, container)
+    assert len(bomb) < 400 and scan_globals(bomb) in ([], ["collections.OrderedDict"])
+    path = write(tmp_path / "bomb.pkl", bomb)
+    code, report, err = check(path)
+    assert code == 2 and findings(report) == ["BG000"]
+    assert "hashing keys like it can take exponential time" in err
+
+
+def test_hash_bomb_inside_a_checkpoint_and_in_error_messages(tmp_path):
+    path = write(tmp_path / "bomb.pt", corpus.sequential_zip([
+        corpus.local_record("arc/data.pkl", corpus.hash_bomb(64)),
+        corpus.local_record("arc/version", b"3\n")]))
+    # The same tuple where a message would have repr()'d it: a storage reference.
+    bomb_tuple = b")" + b"q\x00h\x00\x86" * 64
+    persistent = write(tmp_path / "pid.pt", corpus.sequential_zip([
+        corpus.local_record("arc/data.pkl", b"\x80\x02(X\x07\x00\x00\x00storage" + bomb_tuple
+                            + b"tQ."),
+        corpus.local_record("arc/version", b"3\n")]))
+    code, report, err = check(path, persistent)
+    assert code == 2 and findings(report) == ["BG000", "BG000"]
+    assert "malformed storage reference" in err
+
+
+def test_huge_int_key_is_a_clean_unreadable_model(tmp_path):
+    facts = read_model(write(tmp_path / "big.pkl", corpus.huge_int_key_pickle()))
+    assert "an integer of 16610 bits" in facts.unreadable
+    # As a value it is harmless, and names in messages never try to print it.
+    facts = read_model(write(tmp_path / "value.pkl", pickle.dumps([10**5000], protocol=2)))
+    assert facts.unreadable is None and facts.params == 0
+    size = pickle.dumps((10**5000,), protocol=2)[2:-1]  # the LONG4 opcode and a TUPLE1
+    facts = read_model(write(tmp_path / "size.pkl", b"\x80\x02ctorch\nSize\n" + size + b"R."))
+    assert "torch.Size is not a short sequence of plausible" in facts.unreadable
+
+
+def test_every_opcode_and_every_copied_element_is_charged(tmp_path, monkeypatch):
+    monkeypatch.setattr(pickle_scan, "MAX_PICKLE_WORK", 3000)
+    many = write(tmp_path / "many.pkl", pickle.dumps([None] * 2000, protocol=2))
+    assert "steps to read" in read_model(many).unreadable
+
+    # About 1,100 opcodes, but each set(...) copies a shared 100-element list: 20,000 elements.
+    shared = b"](" + b"".join(b"K%c" % i for i in range(100)) + b"eq\x01"
+    calls = b"cbuiltins\nset\nq\x000" + shared + b"0" + b"h\x00h\x01\x85R0" * 200
+    path = write(tmp_path / "copies.pkl", b"\x80\x02" + calls + b"N.")
+    assert "steps to read" in read_model(path).unreadable
+
+
+def test_unpickling_writes_only_where_torch_writes(tmp_path):
+    cases = {
+        # BUILD would set attributes on bloatguard's own placeholder function for torch.Size.
+        b"\x80\x02ctorch\nSize\nN}X\x0c\x00\x00\x00__defaults__)s\x86b.": "BUILD on",
+        # SETITEM with a slice key splices a whole list per opcode.
+        b"\x80\x02]cbuiltins\nslice\nNN\x86R]s.": "SETITEM into",
+        b"\x80\x02cbuiltins\nbytearray\nC\x01a\x85R(K\x01e.": "APPENDS into",
+    }
+    for data, refusal in cases.items():
+        facts = read_model(write(tmp_path / "case.pkl", data))
+        assert refusal in facts.unreadable, (data, facts.unreadable)
+    assert torch_reader._size.__defaults__ == ((),)
+
+
+def test_scanner_bounds_what_global_names_can_cost():
+    long_name = b"\x80\x04\x8c\x02os\x8d" + (5000).to_bytes(8, "little") + b"x" * 5000 + b"\x93."
+    assert scan_globals(long_name) == [pickle_scan.TOO_LONG]  # named unsafe without joining it
+    many = b"\x80\x02" + b"".join(b"cm\nf%d\n0" % i for i in range(10_001)) + b"N."
+    with pytest.raises(pickle_scan.PickleScanError, match="more than 10000 different globals"):
+        scan_globals(many)
