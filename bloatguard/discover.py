@@ -14,8 +14,9 @@ from bloatguard.formats import read_head, sniff
 MODEL_SUFFIXES = {".onnx", ".pt", ".pth", ".ckpt", ".safetensors", ".bin", ".jit"}
 # Suffixes that also name non-model files: such files count only when their bytes say model.
 AMBIGUOUS_SUFFIXES = {".bin"}
-# What a `.bin` must be to count; a Git LFS pointer is reported, never skipped silently.
-_BIN_MODEL_KINDS = {"zip", "pickle", "safetensors", "lfs-pointer"}
+# What a `.bin` must be to count: anything torch.load would load (a zip, a tar or a pickle of
+# any protocol), safetensors, or a Git LFS pointer (reported, never skipped silently).
+_BIN_MODEL_KINDS = {"zip", "tar", "pickle", "safetensors", "lfs-pointer"}
 SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv",
              ".bloatguard_cache", ".tox", ".mypy_cache", ".pytest_cache"}
 

@@ -174,6 +174,17 @@ def test_malformed_headers_are_refused_like_the_library_does(tmp_path, case):
     assert library_accepts(path) == (case == "duplicate keys")
 
 
+def test_header_whose_length_starts_like_a_pickle(tmp_path):
+    """A 640-byte header's length field begins 0x80 0x02, PROTO 2 to a pickle sniffer."""
+    header = {"a": F32x2, "__metadata__": {"pad": ""}}
+    text = json.dumps(header).encode()
+    header["__metadata__"]["pad"] = "x" * (640 - len(text))
+    path = raw_file(tmp_path / "m.safetensors", header, b"\0" * 8)
+    assert path.read_bytes()[:2] == b"\x80\x02" and library_accepts(path)
+    facts = read_model(path)
+    assert facts.unreadable is None and facts.format == "safetensors" and facts.params == 2
+
+
 def test_header_length_larger_than_the_file(tmp_path):
     path = raw_file(tmp_path / "long.safetensors", {"a": F32x2}, b"\0" * 8, length=5000)
     facts = read_model(path)

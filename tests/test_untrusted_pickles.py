@@ -10,10 +10,13 @@ Cases that hung bloatguard run the real CLI in a subprocess, so a hang is a time
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import pickle
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -21,12 +24,24 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
 import corpus  # noqa: E402
 
-from bloatguard.formats import read_model  # noqa: E402
+from bloatguard.formats import read_model, sniff  # noqa: E402
 from bloatguard.formats import pickle_scan  # noqa: E402
 from bloatguard.formats import torch as torch_reader  # noqa: E402
-from bloatguard.formats.pickle_scan import scan_globals  # noqa: E402
+from bloatguard.formats.pickle_scan import scan_globals, starts_like_pickle  # noqa: E402
 
 HANG_TIMEOUT = 60
+
+
+@pytest.fixture
+def canary(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "CANARY"
+    yield path
+    assert not path.exists(), "a pickle was executed"
+
+
+def evil_pickle(canary: Path) -> bytes:
+    return pickle.dumps({"w": corpus._Reduce(os.system, f"touch {canary}")}, protocol=2)
 
 
 def check(*args) -> tuple[int, dict, str]:
@@ -46,6 +61,90 @@ def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+# --- 2. pickles recognised by what the unpickler accepts ---------------------------------------
+
+
+def test_legacy_checkpoint_with_a_long1_magic_number_is_read(tmp_path):
+    """torch.load needs only that the first pickle *equals* the magic number."""
+    torch = pytest.importorskip("torch")
+    state = {"w": torch.ones(2, 3)}
+    saved = tmp_path / "saved.pt"
+    torch.save(state, saved, _use_new_zipfile_serialization=False)
+    data = saved.read_bytes()
+    standard_magic = pickle.dumps(corpus.LEGACY_MAGIC, protocol=2)
+    assert data.startswith(standard_magic)
+    path = write(tmp_path / "models" / "pytorch_model.bin",
+                 corpus.long1_magic() + data[len(standard_magic):])
+    assert torch.load(path, weights_only=True)["w"].shape == (2, 3)
+
+    facts = read_model(path)
+    assert facts.unreadable is None and facts.extra["serialization"] == "legacy"
+    assert facts.params == 6
+
+
+def test_hostile_long1_legacy_bin_in_a_directory_is_found_and_reported(tmp_path, canary):
+    models = tmp_path / "models"
+    write(models / "pytorch_model.bin", corpus.long1_legacy(evil_pickle(canary)))
+    code, report, _ = check(models)
+    assert code == 1 and report["summary"]["models"] == 1
+    assert findings(report) == ["BG900"]
+
+    code, report, _ = check(models / "pytorch_model.bin")
+    assert code == 1 and findings(report) == ["BG900"]
+
+
+@pytest.mark.parametrize("name", ["model.pt", "weights.bin"])
+@pytest.mark.parametrize("start", [b"\x8a\x01\x01", b"K\x07", b"J\x00\x00\x00\x01",
+                                   b"X\x01\x00\x00\x00a", b"G" + bytes(8)])
+def test_pickles_without_a_proto_header_are_scanned(tmp_path, canary, name, start):
+    """Without PROTO a pickle may start with any opcode: here one that pushes a value which
+    is popped again (`start` + POP), then a protocol 2 pickle minus its header."""
+    write(tmp_path / "models" / name, start + b"0" + evil_pickle(canary)[2:])
+    code, report, _ = check(tmp_path / "models")
+    assert code == 1 and findings(report) == ["BG900"]
+
+
+def test_bin_files_that_are_clearly_not_models_are_still_skipped(tmp_path):
+    models = tmp_path / "models"
+    write(models / "zeros.bin", bytes(4096))
+    write(models / "text.bin", b"hello, this is a vocabulary file\n" * 20)
+    write(models / "floats.bin", bytes(range(256)) * 16)
+    code, report, _ = check(models)
+    assert code == 0 and report["models"] == []
+
+
+def test_legacy_tar_checkpoint_named_bin_is_reported_not_skipped(tmp_path, canary):
+    """torch.load still reads the pre-1.0 tar format (unpickling its members)."""
+    models = tmp_path / "models"
+    models.mkdir()
+    with tarfile.open(models / "pytorch_model.bin", "w") as archive:
+        for member in ("storages", "tensors", "pickle"):
+            data = evil_pickle(canary)
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    code, report, err = check(models)
+    assert code == 2 and findings(report) == ["BG000"] and "tar archive" in err
+
+
+def test_sniffing_recognises_pickles_by_their_opcodes():
+    assert sniff(corpus.long1_magic(), ".bin") == "pickle"
+    for protocol in range(6):
+        data = pickle.dumps({"a": [1, 2.0, "x"]}, protocol=protocol)
+        assert sniff(data, ".bin") == "pickle" and starts_like_pickle(data[:5])
+    long_pickle = pickle.dumps(list(range(1000)), protocol=0)
+    assert starts_like_pickle(long_pickle[:512])  # cut short by the sniffing window: still one
+    for not_a_pickle in (b"", bytes(512), b"garbage", b"hello world\n", b"\x08\x07\x12\x04onnx",
+                         b"\x80\x06K\x01.", b"\x80\x02h\x05."):
+        assert not starts_like_pickle(not_a_pickle), not_a_pickle
+    # A V7 tar header has no "ustar" magic, only a valid checksum; tarfile (torch.load) reads it.
+    header = bytearray(tarfile.TarInfo("storages").tobuf(tarfile.GNU_FORMAT))
+    header[257:265] = bytes(8)
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    assert sniff(bytes(header), ".bin") == "tar"
 
 
 # --- 6. pickles that cost exponential time or unbounded work without naming any global ---------

@@ -13,9 +13,8 @@ from bloatguard.facts import ModelFacts
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 ZIP_MAGIC = b"PK\x03\x04"
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
-PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle"}
-# First opcodes of protocol 0/1 pickles: GLOBAL, MARK, EMPTY_LIST, EMPTY_DICT, INT, STRING, ...
-_PROTOCOL_0_1_STARTS = {b"c", b"(", b"]", b"}", b"I", b"L", b"S", b"V", b"N", b"F", b"i", b")"}
+# How much of a file sniffing reads: enough for a tar header and to walk a pickle's first opcodes.
+SNIFF_BYTES = 512
 
 
 def sniff(head: bytes, suffix: str) -> str:
@@ -24,22 +23,39 @@ def sniff(head: bytes, suffix: str) -> str:
         return "lfs-pointer"
     if head.startswith((ZIP_MAGIC, EMPTY_ZIP_MAGIC)):
         return "zip"
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return "pickle"
-    if suffix in PICKLE_SUFFIXES and head[:1] in _PROTOCOL_0_1_STARTS:
-        # Protocol 0/1 pickles have no header; trust the suffix, the scanner decides the rest.
-        return "pickle"
     if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        # Before pickles: a header length of 640 starts with the bytes of PROTO 2.
         return "safetensors"
     if head.startswith(b"\x1f\x8b"):
         return "gzip"
     if head.startswith(b"7z\xbc\xaf\x27\x1c"):
         return "7z"
-    if len(head) >= 262 and head[257:262] == b"ustar":
+    if _is_tar(head):
         return "tar"
-    if suffix == ".onnx":
-        return "onnx"
-    return "unknown"
+    if suffix == ".onnx" and not head.startswith(b"\x80"):
+        return "onnx"  # protobuf has no magic number; a pickle with a PROTO header is a pickle
+    from bloatguard.formats.pickle_scan import starts_like_pickle
+
+    # A pickle has no magic number either, and torch.load accepts any pickle (legacy files need
+    # only that the first one *evaluates* to their magic number): recognise one by whether its
+    # first opcodes are a valid program for the unpickler.
+    if starts_like_pickle(head):
+        return "pickle"
+    return "onnx" if suffix == ".onnx" else "unknown"
+
+
+def _is_tar(head: bytes) -> bool:
+    """A tar header, as tarfile (and so torch.load, which still reads legacy tar checkpoints)
+    accepts it: the ustar magic, or failing that (old V7 archives have none) a valid checksum."""
+    if head[257:262] == b"ustar":
+        return True
+    import tarfile
+
+    try:
+        tarfile.TarInfo.frombuf(head[:512], "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
 
 
 def lfs_oid(pointer: bytes) -> str | None:
@@ -53,7 +69,7 @@ def lfs_oid(pointer: bytes) -> str | None:
     return None
 
 
-def read_head(path: Path, size: int = 512) -> bytes:
+def read_head(path: Path, size: int = SNIFF_BYTES) -> bytes:
     with open(path, "rb") as handle:
         return handle.read(size)
 

@@ -38,6 +38,8 @@ MAX_MEMO_INDEX = 10_000_000
 MAX_PICKLE_WORK = 2_000_000
 # A pickle with more opcodes cannot be both scanned and unpickled within the budget.
 MAX_PICKLE_OPCODES = MAX_PICKLE_WORK // 2
+# The protocols the unpickler accepts; PROTO with anything else is an error there.
+HIGHEST_PROTOCOL = 5
 # Python names are short, and a TorchScript archive references a few hundred classes at most;
 # memoized strings could otherwise combine into millions of long names, all kept for the report.
 MAX_GLOBAL_NAME = 1024
@@ -120,9 +122,12 @@ class PickleScanError(UnreadableModel):
     imports (and may call) those before it trips over the damage, so they still matter.
     """
 
-    def __init__(self, cause: str, globals_seen: list[str]) -> None:
+    def __init__(self, cause: str, globals_seen: list[str], *, malformed: bool = True) -> None:
         super().__init__(cause, PICKLE_REMEDY)
         self.globals_seen = globals_seen
+        # False when the bytes up to the failure are a program the unpickler would run: the
+        # pickle is cut short (or is the start of a longer one), or bloatguard refuses it.
+        self.malformed = malformed
 
 
 def is_torchscript_class(name: str) -> bool:
@@ -213,20 +218,44 @@ def scan(data: bytes, start: int = 0,
     except PickleScanError:
         raise
     except PickleTooComplex as exc:  # the globals seen so far still count
-        raise PickleScanError(exc.cause, machine.globals) from None
+        raise PickleScanError(exc.cause, machine.globals, malformed=False) from None
     except (ValueError, OverflowError, struct.error) as exc:  # how genops reports damage
-        raise PickleScanError(_describe(exc), machine.globals) from None
+        raise PickleScanError(_describe(exc), machine.globals,
+                              malformed=not _is_truncation(exc)) from None
     raise PickleScanError("the pickle is truncated (it ends without a STOP opcode)",
-                          machine.globals)
+                          machine.globals, malformed=False)
+
+
+def starts_like_pickle(head: bytes) -> bool:
+    """Whether `head`, the first bytes of a file, begins a pickle an unpickler would run.
+
+    Judged by what the unpickler accepts, not by a magic number (pickles have none; legacy
+    torch.save files can start with any opcode): the opcodes in `head` must decode and keep
+    the stack consistent up to STOP or up to the end of `head`, which must hold at least one
+    whole opcode. Random bytes, text and other formats fail within a few opcodes. The walk is
+    over `head` only, so it stays cheap.
+    """
+    budget = WorkBudget(len(head))  # charged once per whole opcode; never runs out
+    try:
+        scan(head, budget=budget)
+    except PickleScanError as exc:
+        return not exc.malformed and budget.left < budget.limit
+    return True
+
+
+def _is_truncation(exc: Exception) -> bool:
+    message = str(exc)
+    # genops' wording for running out of bytes: "pickle exhausted before seeing STOP",
+    # "expected 8 bytes in a bytes1, but only 3 remain", "not enough data in stream to read
+    # long4", "no newline found when trying to read stringnl".
+    return any(words in message for words in ("exhausted", "remain", "not enough data",
+                                                "no newline found"))
 
 
 def _describe(exc: Exception) -> str:
-    message = str(exc)
-    # genops' wording for running out of bytes: "pickle exhausted before seeing STOP",
-    # "expected 8 bytes in a float8, but only 3 remain".
-    if "exhausted" in message or "remain" in message or "no newline found" in message:
-        return f"the pickle is truncated ({message})"
-    return f"not a valid pickle ({message})"
+    if _is_truncation(exc):
+        return f"the pickle is truncated ({exc})"
+    return f"not a valid pickle ({exc})"
 
 
 class PickleTooLarge(UnreadableModel):
@@ -334,10 +363,14 @@ class _AbstractUnpickler:
     def fail(self, cause: str):
         raise PickleScanError(f"not a valid pickle ({cause})", self.globals)
 
+    def refuse(self, cause: str):
+        """A valid pickle that no checkpoint would be, and that could harm a real loader."""
+        raise PickleScanError(cause, self.globals, malformed=False)
+
     def reference(self, name: str) -> None:
         if name not in self._seen:
             if len(self._seen) == MAX_GLOBALS:
-                self.fail(f"it references more than {MAX_GLOBALS} different globals")
+                self.refuse(f"the pickle references more than {MAX_GLOBALS} different globals")
             self._seen.add(name)
             self.globals.append(name)
 
@@ -364,7 +397,8 @@ class _AbstractUnpickler:
 
     def memo_put(self, index: int, value) -> None:
         if index < 0 or index > MAX_MEMO_INDEX:
-            self.fail(f"memo index {index} is implausibly large")
+            # The C unpickler (torch.load's) would allocate a memo table this large.
+            self.refuse(f"memo index {index} is implausibly large")
         if index >= len(self.memo_present):
             self.memo_present.extend(bytes(index + 1 - len(self.memo_present)))
         if not self.memo_present[index]:
@@ -385,6 +419,8 @@ class _AbstractUnpickler:
     def step(self, opcode, arg, pos: int) -> None:
         name = opcode.name
         if name == "PROTO":
+            if not 0 <= arg <= HIGHEST_PROTOCOL:
+                self.fail(f"unsupported pickle protocol {arg}")
             self.proto = arg
         elif name in _STRING_OPCODES:
             self.stack.append(arg)

@@ -32,9 +32,10 @@ from typing import Any, BinaryIO, Callable
 
 from bloatguard.errors import UnreadableModel
 from bloatguard.facts import ModelFacts, TensorInfo
+from bloatguard.formats import SNIFF_BYTES
 from bloatguard.formats.pickle_scan import (
     ALLOWLIST, STORAGE_TYPES, PickleScanError, PickleTooLarge, WorkBudget, disallowed,
-    global_name, is_torchscript_class, read_pickle, scan_globals,
+    global_name, is_torchscript_class, read_pickle, scan_globals, starts_like_pickle,
 )
 
 # data.pkl holds structure, not weights: a few KB for a 7B-parameter state dict. A larger one is
@@ -957,7 +958,12 @@ def _read_pickles(path: Path, facts: ModelFacts) -> ModelFacts:
 
 
 def _is_legacy_magic(data: bytes) -> bool:
-    """Whether this first pickle is legacy torch.save's magic number (a 15-byte pickle)."""
+    """Whether this first pickle is legacy torch.save's magic number.
+
+    torch.load only compares what the first pickle evaluates to, so it is unpickled rather
+    than compared with the bytes torch.save writes (PROTO 2, LONG1 ...): a pickle without the
+    PROTO header, or one spelling the number differently, loads just the same.
+    """
     if len(data) > 64:  # do not unpickle a large plain pickle twice just to find out
         return False
     try:
@@ -1023,7 +1029,8 @@ def _check_legacy_storages(handle: BinaryIO, keys: Any, storages: dict[str, _Sto
 
 def _read_plain(handle: BinaryIO, facts: ModelFacts, first: _Pickle,
                 budget: WorkBudget) -> ModelFacts:
-    """A pickle that is not a torch.save checkpoint: scan it (and any pickles that follow)."""
+    """A pickle that is not a torch.save checkpoint: scan it, and any pickles that follow
+    (a loader may read them one after the other, as torch.load reads a legacy file's)."""
     facts.format = "pickle"
     facts.extra["serialization"] = "pickle"
     pickles = [first]
@@ -1032,7 +1039,7 @@ def _read_plain(handle: BinaryIO, facts: ModelFacts, first: _Pickle,
     trailing = None
     while handle.tell() < end and not pickles[-1].oversized:
         position = handle.tell()
-        if handle.read(1) != b"\x80":
+        if not starts_like_pickle(handle.read(SNIFF_BYTES)):
             trailing = f"{end - position} bytes of trailing data after the pickle"
             break
         handle.seek(position)

@@ -227,6 +227,20 @@ def sequential_zip(records: list[bytes]) -> bytes:
     return raw_zip(offsets, b"".join(records))
 
 
+def long1_magic() -> bytes:
+    """The legacy torch.save magic number as a pickle without a PROTO header: LONG1 first.
+    torch.load only checks that the first pickle equals the magic number."""
+    return b"\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little") + b"."
+
+
+def long1_legacy(main: bytes, keys: bytes = pickle.dumps([], protocol=2)) -> bytes:
+    """A legacy checkpoint (magic, protocol version, sys_info, main pickle, storage keys) whose
+    magic pickle starts with LONG1."""
+    header = b"".join(pickle.dumps(x, protocol=2) for x in (
+        1001, {"protocol_version": 1001, "little_endian": True}))
+    return long1_magic() + header + main + keys
+
+
 def hash_bomb(depth: int = 64, container: str = "dict") -> bytes:
     """About 6 bytes per level: t = (); t = (t, t) `depth` times, then t used as a dict key (or
     set element). No global at all, but hashing t visits 2^depth tuples."""
