@@ -17,6 +17,7 @@ import pickle
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,8 @@ from bloatguard.formats import pickle_scan  # noqa: E402
 from bloatguard.formats import torch as torch_reader  # noqa: E402
 from bloatguard.formats.pickle_scan import scan_globals, starts_like_pickle  # noqa: E402
 
+OS_SYSTEM = f"{os.system.__module__}.system"
+HARMLESS_GLOBAL = b"\x80\x02cbuiltins\nlen\n."  # unpickles to len itself: refused, never harmful
 HANG_TIMEOUT = 60
 
 
@@ -61,6 +64,75 @@ def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+# --- 1. zip member names, compared the way torch compares them ---------------------------------
+
+
+def test_torch_loads_the_record_whose_name_differs_only_in_case(tmp_path):
+    """The premise, checked against real torch: with `arc/DATA.PKL` listed before a clean
+    `arc/data.pkl`, torch.load unpickles DATA.PKL (here it trips over its harmless global)."""
+    torch = pytest.importorskip("torch")
+    path = write(tmp_path / "model.pt",
+                 corpus.case_colliding_zip(HARMLESS_GLOBAL, pickle.dumps({}, protocol=2)))
+    with pytest.raises(pickle.UnpicklingError, match="len"):
+        torch.load(path, weights_only=True)
+
+    facts = read_model(path)
+    assert "names differ only in case" in facts.unreadable
+    assert "arc/DATA.PKL" in facts.unreadable and "arc/data.pkl" in facts.unreadable
+    assert facts.remedy
+
+
+@pytest.mark.parametrize("hostile_first", [True, False])
+def test_case_colliding_zip_is_unreadable_whichever_copy_is_hostile(tmp_path, canary,
+                                                                    hostile_first):
+    clean = pickle.dumps({}, protocol=2)
+    records = (evil_pickle(canary), clean) if hostile_first else (clean, evil_pickle(canary))
+    path = write(tmp_path / "model.pt", corpus.case_colliding_zip(*records))
+    code, report, err = check(path)
+    assert code == 2 and findings(report) == ["BG000"]
+    assert "differ only in case" in err and err.count("\n") == 1
+
+
+def test_every_pickle_in_the_archive_is_scanned(tmp_path, canary):
+    """A loader may read any pickle in the archive, not just data.pkl: all are scanned."""
+    torch = pytest.importorskip("torch")
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.zeros(3)}, good)
+    hostile = tmp_path / "hostile.pt"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(hostile, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info))
+        prefix = src.namelist()[0].split("/")[0]
+        dst.writestr(f"{prefix}/extra/Hooks.PKL", evil_pickle(canary))
+    facts = read_model(hostile)
+    assert facts.unsafe_globals == [OS_SYSTEM] and facts.weights_unknown
+
+
+def test_data_pkl_and_storages_are_found_whatever_their_case(tmp_path, canary):
+    """torch finds `ARC/DATA.PKL` and `data/0` as `DATA/0`; so does the reader (a
+    case-sensitive lookup saw no data.pkl at all, or a missing storage)."""
+    torch = pytest.importorskip("torch")
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.zeros(3, 4)}, good)
+    renamed = tmp_path / "renamed.pt"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(renamed, "w") as dst:
+        for info in src.infolist():
+            prefix, rest = info.filename.split("/", 1)
+            data = src.read(info)
+            info.filename = f"{prefix}/{rest.upper()}" if rest in ("data.pkl", "data/0") else \
+                info.filename
+            dst.writestr(info, data)
+    assert torch.load(renamed, weights_only=True)["w"].shape == (3, 4)
+    facts = read_model(renamed)
+    assert facts.unreadable is None and facts.params == 12
+
+    hostile = tmp_path / "hostile.pt"
+    with zipfile.ZipFile(hostile, "w") as dst:
+        dst.writestr("arc/DATA.PKL", evil_pickle(canary))
+        dst.writestr("arc/version", b"3\n")
+    assert read_model(hostile).unsafe_globals == [OS_SYSTEM]
 
 
 # --- 2. pickles recognised by what the unpickler accepts ---------------------------------------

@@ -19,16 +19,15 @@ pickles that are not checkpoints at all (scanned the same way).
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import pickle
-import re
 import struct
 import zipfile
 import zlib
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterable
 
 from bloatguard.errors import UnreadableModel
 from bloatguard.facts import ModelFacts, TensorInfo
@@ -755,7 +754,7 @@ class _Pickle:
     oversized: str | None = None
 
 
-def _scan(facts: ModelFacts, pickles: list[_Pickle], budget: WorkBudget) -> bool:
+def _scan(facts: ModelFacts, pickles: Iterable[_Pickle], budget: WorkBudget) -> bool:
     """Scan every pickle; True if unpickling may go ahead.
 
     Globals outside the allowlist make the file unsafe: they are recorded (BG900 reports them),
@@ -791,9 +790,6 @@ def _scan(facts: ModelFacts, pickles: list[_Pickle], budget: WorkBudget) -> bool
 
 # --- zip archives (torch.save since 1.6, TorchScript) -------------------------------------------
 
-_DATA_PKL = re.compile(r"^([^/]+)/data\.pkl$")
-
-
 def _open_zip(path: Path) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(path)
@@ -803,13 +799,55 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
                               REMEDY) from None
 
 
+def _loader_name(info: zipfile.ZipInfo) -> bytes:
+    """A record's name as torch's reader compares it: the raw bytes, ASCII letters folded.
+
+    miniz looks names up case-insensitively, so `arc/DATA.PKL` is the `arc/data.pkl` torch
+    loads; zipfile decodes names (from UTF-8 or cp437) and compares them exactly.
+    """
+    encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
+    return info.orig_filename.encode(encoding).lower()  # bytes.lower() folds ASCII only
+
+
+class _Archive:
+    """The records of a torch zip archive, looked up the way torch looks them up."""
+
+    def __init__(self, archive: zipfile.ZipFile) -> None:
+        self.records: dict[bytes, zipfile.ZipInfo] = {}
+        for info in archive.infolist():
+            seen = self.records.setdefault(_loader_name(info), info)
+            if seen is not info:
+                # Two records torch cannot tell apart: it loads whichever its lookup finds, a
+                # classic way to smuggle a second payload past a scanner that reads the other.
+                kind = ("duplicate records" if seen.filename == info.filename
+                        else "records whose names differ only in case, which torch cannot "
+                             "tell apart")
+                raise UnreadableModel(f"the zip archive has {kind} ({seen.filename}, "
+                                      f"{info.filename})", REMEDY)
+        self.prefix = self._prefix()
+
+    def _prefix(self) -> bytes:
+        """The top directory holding data.pkl: torch uses the first record's directory."""
+        candidates = [name[:-len(b"/data.pkl")] for name in self.records
+                      if name.endswith(b"/data.pkl") and name.count(b"/") == 1]
+        if not candidates:
+            raise UnreadableModel("a zip archive without data.pkl: not a PyTorch checkpoint",
+                                  "check that this is a PyTorch model, or exclude it in the config")
+        first = next(iter(self.records)).split(b"/", 1)[0]
+        return first if first in candidates else candidates[0]
+
+    def get(self, name: str) -> zipfile.ZipInfo | None:
+        """The record torch reads for `name`, a path under the top directory."""
+        return self.records.get(self.prefix + b"/" + name.encode("utf-8").lower())
+
+    def pickles(self) -> list[zipfile.ZipInfo]:
+        """Every pickle in the archive: data.pkl, constants.pkl, traced_inputs.pkl and the
+        TorchScript *.debug_pkl files, whatever their case; a loader may read any of them."""
+        return [info for name, info in self.records.items() if name.endswith(b"pkl")]
+
+
 def _check_records(archive: zipfile.ZipFile, file_size: int) -> None:
     """Cheap integrity checks on the central directory, without reading any record."""
-    names = Counter(info.filename for info in archive.infolist())
-    duplicates = sorted(name for name, count in names.items() if count > 1)
-    if duplicates:
-        # Different readers pick different copies: a classic way to smuggle a second payload.
-        raise UnreadableModel(f"the zip archive has duplicate records ({duplicates[0]})", REMEDY)
     for info in archive.infolist():
         if info.flag_bits & 0x1:
             raise UnreadableModel(f"zip record {info.filename} is encrypted", REMEDY)
@@ -820,32 +858,22 @@ def _check_records(archive: zipfile.ZipFile, file_size: int) -> None:
             raise UnreadableModel(f"zip record {info.filename} has inconsistent sizes", REMEDY)
 
 
-def _find_prefix(archive: zipfile.ZipFile) -> str:
-    """The archive's top directory holding data.pkl; torch uses the first record's directory."""
-    candidates = [m.group(1) for m in map(_DATA_PKL.match, archive.namelist()) if m]
-    if not candidates:
-        raise UnreadableModel("a zip archive without data.pkl: not a PyTorch checkpoint",
-                              "check that this is a PyTorch model, or exclude it in the config")
-    first = archive.namelist()[0].split("/", 1)[0]
-    return first if first in candidates else candidates[0]
-
-
-def _read_record(archive: zipfile.ZipFile, name: str) -> _Pickle:
+def _read_record(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Pickle:
     """A pickle record; beyond MAX_PICKLE_BYTES only its start, which is still scanned."""
-    what = name.rsplit("/", 1)[-1]
-    size = archive.getinfo(name).file_size
+    what = info.filename.rsplit("/", 1)[-1]
     try:
-        with archive.open(name) as record:
+        with archive.open(info) as record:
             data = record.read(MAX_PICKLE_BYTES)
     except Exception as exc:  # BadZipFile, zlib.error, EOFError, ... for a damaged record
-        raise UnreadableModel(f"cannot read {name} from the zip archive ({exc})", REMEDY) from None
-    if size > MAX_PICKLE_BYTES:
-        return _Pickle(what, data, f"{size} bytes, more than a checkpoint's pickle ever needs "
-                                   f"({MAX_PICKLE_BYTES // 2**20} MiB)")
+        raise UnreadableModel(f"cannot read {info.filename} from the zip archive ({exc})",
+                              REMEDY) from None
+    if info.file_size > MAX_PICKLE_BYTES:
+        return _Pickle(what, data, f"{info.file_size} bytes, more than a checkpoint's pickle "
+                                   f"ever needs ({MAX_PICKLE_BYTES // 2**20} MiB)")
     return _Pickle(what, data)
 
 
-def _zip_storage_loader(archive: zipfile.ZipFile, directory: str) -> Callable[[tuple], _Storage]:
+def _zip_storage_loader(archive: _Archive, directory: str) -> Callable[[tuple], _Storage]:
     """persistent_load for zip archives: ('storage', type, key, location, numel) -> zip record."""
     loaded: dict[str, _Storage] = {}
 
@@ -853,19 +881,18 @@ def _zip_storage_loader(archive: zipfile.ZipFile, directory: str) -> Callable[[t
         if len(pid) != 5 or not isinstance(pid[2], str):
             raise _Refused(f"malformed storage reference {_brief(pid)}")
         storage_type = _storage_type(pid, "data.pkl")
-        record = f"{directory}/{pid[2]}"
-        if record not in loaded:
-            try:
-                info = archive.getinfo(record)
-            except KeyError:
-                raise UnreadableModel(f"storage {record} referenced by the pickle is missing "
-                                      "from the archive", REMEDY) from None
+        key = pid[2]
+        if key not in loaded:
+            info = archive.get(f"{directory}/{key}")
+            if info is None:
+                raise UnreadableModel(f"storage {directory}/{_brief(key)} referenced by the "
+                                      "pickle is missing from the archive", REMEDY)
             declared = _check_numel(pid[4]) * _DTYPES[storage_type.dtype][1]
             if info.file_size < declared:
-                raise UnreadableModel(f"storage {record} holds {info.file_size} bytes but the "
-                                      f"pickle declares {declared}", REMEDY)
-            loaded[record] = _Storage(record, storage_type.dtype, info.file_size)
-        return loaded[record]
+                raise UnreadableModel(f"storage {info.filename} holds {info.file_size} bytes "
+                                      f"but the pickle declares {declared}", REMEDY)
+            loaded[key] = _Storage(info.filename, storage_type.dtype, info.file_size)
+        return loaded[key]
 
     return load
 
@@ -884,28 +911,27 @@ def _check_crcs(archive: zipfile.ZipFile) -> None:
 
 
 def _read_zip(path: Path, facts: ModelFacts) -> ModelFacts:
-    with _open_zip(path) as archive:
-        _check_records(archive, facts.file_size)
-        _check_crcs(archive)
-        prefix = _find_prefix(archive)
-        names = set(archive.namelist())
-        script = f"{prefix}/constants.pkl" in names or any(
-            name.startswith(f"{prefix}/code/") for name in names)
+    with _open_zip(path) as opened:
+        archive = _Archive(opened)
+        _check_records(opened, facts.file_size)
+        _check_crcs(opened)
+        script = archive.get("constants.pkl") is not None or any(
+            name.startswith(archive.prefix + b"/code/") for name in archive.records)
         facts.format = "torchscript" if script else "pytorch"
         facts.extra["serialization"] = "zip"
-        # traced_inputs.pkl (traced TorchScript) holds example inputs, not weights, but is
-        # still a pickle a loader reads, so it is scanned too.
-        archives = [name for name in ("data", "constants", "traced_inputs")
-                    if f"{prefix}/{name}.pkl" in names]
-        pickles = [_read_record(archive, f"{prefix}/{name}.pkl") for name in archives]
+        # data.pkl and constants.pkl hold the weights; every other pickle (traced inputs,
+        # debug info, anything an attacker added) is scanned too, because a loader reads it.
+        unpickled = {name: info for name in ("data", "constants")
+                     if (info := archive.get(f"{name}.pkl")) is not None}
+        weights = {name: _read_record(opened, info) for name, info in unpickled.items()}
+        others = (_read_record(opened, info) for info in archive.pickles()
+                  if info not in unpickled.values())
         budget = WorkBudget()
-        if not _scan(facts, pickles, budget):
+        if not _scan(facts, itertools.chain(weights.values(), others), budget):
             return facts
         where = "torchscript" if script else "state_dict"
-        for item, name in zip(pickles, archives):
-            if name == "traced_inputs":
-                continue
-            loader = _zip_storage_loader(archive, f"{prefix}/{name}")
+        for name, item in weights.items():
+            loader = _zip_storage_loader(archive, name)
             root = _unpickle(item.data, item.what, loader, budget)
             _add_tensors(facts, _collect(root, "constants" if name == "constants" else ""), where)
     return _finish(facts)

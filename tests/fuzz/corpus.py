@@ -227,6 +227,13 @@ def sequential_zip(records: list[bytes]) -> bytes:
     return raw_zip(offsets, b"".join(records))
 
 
+def case_colliding_zip(first: bytes, second: bytes) -> bytes:
+    """`arc/DATA.PKL` then `arc/data.pkl`: one name to torch's case-insensitive lookup, which
+    (torch 2.13) loads the first; a case-sensitive scanner reads the second."""
+    return sequential_zip([local_record("arc/DATA.PKL", first), local_record("arc/data.pkl", second),
+                           local_record("arc/version", b"3\n")])
+
+
 def long1_magic() -> bytes:
     """The legacy torch.save magic number as a pickle without a PROTO header: LONG1 first.
     torch.load only checks that the first pickle equals the magic number."""
