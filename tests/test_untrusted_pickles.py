@@ -290,3 +290,32 @@ def test_scanner_bounds_what_global_names_can_cost():
     many = b"\x80\x02" + b"".join(b"cm\nf%d\n0" % i for i in range(10_001)) + b"N."
     with pytest.raises(pickle_scan.PickleScanError, match="more than 10000 different globals"):
         scan_globals(many)
+
+
+# --- 7. zip bombs ----------------------------------------------------------------------------
+
+
+def test_bzip2_record_is_refused_before_it_is_inflated(tmp_path):
+    """A record declaring 1 KiB whose bzip2 stream expands to 64 MiB: miniz (torch) reads
+    only stored and deflated records, so it is refused from the central directory."""
+    facts = read_model(write(tmp_path / "bomb.pt", corpus.bzip2_bomb_zip()))
+    assert "compression method 12" in facts.unreadable
+    assert "torch.load cannot read" in facts.unreadable
+
+
+def test_deflated_records_may_inflate_only_so_much(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch_reader, "MAX_INFLATED_BYTES", 2**20)
+    path = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("arc/data.pkl", pickle.dumps({}, protocol=2))
+        archive.writestr("arc/code/big.py", bytes(2 * 2**20))
+    assert "more than 1 MiB" in read_model(path).unreadable
+
+
+def test_overlapping_records_are_refused(tmp_path, canary):
+    path = write(tmp_path / "overlap.pt",
+                 corpus.overlapping_zip(pickle.dumps({}, protocol=2), evil_pickle(canary)))
+    with zipfile.ZipFile(path) as archive:  # a valid zip to zipfile, entry by entry
+        assert archive.read("arc/extra.pkl") == evil_pickle(canary)
+    facts = read_model(path)
+    assert "arc/extra.pkl overlaps the record before it" in facts.unreadable

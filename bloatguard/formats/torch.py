@@ -790,6 +790,16 @@ def _scan(facts: ModelFacts, pickles: Iterable[_Pickle], budget: WorkBudget) -> 
 
 # --- zip archives (torch.save since 1.6, TorchScript) -------------------------------------------
 
+# What torch's zip reader (miniz) can decompress; a record compressed any other way (bzip2,
+# lzma) is one torch.load cannot read either. torch.save writes every record stored;
+# TorchScript deflates its code and debug info.
+_READABLE_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+# Bytes that inflating deflated records may produce, in all: TorchScript's code and debug info
+# are kilobytes to a few MB, while a deflate bomb expands a thousandfold.
+MAX_INFLATED_BYTES = 256 * 2**20
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra field length
+
+
 def _open_zip(path: Path) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(path)
@@ -846,16 +856,47 @@ class _Archive:
         return [info for name, info in self.records.items() if name.endswith(b"pkl")]
 
 
-def _check_records(archive: zipfile.ZipFile, file_size: int) -> None:
-    """Cheap integrity checks on the central directory, without reading any record."""
-    for info in archive.infolist():
-        if info.flag_bits & 0x1:
-            raise UnreadableModel(f"zip record {info.filename} is encrypted", REMEDY)
-        if info.header_offset + info.compress_size > file_size:
-            raise UnreadableModel(f"zip record {info.filename} extends past the end of the file; "
-                                  "the file is truncated or corrupt", REMEDY)
-        if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
-            raise UnreadableModel(f"zip record {info.filename} has inconsistent sizes", REMEDY)
+def _check_records(archive: zipfile.ZipFile, path: Path, file_size: int) -> None:
+    """Integrity checks on the central directory and the local headers, before inflating
+    anything: each record lies inside the file, after the previous one (overlapping records
+    are how zip bombs multiply their output), is compressed in a way torch can read, and
+    declares sizes that bound what inflating it may produce."""
+    inflated = 0
+    end_of_previous = 0
+    with open(path, "rb") as handle:
+        for info in sorted(archive.infolist(), key=lambda i: i.header_offset):
+            if info.flag_bits & 0x1:
+                raise UnreadableModel(f"zip record {info.filename} is encrypted", REMEDY)
+            if info.compress_type not in _READABLE_METHODS:
+                raise UnreadableModel(
+                    f"zip record {info.filename} uses compression method {info.compress_type}, "
+                    "which torch.load cannot read (only stored or deflated records)", REMEDY)
+            if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+                raise UnreadableModel(f"zip record {info.filename} has inconsistent sizes", REMEDY)
+            if info.compress_type == zipfile.ZIP_DEFLATED:
+                inflated += info.file_size
+            if inflated > MAX_INFLATED_BYTES:
+                raise UnreadableModel(
+                    f"zip record {info.filename} would inflate the compressed records to more "
+                    f"than {MAX_INFLATED_BYTES // 2**20} MiB (a zip bomb?)", REMEDY)
+            if info.header_offset < end_of_previous:
+                raise UnreadableModel(f"zip record {info.filename} overlaps the record before "
+                                      "it (a zip bomb?)", REMEDY)
+            end_of_previous = _record_end(handle, info)
+            if end_of_previous > file_size:
+                raise UnreadableModel(f"zip record {info.filename} extends past the end of the "
+                                      "file; the file is truncated or corrupt", REMEDY)
+
+
+def _record_end(handle: BinaryIO, info: zipfile.ZipInfo) -> int:
+    """Where a record's compressed data ends, from its local header."""
+    handle.seek(info.header_offset)
+    header = handle.read(_LOCAL_HEADER.size)
+    if len(header) < _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+        raise UnreadableModel(f"zip record {info.filename} has no local header where the "
+                              "central directory says; the file is corrupt", REMEDY)
+    _, name_length, extra_length = _LOCAL_HEADER.unpack(header)
+    return info.header_offset + _LOCAL_HEADER.size + name_length + extra_length + info.compress_size
 
 
 def _read_record(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Pickle:
@@ -899,7 +940,8 @@ def _zip_storage_loader(archive: _Archive, directory: str) -> Callable[[tuple], 
 
 def _check_crcs(archive: zipfile.ZipFile) -> None:
     """Read every record to its end so zipfile verifies its CRC-32: a flipped byte in a weight
-    storage is corruption to report, not a model to measure. Streamed, so memory stays flat."""
+    storage is corruption to report, not a model to measure. Streamed, so memory stays flat;
+    _check_records has bounded what inflating the records can produce."""
     for info in archive.infolist():
         try:
             with archive.open(info) as record:
@@ -913,7 +955,7 @@ def _check_crcs(archive: zipfile.ZipFile) -> None:
 def _read_zip(path: Path, facts: ModelFacts) -> ModelFacts:
     with _open_zip(path) as opened:
         archive = _Archive(opened)
-        _check_records(opened, facts.file_size)
+        _check_records(opened, path, facts.file_size)
         _check_crcs(opened)
         script = archive.get("constants.pkl") is not None or any(
             name.startswith(archive.prefix + b"/code/") for name in archive.records)

@@ -234,6 +234,30 @@ def case_colliding_zip(first: bytes, second: bytes) -> bytes:
                            local_record("arc/version", b"3\n")])
 
 
+def overlapping_zip(clean: bytes, hidden: bytes) -> bytes:
+    """A clean data.pkl, and a record `arc/blob` whose stored bytes are another complete record,
+    `arc/extra.pkl`, that the central directory also lists: two entries share bytes."""
+    data_pkl = local_record("arc/data.pkl", clean)
+    inner = local_record("arc/extra.pkl", hidden)
+    blob = local_record("arc/blob", inner)
+    blob_at = len(data_pkl)
+    inner_at = blob_at + 30 + len("arc/blob")
+    return raw_zip([(0, data_pkl), (blob_at, blob), (inner_at, inner)], data_pkl + blob)
+
+
+def bzip2_bomb_zip(expanded: int = 64 * 2**20, declared: int = 1024) -> bytes:
+    """A checkpoint whose storage record is bzip2: a few hundred bytes that expand to `expanded`
+    bytes, though the headers declare `declared`."""
+    import bz2
+
+    data_pkl = pickle.dumps({}, protocol=2)
+    bomb = bz2.compress(bytes(expanded), 9)
+    return sequential_zip([local_record("arc/data.pkl", data_pkl),
+                           local_record("arc/data/0", bomb, method=zipfile.ZIP_BZIP2,
+                                        declared=declared, crc=0),
+                           local_record("arc/version", b"3\n")])
+
+
 def long1_magic() -> bytes:
     """The legacy torch.save magic number as a pickle without a PROTO header: LONG1 first.
     torch.load only checks that the first pickle equals the magic number."""
