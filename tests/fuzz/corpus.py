@@ -4,6 +4,9 @@ Run `python tests/fuzz/corpus.py OUT_DIR` to write it; tests/test_fuzz.py builds
 directory and runs the CLI on every file. Mutations: truncation at many offsets, random byte
 flips, wrong magic, huge declared dims, deep nesting, LFS pointers, hostile external-data paths,
 archives, and malicious pickles that would create a canary file if anything executed them.
+From the second red-team round: zips whose record names collide in case or whose records
+overlap, extra pickles in a zip, legacy checkpoints whose magic pickle starts with LONG1, hash
+bombs, huge-int keys, bzip2 bombs, and models that are symlinks or FIFOs.
 """
 
 from __future__ import annotations
@@ -72,6 +75,12 @@ def _seeds(work: Path) -> dict[str, Path]:
         seeds["state.pt"] = work / "seed_state.pt"
         torch.save(state, work / "seed_legacy.pt", _use_new_zipfile_serialization=False)
         seeds["legacy.pt"] = work / "seed_legacy.pt"
+        # The same checkpoint whose magic-number pickle starts with LONG1 instead of PROTO.
+        legacy = (work / "seed_legacy.pt").read_bytes()
+        standard_magic = pickle.dumps(LEGACY_MAGIC, protocol=2)
+        assert legacy.startswith(standard_magic)
+        (work / "seed_long1.pt").write_bytes(long1_magic() + legacy[len(standard_magic):])
+        seeds["long1.pt"] = work / "seed_long1.pt"
     except ImportError:
         pass
     return seeds
@@ -330,6 +339,19 @@ def build(out: Path, canary: Path, *, seed: int = 1234, truncations: int = 24, f
         evil = pickle.dumps({"w": payload}, protocol=2)
         cases[f"evil_{name}_zip.pt"] = _zip_with({"archive/data.pkl": evil, "archive/version": b"3\n"})
         cases[f"evil_{name}.bin"] = evil
+        cases[f"evil_{name}_long1.bin"] = long1_legacy(evil)
+        cases[f"evil_{name}_extra_pkl.pt"] = _zip_with({"archive/data.pkl": pickle.dumps({}, protocol=2),
+                                                        "archive/extra/Hook.PKL": evil})
+        clean = pickle.dumps({}, protocol=2)
+        cases[f"casefold_{name}_first.pt"] = case_colliding_zip(evil, clean)
+        cases[f"casefold_{name}_second.pt"] = case_colliding_zip(clean, evil)
+        cases[f"overlap_{name}.pt"] = overlapping_zip(clean, evil)
+    for container in ("dict", "set", "frozenset", "ordered_dict"):
+        cases[f"hash_bomb_{container}.pkl"] = hash_bomb(64, container)
+    cases["hash_bomb_zip.pt"] = _zip_with({"archive/data.pkl": hash_bomb(64), "archive/version": b"3\n"})
+    cases["huge_int_key.pkl"] = huge_int_key_pickle()
+    cases["huge_int_key.bin"] = huge_int_key_pickle()
+    cases["bzip2_bomb.pt"] = bzip2_bomb_zip()
     files: list[Path] = []
     for name, data in sorted(cases.items()):
         directory = out / name.replace(".", "_")
@@ -349,6 +371,28 @@ def build(out: Path, canary: Path, *, seed: int = 1234, truncations: int = 24, f
         if label == "symlink":
             os.symlink("/etc/hostname", directory / "link.data")
         files.append(target)
+    files += _special_files(out, work)
+    return files
+
+
+def _special_files(out: Path, work: Path) -> list[Path]:
+    """Models that are symlinks (to a real checkpoint and to a file outside the corpus,
+    dangling or not) and FIFOs, which must be reported without being followed or opened."""
+    files = []
+    for suffix in (".pt", ".bin", ".safetensors", ".onnx"):
+        directory = out / f"symlink{suffix.replace('.', '_')}"
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, target in (("model", work / "seed_state.pt"), ("outside", Path("/etc/hostname")),
+                             ("dangling", work / "missing.pt")):
+            link = directory / f"{name}{suffix}"
+            os.symlink(target, link)
+            files.append(link)
+    # Not .onnx: engine.check counts MACs of every .onnx in forked children, which would open it.
+    for suffix in (".pt", ".bin"):
+        directory = out / f"fifo{suffix.replace('.', '_')}"
+        directory.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(directory / f"model{suffix}")
+        files.append(directory / f"model{suffix}")
     return files
 
 
