@@ -258,10 +258,18 @@ def test_huge_int_key_is_a_clean_unreadable_model(tmp_path):
     assert "torch.Size is not a short sequence of plausible" in facts.unreadable
 
 
-def test_every_opcode_and_every_copied_element_is_charged(tmp_path, monkeypatch):
+def test_every_opcode_copied_element_and_visit_is_charged(tmp_path, monkeypatch):
     monkeypatch.setattr(pickle_scan, "MAX_PICKLE_WORK", 3000)
     many = write(tmp_path / "many.pkl", pickle.dumps([None] * 2000, protocol=2))
     assert "steps to read" in read_model(many).unreadable
+
+    # 1,006 opcodes, scanned and unpickled: 2,012 steps; visiting the list's 1,000 items for
+    # tensors costs 1,001 more.
+    listed = write(tmp_path / "listed.pkl", pickle.dumps([None] * 1000, protocol=2))
+    monkeypatch.setattr(pickle_scan, "MAX_PICKLE_WORK", 2500)
+    assert "steps to read" in read_model(listed).unreadable
+    monkeypatch.setattr(pickle_scan, "MAX_PICKLE_WORK", 3100)
+    assert read_model(listed).unreadable is None
 
     # About 1,100 opcodes, but each set(...) copies a shared 100-element list: 20,000 elements.
     shared = b"](" + b"".join(b"K%c" % i for i in range(100)) + b"eq\x01"

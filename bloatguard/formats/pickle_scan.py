@@ -32,10 +32,11 @@ PICKLE_REMEDY = "re-export the model or restore the file from git"
 # A real pickler numbers memo entries 0, 1, 2, ...; a huge index only serves to make the C
 # unpickler allocate (and zero) a memo table of that size - gigabytes for one opcode.
 MAX_MEMO_INDEX = 10_000_000
-# The work reading one file's pickles may cost: one unit per opcode scanned or unpickled, plus
-# one per element a helper copies (see WorkBudget). A checkpoint needs about 60 units per tensor
-# (a 20,000-tensor state dict: 1.2 million); 2 million take a few seconds and under 100 MB.
-MAX_PICKLE_WORK = 2_000_000
+# The work reading one file's pickles may cost: one unit per opcode scanned or unpickled, per
+# element a helper copies and per object visited for tensors (see WorkBudget). A state dict
+# needs about 70 units per tensor, so this admits some 55,000 tensors in one file; spent in
+# full by a hostile pickle, it takes about 12 s and 250 MB (on a busy 2-core machine).
+MAX_PICKLE_WORK = 4_000_000
 # A pickle with more opcodes cannot be both scanned and unpickled within the budget.
 MAX_PICKLE_OPCODES = MAX_PICKLE_WORK // 2
 # The protocols the unpickler accepts; PROTO with anything else is an error there.
@@ -170,13 +171,14 @@ class PickleTooComplex(UnreadableModel):
 
 
 class WorkBudget:
-    """The work one file's pickles may cost, shared by the scanner and the unpickler.
+    """The work one file's pickles may cost, shared by the scanner, the unpickler and the walk
+    that collects tensors from what it built.
 
     Every opcode costs one unit and does a bounded amount of work: it allocates at most one
     small object, or copies bytes that are in the file. Helpers that copy elements a pickle
     already built (a set from a list) charge one unit per element, so that a pickle cannot make
-    one opcode copy a big shared list again and again. Bounding the units therefore bounds both
-    the time and the memory that reading the file takes.
+    one opcode copy a big shared list again and again; so does each object the walk visits.
+    Bounding the units therefore bounds both the time and the memory that reading the file takes.
     """
 
     def __init__(self, limit: int | None = None) -> None:

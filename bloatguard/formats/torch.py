@@ -681,17 +681,19 @@ def _key(key: Any) -> str:
     return f"<{_brief(key)}>"
 
 
-def _collect(root: Any, prefix: str = "") -> list[tuple[str, _Tensor]]:
+def _collect(root: Any, budget: WorkBudget, prefix: str = "") -> list[tuple[str, _Tensor]]:
     """Every tensor reachable from `root`, named by the keys leading to it, in pickle order.
 
     Iterative, and each container is visited once: the memo lets a pickle share one object from
     many places (or nest deeply), which must not cost exponential time or the Python stack.
-    A child's name is built only when the child turns out to be a tensor or a container.
+    A child's name is built only when the child turns out to be a tensor or a container. Each
+    visit is charged to the file's budget, like the opcodes that built what is visited.
     """
     found: list[tuple[str, _Tensor]] = []
     seen: set[int] = set()
     pending: list[tuple[str, Any, Any]] = [("", prefix, root)]  # (parent's name, key, object)
     while pending:
+        budget.charge()
         parent, key, obj = pending.pop()
         if id(obj) in seen:
             continue
@@ -975,7 +977,8 @@ def _read_zip(path: Path, facts: ModelFacts) -> ModelFacts:
         for name, item in weights.items():
             loader = _zip_storage_loader(archive, name)
             root = _unpickle(item.data, item.what, loader, budget)
-            _add_tensors(facts, _collect(root, "constants" if name == "constants" else ""), where)
+            prefix = "constants" if name == "constants" else ""
+            _add_tensors(facts, _collect(root, budget, prefix), where)
     return _finish(facts)
 
 
@@ -1062,7 +1065,7 @@ def _read_legacy(handle: BinaryIO, facts: ModelFacts, magic: _Pickle,
     root = _unpickle(main, "the main pickle", storages, budget)
     keys = _unpickle(keys, "the storage key list", None, budget)
     _check_legacy_storages(handle, keys, storages.storages)
-    _add_tensors(facts, _collect(root), "state_dict")
+    _add_tensors(facts, _collect(root, budget), "state_dict")
     return _finish(facts)
 
 
@@ -1117,7 +1120,7 @@ def _read_plain(handle: BinaryIO, facts: ModelFacts, first: _Pickle,
     if trailing:
         raise UnreadableModel(f"{trailing} (not another pickle)", REMEDY)
     root = _unpickle(first.data, "the pickle", None, budget)
-    _add_tensors(facts, _collect(root), "state_dict")
+    _add_tensors(facts, _collect(root, budget), "state_dict")
     facts.note("a plain pickle, not a torch.save checkpoint: only tensors it holds are counted")
     return _finish(facts)
 

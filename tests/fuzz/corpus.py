@@ -239,7 +239,8 @@ def sequential_zip(records: list[bytes]) -> bytes:
 def case_colliding_zip(first: bytes, second: bytes) -> bytes:
     """`arc/DATA.PKL` then `arc/data.pkl`: one name to torch's case-insensitive lookup, which
     (torch 2.13) loads the first; a case-sensitive scanner reads the second."""
-    return sequential_zip([local_record("arc/DATA.PKL", first), local_record("arc/data.pkl", second),
+    return sequential_zip([local_record("arc/DATA.PKL", first),
+                           local_record("arc/data.pkl", second),
                            local_record("arc/version", b"3\n")])
 
 
