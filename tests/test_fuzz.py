@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -32,7 +33,17 @@ def built(tmp_path_factory):
 
 
 def _digest(files: list[Path]) -> dict[str, str]:
-    return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    return {str(f): _fingerprint(f) for f in files}
+
+
+def _fingerprint(file: Path) -> str:
+    """A link by where it points (its target is not the corpus's), a FIFO by its kind (reading
+    it would block), anything else by its bytes."""
+    if file.is_symlink():
+        return f"link to {os.readlink(file)}"
+    if not file.is_file():
+        return "special file"
+    return hashlib.sha256(file.read_bytes()).hexdigest()
 
 
 def _alarm(signum, frame):
@@ -80,6 +91,24 @@ def test_malicious_pickles_are_errors_not_unreadable(built, run_cli):
         findings = json.loads(out)["models"][0]["findings"]
         assert code == 1, file
         assert [f["code"] for f in findings] == ["BG900"], (file, findings)
+    assert not canary.exists()
+
+
+SECOND_ROUND = ("casefold_", "overlap_", "hash_bomb_", "huge_int_key", "bzip2_bomb")
+
+
+def test_second_round_attacks_are_unreadable_models(built, run_cli):
+    """Each is BG000 with its cause: none is measured, none hangs, none is followed or opened."""
+    _, canary, files = built
+    hostile = [f for f in files if f.name.startswith(SECOND_ROUND)
+               or f.parent.name.startswith(("symlink_", "fifo_"))]
+    assert len(hostile) >= 30
+    for file in hostile:
+        code, out, err = run_cli("check", file, "--output-format", "json", "--no-latency",
+                                 "--no-cache")
+        findings = json.loads(out)["models"][0]["findings"]
+        assert code == 2 and [f["code"] for f in findings] == ["BG000"], (file, findings)
+        assert "internal error" not in err, err
     assert not canary.exists()
 
 

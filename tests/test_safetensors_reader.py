@@ -153,6 +153,12 @@ BAD_HEADERS = {
     "bad JSON": (b'{"a": {"dtype": "F32",', b"", "the header is not valid JSON"),
     "invalid UTF-8": (b'{"\xff": 1}', b"", "the header is not valid UTF-8"),
     "odd sub-byte size": ({"a": entry("F4", [3], 0, 2)}, b"\0\0", "do not fill whole bytes"),
+    # Once "internal error": the element count ran to 19,000 bits and did not print, and the
+    # JSON parser ran out of stack.
+    "dims that overflow": ({"a": entry("F32", [2**63 - 1] * 300, 0, 4)}, b"\0" * 4,
+                           "tensor 'a': shape [9223372036854775807, 9223372036854775807, "),
+    "deep nesting": (b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}", b"",
+                     "the header nests too deeply"),
 }
 
 
@@ -166,6 +172,17 @@ def test_malformed_headers_are_refused_like_the_library_does(tmp_path, case):
     # Deliberately stricter than the library on one point: it silently keeps one of two
     # duplicate names, so two readers could disagree on which bytes a name means.
     assert library_accepts(path) == (case == "duplicate keys")
+
+
+def test_header_whose_length_starts_like_a_pickle(tmp_path):
+    """A 640-byte header's length field begins 0x80 0x02, PROTO 2 to a pickle sniffer."""
+    header = {"a": F32x2, "__metadata__": {"pad": ""}}
+    text = json.dumps(header).encode()
+    header["__metadata__"]["pad"] = "x" * (640 - len(text))
+    path = raw_file(tmp_path / "m.safetensors", header, b"\0" * 8)
+    assert path.read_bytes()[:2] == b"\x80\x02" and library_accepts(path)
+    facts = read_model(path)
+    assert facts.unreadable is None and facts.format == "safetensors" and facts.params == 2
 
 
 def test_header_length_larger_than_the_file(tmp_path):

@@ -4,6 +4,7 @@ raise UnreadableModel for bad files and never execute anything stored in them.""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from bloatguard.errors import UnreadableModel
@@ -12,9 +13,8 @@ from bloatguard.facts import ModelFacts
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 ZIP_MAGIC = b"PK\x03\x04"
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
-PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle"}
-# First opcodes of protocol 0/1 pickles: GLOBAL, MARK, EMPTY_LIST, EMPTY_DICT, INT, STRING, ...
-_PROTOCOL_0_1_STARTS = {b"c", b"(", b"]", b"}", b"I", b"L", b"S", b"V", b"N", b"F", b"i", b")"}
+# How much of a file sniffing reads: enough for a tar header and to walk a pickle's first opcodes.
+SNIFF_BYTES = 512
 
 
 def sniff(head: bytes, suffix: str) -> str:
@@ -23,22 +23,39 @@ def sniff(head: bytes, suffix: str) -> str:
         return "lfs-pointer"
     if head.startswith((ZIP_MAGIC, EMPTY_ZIP_MAGIC)):
         return "zip"
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return "pickle"
-    if suffix in PICKLE_SUFFIXES and head[:1] in _PROTOCOL_0_1_STARTS:
-        # Protocol 0/1 pickles have no header; trust the suffix, the scanner decides the rest.
-        return "pickle"
     if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        # Before pickles: a header length of 640 starts with the bytes of PROTO 2.
         return "safetensors"
     if head.startswith(b"\x1f\x8b"):
         return "gzip"
     if head.startswith(b"7z\xbc\xaf\x27\x1c"):
         return "7z"
-    if len(head) >= 262 and head[257:262] == b"ustar":
+    if _is_tar(head):
         return "tar"
-    if suffix == ".onnx":
-        return "onnx"
-    return "unknown"
+    if suffix == ".onnx" and not head.startswith(b"\x80"):
+        return "onnx"  # protobuf has no magic number; a pickle with a PROTO header is a pickle
+    from bloatguard.formats.pickle_scan import starts_like_pickle
+
+    # A pickle has no magic number either, and torch.load accepts any pickle (legacy files need
+    # only that the first one *evaluates* to their magic number): recognise one by whether its
+    # first opcodes are a valid program for the unpickler.
+    if starts_like_pickle(head):
+        return "pickle"
+    return "onnx" if suffix == ".onnx" else "unknown"
+
+
+def _is_tar(head: bytes) -> bool:
+    """A tar header, as tarfile (and so torch.load, which still reads legacy tar checkpoints)
+    accepts it: the ustar magic, or failing that (old V7 archives have none) a valid checksum."""
+    if head[257:262] == b"ustar":
+        return True
+    import tarfile
+
+    try:
+        tarfile.TarInfo.frombuf(head[:512], "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
 
 
 def lfs_oid(pointer: bytes) -> str | None:
@@ -52,7 +69,7 @@ def lfs_oid(pointer: bytes) -> str | None:
     return None
 
 
-def read_head(path: Path, size: int = 512) -> bytes:
+def read_head(path: Path, size: int = SNIFF_BYTES) -> bytes:
     with open(path, "rb") as handle:
         return handle.read(size)
 
@@ -80,8 +97,11 @@ def read_model(path: Path, display: str | None = None) -> ModelFacts:
 
 
 def _unreadable(path: Path, display: str, cause: str, remedy: str) -> ModelFacts:
+    # lstat, and 0 for anything but a regular file: the size of whatever a symlink points at
+    # (outside the checked tree, maybe) is none of the report's business.
     try:
-        size = path.stat().st_size
+        status = path.lstat()
+        size = status.st_size if stat.S_ISREG(status.st_mode) else 0
     except OSError:
         size = 0
     facts = ModelFacts(path=display, format="unknown", file_size=size)
@@ -90,7 +110,33 @@ def _unreadable(path: Path, display: str, cause: str, remedy: str) -> ModelFacts
     return facts
 
 
+def require_regular_file(path: Path) -> None:
+    """Refuse, without opening it, a model path that is not a regular file.
+
+    A symlink could point anywhere (~/.ssh, /proc/self/environ): following it would measure,
+    and quote the bytes of, a file outside the checked tree, so it is reported by its own name
+    only. A FIFO would block the first read forever, a device never end.
+    """
+    mode = path.lstat().st_mode
+    if stat.S_ISLNK(mode):
+        raise UnreadableModel("the model path is a symbolic link, which bloatguard does not "
+                              "follow (it could point outside the checked tree)",
+                              "commit the model file itself, or exclude the link in the config")
+    if not stat.S_ISREG(mode):
+        raise UnreadableModel(f"not a regular file (a {_file_kind(mode)}), so not a model",
+                              "remove it, or exclude it in the config")
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+               (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+
+
+def _file_kind(mode: int) -> str:
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "special file")
+
+
 def _read(path: Path, display: str, suffix: str | None = None) -> ModelFacts:
+    require_regular_file(path)
     if path.stat().st_size == 0:
         raise UnreadableModel("the file is empty", "re-export the model or restore it from git")
     head = read_head(path)

@@ -26,11 +26,25 @@ from typing import BinaryIO, Iterable
 from bloatguard.errors import UnreadableModel
 
 UNRESOLVABLE = "<unresolvable STACK_GLOBAL>"
+TOO_LONG = "<a STACK_GLOBAL name too long to be a Python name>"
 PICKLE_REMEDY = "re-export the model or restore the file from git"
 
 # A real pickler numbers memo entries 0, 1, 2, ...; a huge index only serves to make the C
 # unpickler allocate (and zero) a memo table of that size - gigabytes for one opcode.
 MAX_MEMO_INDEX = 10_000_000
+# The work reading one file's pickles may cost: one unit per opcode scanned or unpickled, per
+# element a helper copies and per object visited for tensors (see WorkBudget). A state dict
+# needs about 70 units per tensor, so this admits some 55,000 tensors in one file; spent in
+# full by a hostile pickle, it takes about 12 s and 250 MB (on a busy 2-core machine).
+MAX_PICKLE_WORK = 4_000_000
+# A pickle with more opcodes cannot be both scanned and unpickled within the budget.
+MAX_PICKLE_OPCODES = MAX_PICKLE_WORK // 2
+# The protocols the unpickler accepts; PROTO with anything else is an error there.
+HIGHEST_PROTOCOL = 5
+# Python names are short, and a TorchScript archive references a few hundred classes at most;
+# memoized strings could otherwise combine into millions of long names, all kept for the report.
+MAX_GLOBAL_NAME = 1024
+MAX_GLOBALS = 10_000
 
 
 def _names(module: str, *names: str) -> set[str]:
@@ -109,9 +123,12 @@ class PickleScanError(UnreadableModel):
     imports (and may call) those before it trips over the damage, so they still matter.
     """
 
-    def __init__(self, cause: str, globals_seen: list[str]) -> None:
+    def __init__(self, cause: str, globals_seen: list[str], *, malformed: bool = True) -> None:
         super().__init__(cause, PICKLE_REMEDY)
         self.globals_seen = globals_seen
+        # False when the bytes up to the failure are a program the unpickler would run: the
+        # pickle is cut short (or is the start of a longer one), or bloatguard refuses it.
+        self.malformed = malformed
 
 
 def is_torchscript_class(name: str) -> bool:
@@ -145,56 +162,116 @@ def global_name(module: str, name: str, proto: int) -> str:
     return f"{module}{separator}{name}"
 
 
-def scan_globals(data: bytes) -> list[str]:
+class PickleTooComplex(UnreadableModel):
+    """Reading a file's pickles would take more work than MAX_PICKLE_WORK."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the pickles take more than {limit:,} steps to read, far more than "
+                         "any checkpoint needs (a denial-of-service pickle?)", PICKLE_REMEDY)
+
+
+class WorkBudget:
+    """The work one file's pickles may cost, shared by the scanner, the unpickler and the walk
+    that collects tensors from what it built.
+
+    Every opcode costs one unit and does a bounded amount of work: it allocates at most one
+    small object, or copies bytes that are in the file. Helpers that copy elements a pickle
+    already built (a set from a list) charge one unit per element, so that a pickle cannot make
+    one opcode copy a big shared list again and again; so does each object the walk visits.
+    Bounding the units therefore bounds both the time and the memory that reading the file takes.
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = MAX_PICKLE_WORK if limit is None else limit
+        self.left = self.limit
+
+    def charge(self, units: int = 1) -> None:
+        self.left -= units
+        if self.left < 0:
+            raise PickleTooComplex(self.limit)
+
+
+def scan_globals(data: bytes, budget: WorkBudget | None = None) -> list[str]:
     """Every global `data` (exactly one pickle) references, in order of first use.
 
     Raises PickleScanError if `data` is not one complete pickle: truncated, no STOP, an unknown
-    opcode, an inconsistent stack, or bytes after the STOP.
+    opcode, an inconsistent stack, bytes after the STOP, or more opcodes than `budget` allows.
     """
-    names, end = scan(data)
+    names, end = scan(data, budget=budget)
     if end != len(data):
         raise PickleScanError(
             f"{len(data) - end} bytes of trailing data after the pickle ends at byte {end}", names)
     return names
 
 
-def scan(data: bytes, start: int = 0) -> tuple[list[str], int]:
+def scan(data: bytes, start: int = 0,
+         budget: WorkBudget | None = None) -> tuple[list[str], int]:
     """The globals of the one pickle starting at `start`, and the offset just past its STOP."""
     machine = _AbstractUnpickler(data)
+    budget = WorkBudget() if budget is None else budget
     stream = io.BytesIO(data)
     stream.seek(start)
     try:
         for opcode, arg, pos in pickletools.genops(stream):
+            budget.charge()
             machine.step(opcode, arg, pos)
             if opcode.name == "STOP":
                 return machine.globals, pos + 1
     except PickleScanError:
         raise
+    except PickleTooComplex as exc:  # the globals seen so far still count
+        raise PickleScanError(exc.cause, machine.globals, malformed=False) from None
     except (ValueError, OverflowError, struct.error) as exc:  # how genops reports damage
-        raise PickleScanError(_describe(exc), machine.globals) from None
+        raise PickleScanError(_describe(exc), machine.globals,
+                              malformed=not _is_truncation(exc)) from None
     raise PickleScanError("the pickle is truncated (it ends without a STOP opcode)",
-                          machine.globals)
+                          machine.globals, malformed=False)
+
+
+def starts_like_pickle(head: bytes) -> bool:
+    """Whether `head`, the first bytes of a file, begins a pickle an unpickler would run.
+
+    Judged by what the unpickler accepts, not by a magic number (pickles have none; legacy
+    torch.save files can start with any opcode): the opcodes in `head` must decode and keep
+    the stack consistent up to STOP or up to the end of `head`, which must hold at least one
+    whole opcode. Random bytes, text and other formats fail within a few opcodes. The walk is
+    over `head` only, so it stays cheap.
+    """
+    budget = WorkBudget(len(head))  # charged once per whole opcode; never runs out
+    try:
+        scan(head, budget=budget)
+    except PickleScanError as exc:
+        return not exc.malformed and budget.left < budget.limit
+    return True
+
+
+def _is_truncation(exc: Exception) -> bool:
+    message = str(exc)
+    # genops' wording for running out of bytes: "pickle exhausted before seeing STOP",
+    # "expected 8 bytes in a bytes1, but only 3 remain", "not enough data in stream to read
+    # long4", "no newline found when trying to read stringnl".
+    return any(words in message for words in ("exhausted", "remain", "not enough data",
+                                                "no newline found"))
 
 
 def _describe(exc: Exception) -> str:
-    message = str(exc)
-    # genops' wording for running out of bytes: "pickle exhausted before seeing STOP",
-    # "expected 8 bytes in a float8, but only 3 remain".
-    if "exhausted" in message or "remain" in message or "no newline found" in message:
-        return f"the pickle is truncated ({message})"
-    return f"not a valid pickle ({message})"
+    if _is_truncation(exc):
+        return f"the pickle is truncated ({exc})"
+    return f"not a valid pickle ({exc})"
 
 
 class PickleTooLarge(UnreadableModel):
-    """A pickle longer than the caller's limit (or a corrupt length field claiming so).
+    """A pickle longer than the caller's limit (or a corrupt length field claiming so), or with
+    more opcodes than reading one may take.
 
     `prefix` holds the bytes up to the opcode that crossed the limit: scanning it still finds the
     globals named before that point (a pickled NumPy array names its globals, then its data).
     """
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"a pickle larger than {limit // 2**20} MiB (or a corrupt length field)",
-                         PICKLE_REMEDY)
+    def __init__(self, limit: int, opcodes: int | None = None) -> None:
+        cause = (f"a pickle of more than {opcodes:,} opcodes" if opcodes is not None else
+                 f"a pickle larger than {limit // 2**20} MiB (or a corrupt length field)")
+        super().__init__(cause, PICKLE_REMEDY)
         self.prefix = b""
 
 
@@ -202,15 +279,18 @@ def read_pickle(stream: BinaryIO, limit: int) -> bytes:
     """The bytes of the next pickle in `stream`, leaving the stream just after it.
 
     Reads at most `limit` bytes, so a length field in a corrupt or hostile file cannot make this
-    allocate more (PickleTooLarge). A damaged pickle is returned up to the damage; scanning it
-    reports the damage.
+    allocate more, and walks at most MAX_PICKLE_OPCODES opcodes, so a long run of tiny opcodes
+    cannot make it take long (PickleTooLarge either way). A damaged pickle is returned up to
+    the damage; scanning it reports the damage.
     """
     start = stream.tell()
     bounded = _BoundedReader(stream, limit)
     try:
-        for opcode, _, _ in pickletools.genops(bounded):
+        for count, (opcode, _, _) in enumerate(pickletools.genops(bounded)):
             if opcode.name == "STOP":
                 break
+            if count == MAX_PICKLE_OPCODES:
+                raise PickleTooLarge(limit, opcodes=count)
     except (ValueError, OverflowError, struct.error):
         pass
     except PickleTooLarge as exc:
@@ -285,8 +365,14 @@ class _AbstractUnpickler:
     def fail(self, cause: str):
         raise PickleScanError(f"not a valid pickle ({cause})", self.globals)
 
+    def refuse(self, cause: str):
+        """A valid pickle that no checkpoint would be, and that could harm a real loader."""
+        raise PickleScanError(cause, self.globals, malformed=False)
+
     def reference(self, name: str) -> None:
         if name not in self._seen:
+            if len(self._seen) == MAX_GLOBALS:
+                self.refuse(f"the pickle references more than {MAX_GLOBALS} different globals")
             self._seen.add(name)
             self.globals.append(name)
 
@@ -313,7 +399,8 @@ class _AbstractUnpickler:
 
     def memo_put(self, index: int, value) -> None:
         if index < 0 or index > MAX_MEMO_INDEX:
-            self.fail(f"memo index {index} is implausibly large")
+            # The C unpickler (torch.load's) would allocate a memo table this large.
+            self.refuse(f"memo index {index} is implausibly large")
         if index >= len(self.memo_present):
             self.memo_present.extend(bytes(index + 1 - len(self.memo_present)))
         if not self.memo_present[index]:
@@ -334,6 +421,8 @@ class _AbstractUnpickler:
     def step(self, opcode, arg, pos: int) -> None:
         name = opcode.name
         if name == "PROTO":
+            if not 0 <= arg <= HIGHEST_PROTOCOL:
+                self.fail(f"unsupported pickle protocol {arg}")
             self.proto = arg
         elif name in _STRING_OPCODES:
             self.stack.append(arg)
@@ -359,7 +448,10 @@ class _AbstractUnpickler:
         elif name == "STACK_GLOBAL":
             module, attribute = self.pop(2)
             if isinstance(module, str) and isinstance(attribute, str):
-                self.reference(global_name(module, attribute, self.proto))
+                # Not joined when long: memoized strings would make every STACK_GLOBAL copy them
+                # again. No allowlisted name is that long, so the marker is just as unsafe.
+                self.reference(global_name(module, attribute, self.proto)
+                               if len(module) + len(attribute) <= MAX_GLOBAL_NAME else TOO_LONG)
             else:
                 self.reference(UNRESOLVABLE)
             self.stack.append(UNKNOWN)

@@ -80,6 +80,9 @@ def _read_header(path: Path, file_size: int) -> tuple[dict[str, Any], int]:
         raise UnreadableModel(f"the header is not valid UTF-8 (byte {exc.start})", REMEDY) from None
     except ValueError as exc:  # JSONDecodeError, or a number too long to convert
         raise UnreadableModel(f"the header is not valid JSON ({exc})", REMEDY) from None
+    except RecursionError:  # json's parser recurses per nesting level
+        raise UnreadableModel("the header nests too deeply to be a safetensors header (tensor "
+                              "entries nest three levels)", REMEDY) from None
     if not isinstance(header, dict):
         raise UnreadableModel("the header is not a JSON object", REMEDY)
     return header, file_size - 8 - length
@@ -123,18 +126,36 @@ def _tensor(name: str, entry: Any, data_size: int) -> tuple[TensorInfo, int, int
         raise UnreadableModel(f"tensor {name!r}: data_offsets [{begin}, {end}] fall outside the "
                               f"{data_size}-byte data region", REMEDY)
     bloatguard_dtype, bits = DTYPES[dtype]
-    numel = 1
-    for dim in shape:
-        numel *= dim
+    numel = _numel(shape)
+    if numel is None:
+        raise UnreadableModel(f"tensor {name!r}: shape {_brief_shape(shape)} has more than "
+                              "2^63 - 1 elements", REMEDY)
     if (numel * bits) % 8:
         raise UnreadableModel(f"tensor {name!r}: {numel} {dtype} elements do not fill whole bytes",
                               REMEDY)
     nbytes = numel * bits // 8
     if end - begin != nbytes:
-        raise UnreadableModel(f"tensor {name!r}: shape {shape} of {dtype} needs {nbytes} bytes "
-                              f"but data_offsets span {end - begin}", REMEDY)
+        raise UnreadableModel(f"tensor {name!r}: shape {_brief_shape(shape)} of {dtype} needs "
+                              f"{nbytes} bytes but data_offsets span {end - begin}", REMEDY)
     info = TensorInfo(name=name, dtype=bloatguard_dtype, shape=tuple(shape), where="safetensors")
     return info, begin, end
+
+
+def _numel(shape: list[int]) -> int | None:
+    """The number of elements, or None once it passes MAX_DIM (an overflow in the reference
+    implementation). Stops early, so a shape of hundreds of huge dims stays cheap to check."""
+    if 0 in shape:
+        return 0
+    numel = 1
+    for dim in shape:
+        numel *= dim
+        if numel > MAX_DIM:
+            return None
+    return numel
+
+
+def _brief_shape(shape: list[int]) -> str:
+    return str(shape) if len(shape) <= 8 else f"[{', '.join(map(str, shape[:8]))}, ...]"
 
 
 def _is_int(value: Any) -> bool:

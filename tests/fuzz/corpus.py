@@ -4,6 +4,9 @@ Run `python tests/fuzz/corpus.py OUT_DIR` to write it; tests/test_fuzz.py builds
 directory and runs the CLI on every file. Mutations: truncation at many offsets, random byte
 flips, wrong magic, huge declared dims, deep nesting, LFS pointers, hostile external-data paths,
 archives, and malicious pickles that would create a canary file if anything executed them.
+From the second red-team round: zips whose record names collide in case or whose records
+overlap, extra pickles in a zip, legacy checkpoints whose magic pickle starts with LONG1, hash
+bombs, huge-int keys, bzip2 bombs, and models that are symlinks or FIFOs.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import random
 import struct
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import onnx
@@ -71,6 +75,12 @@ def _seeds(work: Path) -> dict[str, Path]:
         seeds["state.pt"] = work / "seed_state.pt"
         torch.save(state, work / "seed_legacy.pt", _use_new_zipfile_serialization=False)
         seeds["legacy.pt"] = work / "seed_legacy.pt"
+        # The same checkpoint whose magic-number pickle starts with LONG1 instead of PROTO.
+        legacy = (work / "seed_legacy.pt").read_bytes()
+        standard_magic = pickle.dumps(LEGACY_MAGIC, protocol=2)
+        assert legacy.startswith(standard_magic)
+        (work / "seed_long1.pt").write_bytes(long1_magic() + legacy[len(standard_magic):])
+        seeds["long1.pt"] = work / "seed_long1.pt"
     except ImportError:
         pass
     return seeds
@@ -186,6 +196,110 @@ def _deep_list_pickle(depth: int) -> bytes:
     return b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
 
 
+# --- hostile files of the second red-team round (also used by tests/test_untrusted_pickles.py) --
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def local_record(name: str, payload: bytes, *, method: int = zipfile.ZIP_STORED,
+                 declared: int | None = None, crc: int | None = None) -> bytes:
+    """A zip local header plus its (already compressed) payload. `declared` is the uncompressed
+    size the headers claim; a liar's zip sets it to anything."""
+    raw = name.encode()
+    declared = len(payload) if declared is None else declared
+    crc = zlib.crc32(payload) if crc is None else crc
+    return struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, method, 0, 0, crc, len(payload),
+                       declared, len(raw), 0) + raw + payload
+
+
+def raw_zip(records: list[tuple[int, bytes]], body: bytes) -> bytes:
+    """A zip of `body` (local records laid out by hand) whose central directory lists each
+    (offset, local record) in `records`: entries may point anywhere, overlapping included."""
+    central = b""
+    for offset, record in records:
+        (_, _, _, method, _, _, crc, size, declared, name_length, _) = struct.unpack(
+            "<4sHHHHHIIIHH", record[:30])
+        name = record[30:30 + name_length]
+        central += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, method, 0, 0,
+                               crc, size, declared, len(name), 0, 0, 0, 0, 0, offset) + name
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(records), len(records),
+                      len(central), len(body), 0)
+    return body + central + end
+
+
+def sequential_zip(records: list[bytes]) -> bytes:
+    """A zip of local records one after the other, as any writer lays them out."""
+    offsets, position = [], 0
+    for record in records:
+        offsets.append((position, record))
+        position += len(record)
+    return raw_zip(offsets, b"".join(records))
+
+
+def case_colliding_zip(first: bytes, second: bytes) -> bytes:
+    """`arc/DATA.PKL` then `arc/data.pkl`: one name to torch's case-insensitive lookup, which
+    (torch 2.13) loads the first; a case-sensitive scanner reads the second."""
+    return sequential_zip([local_record("arc/DATA.PKL", first),
+                           local_record("arc/data.pkl", second),
+                           local_record("arc/version", b"3\n")])
+
+
+def overlapping_zip(clean: bytes, hidden: bytes) -> bytes:
+    """A clean data.pkl, and a record `arc/blob` whose stored bytes are another complete record,
+    `arc/extra.pkl`, that the central directory also lists: two entries share bytes."""
+    data_pkl = local_record("arc/data.pkl", clean)
+    inner = local_record("arc/extra.pkl", hidden)
+    blob = local_record("arc/blob", inner)
+    blob_at = len(data_pkl)
+    inner_at = blob_at + 30 + len("arc/blob")
+    return raw_zip([(0, data_pkl), (blob_at, blob), (inner_at, inner)], data_pkl + blob)
+
+
+def bzip2_bomb_zip(expanded: int = 64 * 2**20, declared: int = 1024) -> bytes:
+    """A checkpoint whose storage record is bzip2: a few hundred bytes that expand to `expanded`
+    bytes, though the headers declare `declared`."""
+    import bz2
+
+    data_pkl = pickle.dumps({}, protocol=2)
+    bomb = bz2.compress(bytes(expanded), 9)
+    return sequential_zip([local_record("arc/data.pkl", data_pkl),
+                           local_record("arc/data/0", bomb, method=zipfile.ZIP_BZIP2,
+                                        declared=declared, crc=0),
+                           local_record("arc/version", b"3\n")])
+
+
+def long1_magic() -> bytes:
+    """The legacy torch.save magic number as a pickle without a PROTO header: LONG1 first.
+    torch.load only checks that the first pickle equals the magic number."""
+    return b"\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little") + b"."
+
+
+def long1_legacy(main: bytes, keys: bytes = pickle.dumps([], protocol=2)) -> bytes:
+    """A legacy checkpoint (magic, protocol version, sys_info, main pickle, storage keys) whose
+    magic pickle starts with LONG1."""
+    header = b"".join(pickle.dumps(x, protocol=2) for x in (
+        1001, {"protocol_version": 1001, "little_endian": True}))
+    return long1_magic() + header + main + keys
+
+
+def hash_bomb(depth: int = 64, container: str = "dict") -> bytes:
+    """About 6 bytes per level: t = (); t = (t, t) `depth` times, then t used as a dict key (or
+    set element). No global at all, but hashing t visits 2^depth tuples."""
+    bomb = b")" + b"q\x00h\x00\x86" * depth  # BINPUT 0, BINGET 0, TUPLE2
+    uses = {
+        "dict": b"}" + bomb + b"K\x01s",                         # {t: 1}
+        "set": b"\x8f(" + bomb + b"\x90",                        # EMPTY_SET, ADDITEMS
+        "frozenset": b"(" + bomb + b"\x91",                      # FROZENSET
+        "ordered_dict": b"\x8c\x0bcollections\x8c\x0bOrderedDict\x93]" + bomb
+                        + b"K\x01\x86a\x85R",                     # OrderedDict([(t, 1)])
+    }
+    return b"\x80\x04" + uses[container] + b"."
+
+
+def huge_int_key_pickle() -> bytes:
+    return pickle.dumps({10**5000: 1}, protocol=2)
+
+
 def build(out: Path, canary: Path, *, seed: int = 1234, truncations: int = 24, flips: int = 12) -> list[Path]:
     """Write the corpus into `out` and return the files (one directory per case, because
     external-data cases need their own companions)."""
@@ -226,6 +340,19 @@ def build(out: Path, canary: Path, *, seed: int = 1234, truncations: int = 24, f
         evil = pickle.dumps({"w": payload}, protocol=2)
         cases[f"evil_{name}_zip.pt"] = _zip_with({"archive/data.pkl": evil, "archive/version": b"3\n"})
         cases[f"evil_{name}.bin"] = evil
+        cases[f"evil_{name}_long1.bin"] = long1_legacy(evil)
+        cases[f"evil_{name}_extra_pkl.pt"] = _zip_with({"archive/data.pkl": pickle.dumps({}, protocol=2),
+                                                        "archive/extra/Hook.PKL": evil})
+        clean = pickle.dumps({}, protocol=2)
+        cases[f"casefold_{name}_first.pt"] = case_colliding_zip(evil, clean)
+        cases[f"casefold_{name}_second.pt"] = case_colliding_zip(clean, evil)
+        cases[f"overlap_{name}.pt"] = overlapping_zip(clean, evil)
+    for container in ("dict", "set", "frozenset", "ordered_dict"):
+        cases[f"hash_bomb_{container}.pkl"] = hash_bomb(64, container)
+    cases["hash_bomb_zip.pt"] = _zip_with({"archive/data.pkl": hash_bomb(64), "archive/version": b"3\n"})
+    cases["huge_int_key.pkl"] = huge_int_key_pickle()
+    cases["huge_int_key.bin"] = huge_int_key_pickle()
+    cases["bzip2_bomb.pt"] = bzip2_bomb_zip()
     files: list[Path] = []
     for name, data in sorted(cases.items()):
         directory = out / name.replace(".", "_")
@@ -245,6 +372,28 @@ def build(out: Path, canary: Path, *, seed: int = 1234, truncations: int = 24, f
         if label == "symlink":
             os.symlink("/etc/hostname", directory / "link.data")
         files.append(target)
+    files += _special_files(out, work)
+    return files
+
+
+def _special_files(out: Path, work: Path) -> list[Path]:
+    """Models that are symlinks (to a real checkpoint and to a file outside the corpus,
+    dangling or not) and FIFOs, which must be reported without being followed or opened."""
+    files = []
+    for suffix in (".pt", ".bin", ".safetensors", ".onnx"):
+        directory = out / f"symlink{suffix.replace('.', '_')}"
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, target in (("model", work / "seed_state.pt"), ("outside", Path("/etc/hostname")),
+                             ("dangling", work / "missing.pt")):
+            link = directory / f"{name}{suffix}"
+            os.symlink(target, link)
+            files.append(link)
+    # Not .onnx: engine.check counts MACs of every .onnx in forked children, which would open it.
+    for suffix in (".pt", ".bin"):
+        directory = out / f"fifo{suffix.replace('.', '_')}"
+        directory.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(directory / f"model{suffix}")
+        files.append(directory / f"model{suffix}")
     return files
 
 
