@@ -45,10 +45,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bloatguard.errors import BloatguardError
+from bloatguard.report.github import append_summary
 
 MARKER = "<!-- bloatguard-report -->"
 COMMENT_LIMIT = 65_536  # characters GitHub accepts in a comment body
-SUMMARY_LIMIT = 1_000_000  # bytes GitHub accepts in one step's summary (1 MiB, with headroom)
 FAIL_ON = ("error", "warning", "never")
 _SWITCHES = {"on": True, "true": True, "yes": True, "1": True,
              "off": False, "false": False, "no": False, "0": False}
@@ -190,17 +190,6 @@ def set_outputs(path: Path | None, values: dict[str, Any]) -> None:
             # The multi-line form, with a delimiter no value can contain.
             delimiter = f"ghadelimiter_{secrets.token_hex(16)}"
             out.write(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
-
-
-def append_summary(path: Path | None, markdown: str) -> None:
-    if path is None or not markdown:
-        return
-    data = markdown.encode("utf-8")
-    if len(data) > SUMMARY_LIMIT:
-        cut = data[:SUMMARY_LIMIT].decode("utf-8", errors="ignore")
-        markdown = cut[:cut.rfind("\n") + 1] + "\n*(report truncated: over GitHub's 1 MiB summary limit)*\n"
-    with open(path, "a", encoding="utf-8") as out:
-        out.write(markdown + "\n")
 
 
 # --- the sticky comment --------------------------------------------------------------------------
@@ -360,10 +349,10 @@ def publish_comment(inputs: Inputs, github: GitHub, markdown: str) -> bool:
 # --- the run -------------------------------------------------------------------------------------
 
 def _check(inputs: Inputs, github: GitHub):
-    from bloatguard import cli
+    from bloatguard import app
 
     base = inputs.base or github.base_sha
-    argv = ["check", *inputs.paths]
+    argv = [*inputs.paths]
     if inputs.config:
         argv += ["--config", inputs.config]
     if base:
@@ -374,8 +363,8 @@ def _check(inputs: Inputs, github: GitHub):
                          "models are checked against absolute budgets only")
     if inputs.latency is not None:
         argv.append("--latency" if inputs.latency else "--no-latency")
-    args = cli.build_parser().parse_args([*argv, *inputs.args])
-    return cli.collect(args)
+    run = app.collect(app.check_parser().parse_args([*argv, *inputs.args]))
+    return run.results, run.config, run.rules, run.unmatched
 
 
 def prepare_base(base: str, start: Path) -> str:

@@ -10,16 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from bloatguard import __version__
+from bloatguard import __version__, app
 from bloatguard.report import FORMATS
 
 EXIT_OK, EXIT_FINDINGS, EXIT_CANNOT_EVALUATE = 0, 1, 2
-
-
-def _split_codes(values: list[str] | None) -> list[str] | None:
-    if values is None:
-        return None
-    return [code.strip() for value in values for code in value.split(",") if code.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,38 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     check = commands.add_parser("check", help="measure models and check them against the budgets")
-    check.add_argument("paths", nargs="*", type=Path, metavar="PATH",
-                       help="model files or directories (default: the current directory)")
-    check.add_argument("--config", type=Path, metavar="FILE",
-                       help="config file (default: bloatguard.toml or pyproject.toml found by "
-                            "walking up from the paths)")
-    check.add_argument("--output-format", choices=FORMATS, default="text")
-    check.add_argument("--output-file", type=Path, metavar="FILE",
-                       help="write the report here instead of standard output")
-    check.add_argument("--base", metavar="REF",
-                       help="compare with this git ref: a branch is compared at its merge-base "
-                            "with HEAD (what a pull request shows), a SHA as is")
-    check.add_argument("--staged", action="store_true",
-                       help="check the staged version of each file against HEAD (pre-commit); in a "
-                            "pre-push hook, the pushed commits (PRE_COMMIT_FROM_REF..TO_REF)")
-    check.add_argument("--fetch-base", action="store_true",
-                       help="fetch the base commit from origin when a shallow clone lacks it")
-    check.add_argument("--no-cache", action="store_true", help="do not read or write the metric cache")
-    check.add_argument("--latency", action=argparse.BooleanOptionalAction, default=None,
-                       help="measure onnxruntime CPU latency (default: on with --base, off "
-                            "otherwise and in the pre-commit hook)")
-    check.add_argument("--select", action="append", metavar="CODES",
-                       help="only these rules (codes, prefixes or names; comma-separated)")
-    check.add_argument("--ignore", action="append", metavar="CODES",
-                       help="skip these rules (codes, prefixes or names; comma-separated)")
-    check.add_argument("--shard", type=_shard, metavar="K/N",
-                       help="check only the K-th of N parts of the models (split by a hash of each "
-                            "path), for parallel CI jobs; `bloatguard merge` joins their JSON reports")
-    check.add_argument("--jobs", type=_jobs, default=1, metavar="N",
-                       help="check N models at a time in worker processes: the rules that read "
-                            "the weights; latency is still timed one model at a time")
-    check.add_argument("--strict", action="store_true",
-                       help="a config table that matches no model is an error, not a warning")
+    app.add_check_arguments(check)
 
     merge = commands.add_parser("merge", help="combine the JSON reports of sharded checks")
     merge.add_argument("reports", nargs="+", type=Path, metavar="REPORT.json")
@@ -170,47 +133,13 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_CANNOT_EVALUATE
 
 
-def load_config(config_path: Path | None, paths: list[Path]):
-    from bloatguard import config
-
-    if config_path is None:
-        start = Path(_common_parent(paths)) if paths else Path.cwd()
-        config_path = config.find_config_file(start)
-    return config.load(config_path)
-
-
-def _common_parent(paths: list[Path]) -> str:
-    import os
-
-    resolved = [str(p.resolve()) for p in paths]
-    return os.path.commonpath(resolved) if len(resolved) > 1 else resolved[0]
-
-
-def _shard(text: str):
-    from bloatguard.engine import Shard
-
-    try:
-        return Shard.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _jobs(text: str) -> int:
-    try:
-        jobs = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of processes, got {text!r}") from None
-    if jobs < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return jobs
-
-
 def run_check(args: argparse.Namespace) -> int:
     from bloatguard.result import exit_code
     from bloatguard.untrusted import one_line
 
-    results, config, rules, unmatched = collect(args)
-    write_report(results, args.output_format, args.output_file, rules=rules, unmatched=unmatched,
+    run = app.collect(args)
+    results, config, unmatched = run.results, run.config, run.unmatched
+    write_report(results, args.output_format, args.output_file, rules=run.rules, unmatched=unmatched,
                  budgets_for=lambda result: config.resolve(Path(result.path)).budgets)
     # What could not be evaluated, and config tables that apply to nothing: one line each on
     # stderr whatever the format, unless the text report just showed them on this terminal.
@@ -231,44 +160,6 @@ def run_check(args: argparse.Namespace) -> int:
 
 def _same_terminal() -> bool:
     return sys.stdout.isatty() and sys.stderr.isatty()
-
-
-def collect(args: argparse.Namespace):
-    """Measure and check what `bloatguard check` was asked to: (results, config, rules that ran,
-    config tables that matched no model)."""
-    from bloatguard import engine
-    from bloatguard.progress import Progress
-
-    paths = args.paths or [Path(".")]
-    config = load_config(args.config, paths)
-    selection = engine.Selection(select=_split_codes(args.select), ignore=_split_codes(args.ignore) or [])
-    rules = selection.rules(config)  # a typo in --select fails now, not after measuring everything
-    progress = Progress()
-    base, head = _comparison(args)
-    # Latency is noisy and slow: on by default only for a CI comparison, never in the hook.
-    latency = args.latency if args.latency is not None else (args.base is not None and not args.staged)
-    if base is not None or args.staged:
-        results = engine.check_against_base(paths, config, selection, base, staged=args.staged and head is None,
-                                            head_ref=head, fetch=args.fetch_base,
-                                            use_cache=not args.no_cache, progress=progress,
-                                            latency=latency, shard=args.shard, jobs=args.jobs)
-    else:
-        results = engine.check(paths, config, selection, progress=progress, latency=latency,
-                               shard=args.shard, jobs=args.jobs)
-    progress.done()
-    return results, config, rules, _unmatched_tables(config, paths, results)
-
-
-def _unmatched_tables(config, paths: list[Path], results) -> list:
-    """Config tables that match no model, judged when a directory was checked: a hook run on a
-    few staged files says nothing about the tables for the others."""
-    from bloatguard.coverage import unmatched_tables
-    from bloatguard.discover import discover
-
-    if not any(path.is_dir() for path in paths):
-        return []
-    checked = [result.settings_path or Path(result.path) for result in results]
-    return unmatched_tables(config, checked, lambda: discover([config.root], config))
 
 
 def write_report(results, output_format: str, output_file: Path | None, **context) -> None:
@@ -292,8 +183,7 @@ def write_report(results, output_format: str, output_file: Path | None, **contex
             _discard_stdout()
     if output_format == "github" and os.environ.get("GITHUB_STEP_SUMMARY"):
         # Findings beyond GitHub's annotation limits would be lost: list them in the summary.
-        from bloatguard.ci import append_summary
-        from bloatguard.report.github import overflow_markdown
+        from bloatguard.report.github import append_summary, overflow_markdown
 
         append_summary(Path(os.environ["GITHUB_STEP_SUMMARY"]), overflow_markdown(results))
 
@@ -305,29 +195,6 @@ def run_merge(args: argparse.Namespace) -> int:
     results = merge_reports(args.reports)
     write_report(results, args.output_format, args.output_file)
     return exit_code(results)
-
-
-def _comparison(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """(base ref, head ref) for this run. Head None means the working tree, or the index with
-    --staged. pre-commit's pre-push stage exports the pushed range as PRE_COMMIT_FROM_REF/TO_REF."""
-    import os
-
-    if args.staged:
-        from_ref, to_ref = os.environ.get("PRE_COMMIT_FROM_REF"), os.environ.get("PRE_COMMIT_TO_REF")
-        if from_ref and to_ref:
-            # A new branch is pushed with an all-zero FROM ref: nothing to compare with, so its
-            # models are new (absolute budgets only) unless --base names a comparison point.
-            return args.base or (None if set(from_ref) <= {"0"} else from_ref), to_ref
-        return args.base or _head_if_any(args), None
-    return args.base, None
-
-
-def _head_if_any(args: argparse.Namespace) -> str | None:
-    """HEAD, or None before the first commit (then every staged model is new)."""
-    from bloatguard.gitbase import GitRepo
-
-    repo = GitRepo(args.paths[0] if args.paths else Path.cwd())
-    return "HEAD" if repo.commit_of("HEAD") else None
 
 
 def run_init(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 from bloatguard import globs
 from bloatguard.errors import ConfigError
 from bloatguard.metrics import WITH_BUDGETS
+from bloatguard.paths import located
 from bloatguard.settings import ResolvedSettings
 from bloatguard.units import Growth, PARSERS, parse_count, parse_growth, parse_size, parse_time_ms
 
@@ -220,7 +221,7 @@ class Config:
     def relpath(self, model_path: Path) -> str | None:
         """The model's path relative to the config's directory, as globs see it."""
         try:
-            return Path(model_path).resolve().relative_to(self.root.resolve()).as_posix()
+            return located(Path(model_path)).relative_to(self.root.resolve()).as_posix()
         except ValueError:
             return None
 

@@ -9,6 +9,7 @@ from typing import Callable
 
 from bloatguard.config import Config
 from bloatguard.facts import BlobSource, ModelFacts
+from bloatguard.paths import located
 from bloatguard.result import ModelResult
 from bloatguard.registry import all_rules, selector_matches
 from bloatguard.rule import Finding, Rule, RuleContext
@@ -67,7 +68,7 @@ class Shard:
 def display_path(path: Path) -> str:
     """Paths as the user typed them when relative to the working directory, else absolute."""
     try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+        return located(path).relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
         return str(path)
 
@@ -331,7 +332,10 @@ def check(paths: list[Path], config: Config, selection: Selection,
     models = [path for path in found if shard is None or display_path(path) in shard]
     macs = MacsBatch()
     # Count MACs while the models are read: shape inference is most of a static check's time.
-    macs.start([(path, config.resolve(path).inputs) for path in models if path.suffix.lower() == ".onnx"])
+    # Regular files only: a counting child must never open a link's target or block on a FIFO
+    # (the reader reports those as BG000 without opening them).
+    macs.start([(path, config.resolve(path).inputs) for path in models
+                if path.suffix.lower() == ".onnx" and _regular(path)])
     for index, path in enumerate(models):
         if progress:
             progress(index, len(models), display_path(path))
@@ -349,7 +353,7 @@ def _require_models(paths: list[Path], found: list[Path], config: Config) -> Non
     from bloatguard.discover import MODEL_SUFFIXES
     from bloatguard.errors import BloatguardError
 
-    found = [path.resolve() for path in found]
+    found = [located(path) for path in found]
     for path in paths:
         if not path.is_dir():
             continue
@@ -360,6 +364,15 @@ def _require_models(paths: list[Path], found: list[Path], config: Config) -> Non
             raise BloatguardError(
                 f"{path}: no model files found ({', '.join(sorted(MODEL_SUFFIXES))}{filtered}); "
                 "check the path")
+
+
+def _regular(path: Path) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def _finish(results: list[ModelResult], config: Config, selection: Selection, latency: bool,

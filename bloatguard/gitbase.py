@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from bloatguard.errors import BloatguardError
+from bloatguard.paths import located
 
 # Base blobs larger than this are refused rather than copied to a temporary file.
 MAX_BLOB_BYTES = 8 * 2**30
@@ -127,7 +128,7 @@ class GitRepo:
 
     def relpath(self, path: Path) -> str:
         try:
-            return path.resolve().relative_to(self.root).as_posix()
+            return located(path).relative_to(self.root).as_posix()
         except ValueError:
             raise BloatguardError(f"{path}: outside the git repository at {self.root}") from None
 
@@ -246,7 +247,7 @@ class GitRepo:
         return target
 
     def _resolve_lfs(self, target: Path) -> None:
-        from bloatguard.formats import LFS_POINTER_PREFIX, lfs_oid
+        from bloatguard.lfs import LFS_POINTER_PREFIX, lfs_oid
 
         if target.stat().st_size > 1024:
             return
@@ -338,21 +339,3 @@ def _entry_named(listing: str, path: str) -> str | None:
 def _within(path: str, scope: list[str]) -> bool:
     return any(part in (".", "") or path == part or path.startswith(part.rstrip("/") + "/")
                for part in scope)
-
-
-def lfs_object_path(start: Path, oid: str) -> Path | None:
-    """Where git-lfs keeps the object `oid` for the repository containing `start`, if present."""
-    if not re.fullmatch(r"[0-9a-f]{64}", oid):
-        return None
-    for directory in (start.resolve().parent, *start.resolve().parents):
-        git_dir = directory / ".git"
-        if git_dir.is_file():  # a worktree or submodule: "gitdir: <path>"
-            text = git_dir.read_text(errors="replace").strip()
-            if text.startswith("gitdir:"):
-                git_dir = (directory / text[len("gitdir:"):].strip()).resolve()
-        if git_dir.is_dir():
-            candidate = git_dir / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
-            return candidate if candidate.is_file() else None
-    return None
-
-

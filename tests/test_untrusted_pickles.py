@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+import factories
+
 sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
 import corpus  # noqa: E402
 
@@ -183,8 +185,9 @@ def test_bin_files_that_are_clearly_not_models_are_still_skipped(tmp_path):
     write(models / "zeros.bin", bytes(4096))
     write(models / "text.bin", b"hello, this is a vocabulary file\n" * 20)
     write(models / "floats.bin", bytes(range(256)) * 16)
+    factories.mlp(models / "real.onnx", sizes=(4, 4))  # a directory without models is an error
     code, report, _ = check(models)
-    assert code == 0 and report["models"] == []
+    assert code == 0 and [Path(m["path"]).name for m in report["models"]] == ["real.onnx"]
 
 
 def test_legacy_tar_checkpoint_named_bin_is_reported_not_skipped(tmp_path, canary):

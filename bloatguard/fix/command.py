@@ -120,7 +120,7 @@ class Outcome:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bloatguard.cli import load_config
+    from bloatguard.app import load_config
     from bloatguard.discover import discover
     from bloatguard.errors import BloatguardError
     from bloatguard.fix.kinds import APPLICABLE

@@ -9,12 +9,11 @@ from pathlib import Path
 
 from bloatguard.errors import UnreadableModel
 from bloatguard.facts import ModelFacts
+from bloatguard.formats.sniffing import SNIFF_BYTES
+from bloatguard.lfs import LFS_POINTER_PREFIX, lfs_object_path, lfs_oid
 
-LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 ZIP_MAGIC = b"PK\x03\x04"
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
-# How much of a file sniffing reads: enough for a tar header and to walk a pickle's first opcodes.
-SNIFF_BYTES = 512
 
 
 def sniff(head: bytes, suffix: str) -> str:
@@ -56,17 +55,6 @@ def _is_tar(head: bytes) -> bool:
     except tarfile.HeaderError:
         return False
     return True
-
-
-def lfs_oid(pointer: bytes) -> str | None:
-    """The sha256 object id a Git LFS pointer names, if it is well-formed."""
-    for line in pointer.decode("utf-8", "replace").splitlines():
-        key, _, value = line.partition(" ")
-        if key == "oid" and value.startswith("sha256:"):
-            oid = value[len("sha256:"):].strip()
-            if len(oid) == 64 and all(c in "0123456789abcdef" for c in oid):
-                return oid
-    return None
 
 
 def read_head(path: Path, size: int = SNIFF_BYTES) -> bytes:
@@ -142,8 +130,6 @@ def _read(path: Path, display: str, suffix: str | None = None) -> ModelFacts:
     head = read_head(path)
     kind = sniff(head, suffix or path.suffix.lower())
     if kind == "lfs-pointer":
-        from bloatguard.gitbase import lfs_object_path
-
         oid = lfs_oid(read_head(path, 1024))
         fetched = lfs_object_path(path, oid) if oid else None
         if fetched is not None:

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, Callable, Iterable
 
 from bloatguard.errors import UnreadableModel
 from bloatguard.facts import ModelFacts, TensorInfo
-from bloatguard.formats import SNIFF_BYTES
+from bloatguard.formats.sniffing import SNIFF_BYTES
 from bloatguard.formats.pickle_scan import (
     ALLOWLIST, STORAGE_TYPES, PickleScanError, PickleTooLarge, WorkBudget, disallowed,
     global_name, is_torchscript_class, read_pickle, scan_globals, starts_like_pickle,

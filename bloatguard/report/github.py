@@ -12,6 +12,7 @@ command early or start a new one: a newline in a file name is data, not a second
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from bloatguard.result import ModelResult
@@ -20,6 +21,7 @@ from bloatguard.report.markdown import ICONS, code, text
 from bloatguard.rule import Finding, Severity
 
 LIMIT = 10  # annotations of each kind GitHub shows per step
+SUMMARY_LIMIT = 1_000_000  # bytes GitHub accepts in one step's summary (1 MiB, with headroom)
 COMMANDS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
 
@@ -79,3 +81,14 @@ def overflow_markdown(results: list[ModelResult]) -> str:
     lines += [f"- {ICONS[finding.severity]} {code(result.path)} **{text(finding.code)}** "
               f"{text(finding.rule)}: {text(finding.message)}" for result, finding in rest]
     return "\n".join(lines) + "\n"
+
+
+def append_summary(path: Path | None, markdown: str) -> None:
+    if path is None or not markdown:
+        return
+    data = markdown.encode("utf-8")
+    if len(data) > SUMMARY_LIMIT:
+        cut = data[:SUMMARY_LIMIT].decode("utf-8", errors="ignore")
+        markdown = cut[:cut.rfind("\n") + 1] + "\n*(report truncated: over GitHub's 1 MiB summary limit)*\n"
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(markdown + "\n")

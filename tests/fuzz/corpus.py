@@ -300,6 +300,14 @@ def huge_int_key_pickle() -> bytes:
     return pickle.dumps({10**5000: 1}, protocol=2)
 
 
+def _empty_node_flood(nodes: int) -> bytes:
+    """One real node, then `nodes` empty NodeProtos: 2 bytes each on disk, hundreds in memory
+    once parsed (8 MB took 3.1 GB and 104 s). The reader must refuse it before parsing."""
+    graph = (_field(1, _field(1, b"x") + _field(2, b"y") + _field(4, b"Identity"))
+             + _field(1, b"") * nodes)
+    return b"\x08\x08" + _field(7, graph) + _field(8, b"\x10\x11")  # ir_version 8, graph, opset 17
+
+
 def build(out: Path, canary: Path, *, seed: int = 1234, truncations: int = 24, flips: int = 12) -> list[Path]:
     """Write the corpus into `out` and return the files (one directory per case, because
     external-data cases need their own companions)."""
@@ -353,6 +361,7 @@ def build(out: Path, canary: Path, *, seed: int = 1234, truncations: int = 24, f
     cases["huge_int_key.pkl"] = huge_int_key_pickle()
     cases["huge_int_key.bin"] = huge_int_key_pickle()
     cases["bzip2_bomb.pt"] = bzip2_bomb_zip()
+    cases["empty_node_flood.onnx"] = _empty_node_flood(4_000_000)
     files: list[Path] = []
     for name, data in sorted(cases.items()):
         directory = out / name.replace(".", "_")
