@@ -83,7 +83,8 @@ def transformer(path: Path, layers: int = 4, width: int = 512, hidden: int = 204
         return name
 
     def vector(name, size, value=None):
-        data = np.full(size, value, np.float32) if value is not None else (rng.standard_normal(size) * 0.02).astype(np.float32)
+        data = (np.full(size, value, np.float32) if value is not None
+                else (rng.standard_normal(size) * 0.02).astype(np.float32))
         inits.append(numpy_helper.from_array(data, name))
         return name
 
@@ -94,10 +95,11 @@ def transformer(path: Path, layers: int = 4, width: int = 512, hidden: int = 204
     x = "tokens"
     for layer in range(layers):
         p = f"layer{layer}."
-        nodes.append(helper.make_node("LayerNormalization", [x, vector(p + "ln1.g", width, 1.0), vector(p + "ln1.b", width)],
-                                      [p + "ln1"], axis=-1))
+        norm_inputs = [x, vector(p + "ln1.g", width, 1.0), vector(p + "ln1.b", width)]
+        nodes.append(helper.make_node("LayerNormalization", norm_inputs, [p + "ln1"], axis=-1))
         for name in "qkv":
-            nodes += [helper.make_node("MatMul", [p + "ln1", weight(p + name + ".weight", (width, width))], [p + name + ".mm"]),
+            projection = weight(p + name + ".weight", (width, width))
+            nodes += [helper.make_node("MatMul", [p + "ln1", projection], [p + name + ".mm"]),
                       helper.make_node("Add", [p + name + ".mm", vector(p + name + ".bias", width)], [p + name]),
                       helper.make_node("Reshape", [p + name, "split"], [p + name + ".heads"]),
                       helper.make_node("Transpose", [p + name + ".heads"], [p + name + ".t"],

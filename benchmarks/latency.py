@@ -31,13 +31,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from factories import matmul_chain  # noqa: E402
-
 from bloatguard.config import Config
-from bloatguard.result import ModelResult
 from bloatguard.engine import measure
 from bloatguard.measure.latency import attach_latency
+from bloatguard.result import ModelResult
 from bloatguard.units import parse_time_ms
+
+from factories import matmul_chain  # noqa: E402
 
 OPSET = [helper.make_opsetid("", 17)]
 

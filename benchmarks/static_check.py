@@ -114,7 +114,7 @@ def external_read_bytes(model: Path, data: Path) -> tuple[float, int, bool]:
             "majflt = resource.getrusage(resource.RUSAGE_SELF).ru_majflt\n"
             "print('RESULT', elapsed, rchar + majflt * 4096, os.fstat(log.fileno()).st_size, file=sys.stderr)\n")
     result = subprocess.run([PY, "-c", code], capture_output=True, text=True)
-    line = [l for l in result.stderr.splitlines() if l.startswith("RESULT")][0].split()
+    line = next(text for text in result.stderr.splitlines() if text.startswith("RESULT")).split()
     return float(line[1]), int(line[2]), int(line[3]) > 0
 
 

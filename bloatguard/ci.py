@@ -410,9 +410,9 @@ def verdict(results, fail_on: str) -> int:
 
 
 def run(env: Mapping[str, str] | None = None) -> int:
-    from bloatguard.result import summarize
     from bloatguard.report import writer
     from bloatguard.report.github import render as annotations
+    from bloatguard.result import summarize
 
     env = os.environ if env is None else env
     inputs, github = Inputs.from_env(env), GitHub.from_env(env)

@@ -10,8 +10,8 @@ from typing import Callable
 from bloatguard.config import Config
 from bloatguard.facts import BlobSource, ModelFacts
 from bloatguard.paths import located
-from bloatguard.result import ModelResult
 from bloatguard.registry import all_rules, selector_matches
+from bloatguard.result import ModelResult
 from bloatguard.rule import Finding, Rule, RuleContext
 
 

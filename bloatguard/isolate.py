@@ -1,11 +1,20 @@
-"""Run native-code work on untrusted input (ONNX shape inference, onnxruntime sessions) in
-forked children with a timeout and an address-space cap, so a segfault, a hang or a memory
+"""Run native-code work on untrusted input (ONNX shape inference, onnxruntime sessions, torch)
+in child processes with a timeout and an address-space cap, so a segfault, a hang or a memory
 blow-up in a native library becomes a one-line error for that model instead of a dead linter.
 
-fork keeps this cheap (a few milliseconds: the child inherits the parent's imported modules and
-the items to work on). Results come back over a pipe as JSON, not pickle: a child whose native
-code was subverted by a hostile model could write anything to the pipe, and JSON cannot make the
-parent run code. Functions run here must therefore return JSON-compatible values.
+The one runner for every child bloatguard starts, in two ways:
+
+- forked (`run_isolated`, `map_isolated`, `Queue`): cheap (a few milliseconds: the child
+  inherits the parent's imported modules and the items to work on);
+- a fresh interpreter (`run_fresh`): for timing (a process of its own, nothing inherited) and
+  for torch (a process that has used torch holds thread pools a forked child deadlocks on).
+
+Both speak one protocol: JSON lines on a pipe of their own, ["start", i] before item i, then
+["stage", i, text] as the work goes on and ["ok", i, value] or ["error", i, message]. JSON, not
+pickle: a child whose native code was subverted by a hostile model could write anything to the
+pipe, and JSON cannot make the parent run code. Functions run here must therefore return
+JSON-compatible values. Both apply the same address-space cap (`memory` bytes beyond what the
+child maps when it starts) and end with the parent: Ctrl-C or an exception there kills them.
 """
 
 from __future__ import annotations
@@ -27,7 +36,12 @@ _QUEUE_WRITERS: set[int] = set()
 
 
 class IsolationError(Exception):
-    """The child crashed, timed out or ran out of memory; `str()` says which."""
+    """The child crashed, timed out or ran out of memory; `str()` says which. `stage` is what a
+    fresh child last said it was doing (`stage()`), `stderr` the end of what it printed."""
+
+    def __init__(self, message: str, *, stage: str = "", stderr: str = "") -> None:
+        super().__init__(message)
+        self.stage, self.stderr = stage, stderr
 
 
 def run_isolated(function: Callable[..., Any], *args: Any, timeout: float = DEFAULT_TIMEOUT,
@@ -264,3 +278,133 @@ def _limit_memory(extra_bytes: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     except (ValueError, OSError):
         pass  # a lower hard limit is already in place
+
+
+# --- fresh interpreters -----------------------------------------------------------------------
+
+_STAGE_FD: int | None = None  # the protocol pipe, in a fresh child
+
+
+def stage(text: str) -> None:
+    """Say what a child started with `run_fresh` is doing now, so that a crash or a timeout can
+    be reported as "while <text>". Does nothing outside such a child."""
+    if _STAGE_FD is not None:
+        _write_all(_STAGE_FD, json.dumps(["stage", 0, text]).encode() + b"\n")
+
+
+def run_fresh(target: str, *args: Any, timeout: float = DEFAULT_TIMEOUT,
+              memory: int = DEFAULT_MEMORY, env: dict[str, str] | None = None) -> Any:
+    """`module.function(*args)`, `target` naming it as "module:function", in a new interpreter
+    (`python -m bloatguard.isolate`). Arguments and the result travel as JSON. Raises
+    IsolationError for an exception in the child (with its message), a crash, a timeout or a
+    child that ended without an answer."""
+    import subprocess
+    import sys
+
+    read_fd, write_fd = os.pipe()
+    job = json.dumps({"target": target, "args": list(args), "memory": memory, "fd": write_fd})
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "bloatguard.isolate"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, pass_fds=(write_fd,), env=_fresh_env(env))
+    except OSError as exc:
+        os.close(read_fd)
+        raise IsolationError(f"cannot start a child process ({exc})") from None
+    finally:
+        os.close(write_fd)
+    try:
+        answers, stderr, timed_out = _converse(process, read_fd, job.encode(), timeout)
+    except BaseException:  # Ctrl-C: never leave a child spinning on a CPU
+        process.kill()
+        process.wait()
+        raise
+    finally:
+        os.close(read_fd)
+    return _fresh_outcome(answers, stderr, timed_out, process.wait(), timeout)
+
+
+def _fresh_env(extra: dict[str, str] | None) -> dict[str, str]:
+    """The parent's environment, with this checkout of bloatguard importable first."""
+    from pathlib import Path
+
+    package_root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join([package_root, *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {**os.environ, "PYTHONPATH": path, **(extra or {})}
+
+
+def _converse(process, read_fd: int, job: bytes, timeout: float) -> tuple[bytes, bytes, bool]:
+    """Send the job, then read the protocol pipe and stderr until both close or time runs out
+    (the child is then killed). Returns (answers, stderr, timed out)."""
+    process.stdin.write(job)
+    process.stdin.close()
+    err_fd = process.stderr.fileno()
+    chunks: dict[int, bytearray] = {read_fd: bytearray(), err_fd: bytearray()}
+    open_fds = set(chunks)
+    deadline = time.monotonic() + timeout
+    while open_fds and (remaining := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select(list(open_fds), [], [], remaining)
+        for fd in ready:
+            chunk = os.read(fd, 1 << 20)
+            if chunk:
+                chunks[fd] += chunk
+                del chunks[err_fd][:-4096]  # only the end of stderr is ever shown
+            else:
+                open_fds.discard(fd)
+    timed_out = bool(open_fds)
+    if timed_out:
+        process.kill()
+    return bytes(chunks[read_fd]), bytes(chunks[err_fd]), timed_out
+
+
+def _fresh_outcome(answers: bytes, stderr: bytes, timed_out: bool, status: int, timeout: float) -> Any:
+    last_stage, final = "", None
+    for line in answers.splitlines():
+        try:
+            kind, index, *value = json.loads(line)
+            if index != 0 or len(value) != 1 or kind not in ("stage", "ok", "error"):
+                raise ValueError(kind)
+        except (ValueError, TypeError, RecursionError):
+            raise IsolationError("returned a malformed result", stage=last_stage) from None
+        if kind == "stage":
+            last_stage = str(value[0])
+        else:
+            final = (kind, value[0])
+    tail = " ".join(stderr.decode("utf-8", "replace").strip().splitlines()[-1:])[:300]
+    if timed_out:
+        raise IsolationError(f"timed out after {timeout:g} s", stage=last_stage, stderr=tail)
+    if final is not None:
+        if final[0] == "error":
+            raise IsolationError(str(final[1]), stage=last_stage, stderr=tail)
+        return final[1]
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        raise IsolationError(f"crashed ({name})", stage=last_stage, stderr=tail)
+    raise IsolationError(f"exited with status {status} without a result", stage=last_stage,
+                         stderr=tail)
+
+
+def _fresh_main() -> int:
+    """The child of `run_fresh`: read the job, cap memory, run the target, answer."""
+    import importlib
+    import sys
+
+    global _STAGE_FD
+    job = json.loads(sys.stdin.read())
+    _STAGE_FD = job["fd"]
+    # Before the target's module is imported: everything it maps counts against the cap.
+    _prepare_child(job["memory"])
+    module, _, name = job["target"].partition(":")
+    function = getattr(importlib.import_module(module), name)
+    _write_all(_STAGE_FD, _answer(0, lambda args: function(*args), job["args"]))
+    return 0
+
+
+if __name__ == "__main__":
+    # Run as the imported module, not as __main__: the target's `stage()` calls reach this
+    # module's _STAGE_FD only if both are the same module object.
+    from bloatguard.isolate import _fresh_main as main
+
+    raise SystemExit(main())

@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bloatguard.result import ModelResult
 from bloatguard.errors import BloatguardError
 from bloatguard.facts import ModelFacts, ValueInfo
 from bloatguard.metrics import METRICS
+from bloatguard.result import ModelResult
 from bloatguard.rule import Finding
 
 SUPPORTED_VERSION = 1

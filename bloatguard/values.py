@@ -84,8 +84,8 @@ class TensorValues:
         """The value of a (weightless) TensorProto from the ONNX reader."""
         from onnx import numpy_helper
 
-        from bloatguard.graph import dtype_name
         from bloatguard.formats.onnx_wire import EMBEDDED_KEY
+        from bloatguard.graph import dtype_name
 
         entries = {e.key: e.value for e in tensor.external_data}
         dtype = dtype_name(tensor.data_type)

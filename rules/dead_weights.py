@@ -4,7 +4,6 @@ import hashlib
 from collections import defaultdict
 from typing import Iterator
 
-
 from bloatguard.graph import ModelGraph, Scope, count_nodes, node_label, subgraphs, tensor_nbytes
 from bloatguard.hygiene import capped, listing
 from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext

@@ -4,9 +4,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
 from bloatguard.facts import DTYPE_SIZES, ModelFacts, TensorInfo
-from bloatguard.hygiene import (capped, guess_layer_op, layer_uses, listing,
-                                named_like_layer_weight, parse_fraction, parse_tolerance, percent,
-                                tensor_label)
+from bloatguard.hygiene import (
+    capped,
+    guess_layer_op,
+    layer_uses,
+    listing,
+    named_like_layer_weight,
+    parse_fraction,
+    parse_tolerance,
+    percent,
+    tensor_label,
+)
 from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext
 from bloatguard.units import human_bytes, parse_count
 
@@ -120,18 +128,18 @@ class PrunableWeights(Rule):
         count = sum(len(layer.stats.zero_channels) for layer in layers)
         saved = sum(layer.channel_bytes() for layer in layers)
         exact = all(layer.stats.exact_channels for layer in layers)
-        entries = [{"name": l.info.name, "where": l.info.where, "op": l.op, "axis": l.axis,
-                    "channels": l.stats.zero_channels[:100], "zero_channels": len(l.stats.zero_channels),
-                    "total_channels": l.stats.channels, "exact": l.stats.exact_channels,
-                    "bytes": l.channel_bytes()} for l in layers]
+        entries = [{"name": layer.info.name, "where": layer.info.where, "op": layer.op, "axis": layer.axis,
+                    "channels": layer.stats.zero_channels[:100], "zero_channels": len(layer.stats.zero_channels),
+                    "total_channels": layer.stats.channels, "exact": layer.stats.exact_channels,
+                    "bytes": layer.channel_bytes()} for layer in layers]
         message = (
             f"{count} whole output channel{'s are' if count > 1 else ' is'} "
             f"{'exactly ' if exact else '(near-)'}zero in {len(layers)} "
             f"layer{'s' if len(layers) > 1 else ''}; structured pruning would remove "
             f"{'them' if count > 1 else 'it'} and save {human_bytes(saved)} (plus the next "
             "layers' matching inputs): " + listing(
-                [f"{l.label} ({len(l.stats.zero_channels)} of {l.stats.channels} channels, {l.op})"
-                 for l in layers]))
+                [f"{layer.label} ({len(layer.stats.zero_channels)} of {layer.stats.channels} channels, {layer.op})"
+                 for layer in layers]))
         return self.finding(ctx, message,
                             details={"zero_channels": count, "bytes_saved": saved,
                                      "layers": capped(entries), "layers_count": len(layers), **overall},
@@ -145,15 +153,16 @@ class PrunableWeights(Rule):
         saved = sum(layer.sparse_saving() for layer in layers)
         # Safe when the exact zeros alone make every layer sparse: storing those changes nothing.
         exact = all(layer.exact_enough for layer in layers)
-        entries = [{"name": l.info.name, "where": l.info.where, "op": l.op, "bytes": l.info.nbytes,
-                    "zero_share": round(l.stats.near / l.stats.numel, 4),
-                    "exact_zero_share": round(l.stats.exact / l.stats.numel, 4),
-                    "bytes_saved": l.sparse_saving()} for l in layers]
+        entries = [{"name": layer.info.name, "where": layer.info.where, "op": layer.op,
+                    "bytes": layer.info.nbytes,
+                    "zero_share": round(layer.stats.near / layer.stats.numel, 4),
+                    "exact_zero_share": round(layer.stats.exact / layer.stats.numel, 4),
+                    "bytes_saved": layer.sparse_saving()} for layer in layers]
         message = (
             f"{len(layers)} layer weight{'s are' if len(layers) > 1 else ' is'} mostly "
             f"{'' if exact else '(near-)'}zero: " + listing(
-                [f"{l.label} ({percent(l.stats.near, l.stats.numel)} zero, "
-                 f"{human_bytes(l.info.nbytes)}, {l.op})" for l in layers])
+                [f"{layer.label} ({percent(layer.stats.near, layer.stats.numel)} zero, "
+                 f"{human_bytes(layer.info.nbytes)}, {layer.op})" for layer in layers])
             + f"; {percent(overall['zero_weights'], overall['checked_weights'])} of all checked "
             f"layer weights are (near-)zero. Stored sparsely (a bitmask plus the nonzero values) "
             f"they would save about {human_bytes(saved)}")
@@ -163,7 +172,7 @@ class PrunableWeights(Rule):
                             fix=Fix("prune-weights", safe=exact,
                                     details={"exact": exact, "tolerance": overall["tolerance"],
                                              "bytes_saved": saved,
-                                             "tensors": [l.info.name for l in layers][:50]}))
+                                             "tensors": [layer.info.name for layer in layers][:50]}))
 
 
 @dataclass

@@ -5,8 +5,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from bloatguard.errors import ConfigError
 from bloatguard.facts import ValueInfo
-from bloatguard.graph import (Scope, attribute, constant_tensor, node_label, reads_columns_linearly,
-                              tensor_array)
+from bloatguard.graph import Scope, attribute, constant_tensor, node_label, reads_columns_linearly, tensor_array
 from bloatguard.hygiene import listing, parse_fraction, parse_tolerance
 from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext, Severity
 from bloatguard.units import parse_count

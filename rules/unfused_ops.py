@@ -5,10 +5,21 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from bloatguard.facts import DTYPE_SIZES
-from bloatguard.graph import (STANDARD_DOMAINS, ModelGraph, Scope, attribute, constant_node_outputs,
-                              constant_tensor, dtype_name, inherited_constants,
-                              initializer_constants, node_label, subgraphs, tensor_array,
-                              tensor_nbytes)
+from bloatguard.graph import (
+    STANDARD_DOMAINS,
+    ModelGraph,
+    Scope,
+    attribute,
+    constant_node_outputs,
+    constant_tensor,
+    dtype_name,
+    inherited_constants,
+    initializer_constants,
+    node_label,
+    subgraphs,
+    tensor_array,
+    tensor_nbytes,
+)
 from bloatguard.hygiene import capped, listing
 from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext
 from bloatguard.units import human_bytes, human_count

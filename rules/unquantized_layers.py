@@ -4,8 +4,16 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from bloatguard.facts import DTYPE_SIZES, ModelFacts, TensorInfo
-from bloatguard.hygiene import (capped, guess_layer_op, layer_uses, listing,
-                                named_like_layer_weight, parse_fraction, percent, tensor_label)
+from bloatguard.hygiene import (
+    capped,
+    guess_layer_op,
+    layer_uses,
+    listing,
+    named_like_layer_weight,
+    parse_fraction,
+    percent,
+    tensor_label,
+)
 from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext
 from bloatguard.units import human_bytes, parse_count, parse_size
 

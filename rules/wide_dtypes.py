@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from typing import Iterator
 
-
 from bloatguard.facts import TensorInfo
 from bloatguard.hygiene import capped, listing, tensor_label
 from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext, Severity

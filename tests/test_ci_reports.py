@@ -210,8 +210,8 @@ def test_markdown_table_then_findings_then_suggestions(repo, run_cli):
 
 
 def test_markdown_lists_fix_commands(tmp_path, monkeypatch):
-    from bloatguard.result import ModelResult
     from bloatguard.report.markdown import render
+    from bloatguard.result import ModelResult
     from bloatguard.rule import Finding, Fix, Severity
 
     monkeypatch.chdir(tmp_path)
@@ -341,9 +341,9 @@ def test_jobs_give_the_same_report(repo, run_cli, monkeypatch):
 
 def test_markdown_renders_untrusted_messages_inert():
     """Messages quote what a model chose (pickle globals, tensor and input names)."""
-    from bloatguard.result import ModelResult
     from bloatguard.facts import ModelFacts
     from bloatguard.report.markdown import render
+    from bloatguard.result import ModelResult
     from bloatguard.rule import Finding, Severity
 
     hostile = "evil`. @alice **approved** [ok](https://evil.example) <b>hi</b>\n::error::x"

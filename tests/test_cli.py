@@ -148,7 +148,8 @@ def test_checking_pytorch_files_does_not_import_onnx():
         "import sys\n"
         "from bloatguard.cli import main\n"
         f"code = main(['check', *{[str(f) for f in files]!r}, '--select', 'BG0', '--output-format', 'json'])\n"
-        "print('CODE', code, sorted(m for m in ('onnx', 'torch', 'onnxruntime') if m in sys.modules), file=sys.stderr)\n")
+        "print('CODE', code, sorted(m for m in ('onnx', 'torch', 'onnxruntime') if m in sys.modules),"
+        " file=sys.stderr)\n")
     assert "CODE 0 []" in result.stderr, result.stderr
 
 

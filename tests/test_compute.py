@@ -13,9 +13,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from factories import package_file
 from bloatguard.formats import read_model
 from bloatguard.measure.compute import MAX_MACS, MacsResult, count_macs
+
+from factories import package_file
 
 FLOAT = TensorProto.FLOAT
 OPSET = [helper.make_opsetid("", 17)]

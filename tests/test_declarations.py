@@ -25,11 +25,11 @@ def test_every_budgeted_metric_has_its_three_config_keys():
 
 
 def test_every_metric_reaches_json_text_and_markdown():
-    from bloatguard.result import ModelResult
     from bloatguard.facts import ModelFacts
     from bloatguard.metrics import METRICS
     from bloatguard.report.markdown import render as markdown
     from bloatguard.report.text import model_table
+    from bloatguard.result import ModelResult
 
     facts = ModelFacts("m.onnx", "onnx", 1000)
     facts.measured.update({m.key: 7 for m in METRICS if m.derive is None})
@@ -125,11 +125,12 @@ def test_exactly_zero_channels_are_a_safe_hint(tmp_path):
     import numpy as np
     from onnx import helper
 
-    import factories
     from bloatguard.config import Config
     from bloatguard.engine import apply_rules, measure
-    from bloatguard.result import ModelResult
     from bloatguard.registry import find_rule
+    from bloatguard.result import ModelResult
+
+    import factories
 
     weight = np.random.default_rng(0).standard_normal((32, 16, 3, 3)).astype(np.float32)
     weight[2:6] = 0

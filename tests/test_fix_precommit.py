@@ -67,6 +67,7 @@ def _fix_package_committed() -> bool:
     return done.returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("pre-commit") is None, reason="pre-commit not installed")
 @pytest.mark.skipif(not _fix_package_committed(),
                     reason="try-repo installs committed files: commit bloatguard/fix first")

@@ -16,13 +16,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-import factories
-from factories import package_file
 from bloatguard import config as config_module
 from bloatguard.engine import measure
 from bloatguard.errors import ConfigError
 from bloatguard.registry import find_rule
 from bloatguard.rule import RuleContext
+
+import factories
+from factories import package_file
 
 OPSET = factories.OPSET
 F32 = TensorProto.FLOAT

@@ -29,8 +29,8 @@ def run_rule(path: Path, code: str, **options):
     """The findings of one rule on one model, with options spelled as in the config."""
     from bloatguard.config import Config
     from bloatguard.engine import apply_rules, measure
-    from bloatguard.result import ModelResult
     from bloatguard.registry import find_rule
+    from bloatguard.result import ModelResult
 
     rule = find_rule(code)
     parsed = {key.replace("_", "-"): rule.options[key.replace("_", "-")].parse(value)

@@ -1,16 +1,26 @@
-"""Native crashes, hangs and memory blow-ups in the child become errors, not a dead linter."""
+"""Native crashes, hangs and memory blow-ups in the child become errors, not a dead linter.
+
+No test here sleeps or times itself: a hang is a child blocked on a pipe nobody writes, and
+the tests wait for events (a byte on a pipe, a line from a process, a process's pidfd), each
+with a generous limit that only a broken runner reaches.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import json
 import os
-import time
+import select
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from bloatguard.isolate import IsolationError, Queue, map_isolated, run_isolated
+from bloatguard.isolate import IsolationError, Queue, map_isolated, run_fresh, run_isolated
+
+EVENT_LIMIT = 60  # seconds a test waits for an event that a working runner sends at once
 
 
 def _add(a, b):
@@ -22,7 +32,7 @@ def _segfault():
 
 
 def _hang():
-    time.sleep(60)
+    select.select([], [], [])  # blocks until killed
 
 
 def _allocate(n):
@@ -43,10 +53,8 @@ def test_segfault_is_contained():
 
 
 def test_timeout_kills_the_child():
-    start = time.monotonic()
-    with pytest.raises(IsolationError, match="timed out"):
+    with pytest.raises(IsolationError, match="timed out after 0.5 s"):
         run_isolated(_hang, timeout=0.5)
-    assert time.monotonic() - start < 5
 
 
 def test_memory_cap():
@@ -85,7 +93,7 @@ def _square_or_crash(item):
     if item == "crash":
         ctypes.string_at(0)
     if item == "hang":
-        time.sleep(60)
+        _hang()
     if item == "raise":
         raise ValueError("bad model")
     return item * item
@@ -110,27 +118,20 @@ def test_every_child_crashing_still_answers_the_rest():
 
 
 def test_a_hang_costs_only_its_item_and_the_others_finish():
-    start = time.monotonic()
     outcomes = map_isolated(_square_or_crash, ["hang", 2, 3, "raise", 4], workers=2, timeout=1.5)
-    assert time.monotonic() - start < 10
     assert "timed out" in str(outcomes[0])
     assert outcomes[1:3] == [4, 9] and outcomes[4] == 16
     assert str(outcomes[3]) == "ValueError: bad model"
 
 
-def _touch(path):
-    Path(path).write_text("ran")
-    return path
-
-
-def test_queue_starts_before_results_are_asked_for(tmp_path):
-    marker = tmp_path / "ran"
-    queue = Queue(_touch, [str(marker)], workers=1)
-    deadline = time.monotonic() + 10
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert marker.exists()  # the child worked while the caller did something else
-    assert queue.results(timeout=5) == [str(marker)]
+def test_queue_starts_before_results_are_asked_for():
+    read_fd, write_fd = os.pipe()
+    queue = Queue(lambda item: os.write(write_fd, b"x"), [0], workers=1)
+    # The child worked while the caller did something else: its byte arrives before results().
+    assert select.select([read_fd], [], [], EVENT_LIMIT)[0] == [read_fd]
+    assert queue.results(timeout=EVENT_LIMIT) == [1]
+    os.close(read_fd)
+    os.close(write_fd)
 
 
 def _describe(item):
@@ -184,7 +185,7 @@ def test_a_child_cannot_answer_for_items_it_did_not_announce(monkeypatch):
 
 def _slow_second(item):
     if item == 2:
-        time.sleep(60)
+        _hang()
     return item
 
 
@@ -194,26 +195,77 @@ def test_answers_written_before_the_deadline_count():
     assert outcomes[0] == 1 and "timed out" in str(outcomes[1])
 
 
-def test_ctrl_c_stops_the_children_too(tmp_path):
-    import signal
-    import subprocess
-    import sys
-
-    script = ("import time\nfrom bloatguard.isolate import Queue\n"
-              "def hang(item):\n    time.sleep(60)\n"
-              "queue = Queue(hang, [1, 2, 3, 4], workers=2)\n"
-              "print(*(pid for pid, _ in queue.children), flush=True)\n"
-              "queue.results(timeout=60)\n")
+def _interrupt_and_await(script: str) -> None:
+    """Run `script`, which prints the pids of the children it started once each is running its
+    item, press Ctrl-C on its process group, and require every child to end."""
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     children = [int(pid) for pid in process.stdout.readline().split()]
-    time.sleep(0.3)
+    assert children
+    # Watch the children before the signal, so an ended child cannot hand its pid to another.
+    watched = [os.pidfd_open(pid) for pid in children]
     os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-    process.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
-        time.sleep(0.05)
-    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    process.wait(timeout=EVENT_LIMIT)
+    still_running = set(watched)
+    while still_running:
+        ended, _, _ = select.select(list(still_running), [], [], EVENT_LIMIT)
+        assert ended, "a child outlived Ctrl-C"
+        still_running -= set(ended)
+    for fd in watched:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs pidfd_open (Linux 5.3+)")
+def test_ctrl_c_stops_the_children_too():
+    _interrupt_and_await(
+        "import os, select\nfrom bloatguard.isolate import Queue\n"
+        "started_r, started_w = os.pipe()\n"
+        "def hang(item):\n    os.write(started_w, b'x')\n    select.select([], [], [])\n"
+        "queue = Queue(hang, [1, 2, 3, 4], workers=2)\n"
+        "for _ in queue.children:\n    os.read(started_r, 1)\n"  # each child is in its item
+        "print(*(pid for pid, _ in queue.children), flush=True)\n"
+        "queue.results(timeout=600)\n")
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs pidfd_open (Linux 5.3+)")
+def test_ctrl_c_stops_a_fresh_child_too(tmp_path):
+    """run_fresh's child writes its pid to a FIFO once it runs, then blocks; the parent script
+    passes the pid on, and Ctrl-C must end the child with the parent."""
+    started = tmp_path / "started"
+    os.mkfifo(started)
+    _interrupt_and_await(
+        "import os, threading\nfrom bloatguard import isolate\n"
+        f"fifo = {str(started)!r}\n"
+        "def report():\n"
+        "    with open(fifo) as line:\n        print(line.read().strip(), flush=True)\n"
+        "threading.Thread(target=report, daemon=True).start()\n"
+        f"isolate.run_fresh('tests_isolate_target:block_and_report', fifo, timeout=600, "
+        f"env={_targets_env()!r})\n")
+
+
+def test_fresh_child_answers_and_reports_what_it_was_doing():
+    assert run_fresh("math:hypot", 3, 4) == 5.0
+    with pytest.raises(IsolationError, match="ValueError: math domain error"):
+        run_fresh("math:sqrt", -1)
+    with pytest.raises(IsolationError, match=r"crashed \(SIGSEGV\)") as crash:
+        run_fresh("tests_isolate_target:crash_while", "parsing the model", env=_targets_env())
+    assert crash.value.stage == "parsing the model"
+    with pytest.raises(IsolationError, match="timed out after 0.5 s") as hang:
+        run_fresh("tests_isolate_target:hang_while", "warming up", timeout=0.5, env=_targets_env())
+    assert hang.value.stage == "warming up"
+
+
+def test_fresh_child_memory_cap():
+    with pytest.raises(IsolationError, match="memory"):
+        run_fresh("tests_isolate_target:allocate", 4 * 2**30, memory=256 * 2**20, env=_targets_env())
+    assert run_fresh("tests_isolate_target:allocate", 2**20, memory=256 * 2**20,
+                     env=_targets_env()) == 2**20
+
+
+def _targets_env() -> dict[str, str]:
+    """PYTHONPATH for the fresh child to import this folder's tests_isolate_target module."""
+    here = str(Path(__file__).resolve().parent)
+    return {"PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 def _big_answer(item):
@@ -222,12 +274,11 @@ def _big_answer(item):
 
 def test_a_second_queue_does_not_hold_the_first_one_open():
     # The first queue is still being fed when the second forks; the second's child must not keep
-    # the first queue's write end, or the first queue's children never see its end and time out.
+    # the first queue's write end, or the first queue's children never see its end and time out
+    # (every outcome would then be "timed out").
     first = Queue(_describe, list(range(40_000)), workers=2)
     second = Queue(_big_answer, [1], workers=1)
-    start = time.monotonic()
-    outcomes = first.results(timeout=20)
-    assert time.monotonic() - start < 10  # not stalled until the deadline killed them
+    outcomes = first.results(timeout=EVENT_LIMIT)
     assert not [o for o in outcomes if isinstance(o, IsolationError)]
     assert second.results(timeout=20) == ["y" * 200_000]
 

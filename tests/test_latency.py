@@ -17,18 +17,18 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import factories
-from gitrepo import Repo
-
 from bloatguard import config as config_module
 from bloatguard.config import Config
-from bloatguard.result import ModelResult
 from bloatguard.engine import Selection, check, measure
 from bloatguard.errors import ConfigError
 from bloatguard.facts import ValueInfo
 from bloatguard.measure import stats
 from bloatguard.measure.feeds import FeedError, materialize, plan_feeds
 from bloatguard.measure.latency import attach_latency
+from bloatguard.result import ModelResult
+
+import factories
+from gitrepo import Repo
 
 OPSET = [helper.make_opsetid("", 17)]
 

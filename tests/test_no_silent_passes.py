@@ -141,6 +141,7 @@ def skl_models(root: Path) -> dict[str, Path]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
     from test_hygiene_features_dead_fused import skl_export, tabular
 
     X, y = tabular()
@@ -293,8 +294,8 @@ def test_progress_in_a_log_is_one_line_per_step_once_the_run_is_long():
 def test_latency_reports_each_model_to_the_progress(tmp_path):
     from bloatguard.config import Config
     from bloatguard.engine import measure
-    from bloatguard.result import ModelResult
     from bloatguard.measure.latency import attach_latency
+    from bloatguard.result import ModelResult
 
     config = Config(root=tmp_path)
     config.latency.time_budget_ms, config.latency.min_rounds, config.latency.max_rounds = 200, 2, 2

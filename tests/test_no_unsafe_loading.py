@@ -1,5 +1,5 @@
 """Keep the one safe-loading path: no unpickling, no torch.load without weights_only=True, no
-torch.jit.load, anywhere in the package (DESIGN.md §7)."""
+torch.jit.load, anywhere in the package (docs/architecture.md, "Security")."""
 
 from __future__ import annotations
 

@@ -14,8 +14,9 @@ import onnx
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
-import factories
 from bloatguard.formats import onnx_wire, read_model
+
+import factories
 
 REPO = Path(__file__).resolve().parent.parent
 MEMORY_CAP = 1536 * 2**20  # address space of the checking process: far below what a flood took

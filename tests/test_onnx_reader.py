@@ -9,9 +9,10 @@ import numpy as np
 import onnx
 import pytest
 
-import factories
 from bloatguard.formats import read_model
 from bloatguard.formats.onnx_wire import read_structure
+
+import factories
 
 # Reader bugs must fail these tests, not hide behind the dispatcher's "internal error" facts.
 pytestmark = pytest.mark.usefixtures("debug_mode")

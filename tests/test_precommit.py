@@ -15,7 +15,8 @@ from gitrepo import GIT_ENV, Repo
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(shutil.which("pre-commit") is None, reason="pre-commit not installed")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("pre-commit") is None, reason="pre-commit not installed")]
 
 
 def pre_commit(repo: Repo, *args: str, cache: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -80,7 +81,8 @@ def test_a_retried_commit_is_blocked_again(tmp_path, hook_cache):
     factories.mlp(repo.root / "models" / "m.onnx", sizes=(16, 16))
     repo.commit("initial")
     factories.build([helper.make_node("Dropout", ["x"], ["d"]), helper.make_node("Relu", ["d"], ["y"])],
-                    [factories.info("x", [1, 16])], [factories.info("y", [1, 16])], path=repo.root / "models" / "m.onnx")
+                    [factories.info("x", [1, 16])], [factories.info("y", [1, 16])],
+                    path=repo.root / "models" / "m.onnx")
     repo.git("add", "models/m.onnx")
     env = {"XDG_CACHE_HOME": str(tmp_path / "user-cache")}
     for attempt in (1, 2):

@@ -7,16 +7,14 @@ the wire format without loading weights.
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
-from factories import package_file
 from bloatguard.formats import read_model
 
-
+from factories import package_file
 
 SILERO = [p.name for p in sorted(package_file("silero_vad", "data").glob("*.onnx"))]
 

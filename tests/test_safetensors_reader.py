@@ -18,7 +18,6 @@ from bloatguard.formats import safetensors as reader
 safetensors = pytest.importorskip("safetensors")
 from safetensors import safe_open  # noqa: E402
 
-
 # Reader bugs must fail these tests, not hide behind the dispatcher's "internal error" facts.
 pytestmark = pytest.mark.usefixtures("debug_mode")
 

@@ -26,7 +26,11 @@ nn = torch.nn
 from bloatguard.errors import UnreadableModel  # noqa: E402
 from bloatguard.formats import read_model  # noqa: E402
 from bloatguard.formats.pickle_scan import (  # noqa: E402
-    ALLOWLIST, UNRESOLVABLE, disallowed, is_allowed, scan_globals,
+    ALLOWLIST,
+    UNRESOLVABLE,
+    disallowed,
+    is_allowed,
+    scan_globals,
 )
 
 OS_SYSTEM = f"{os.system.__module__}.system"  # "posix.system" on Linux, "nt.system" on Windows

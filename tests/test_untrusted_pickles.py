@@ -27,8 +27,11 @@ import factories
 sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
 import corpus  # noqa: E402
 
-from bloatguard.formats import read_model, sniff  # noqa: E402
-from bloatguard.formats import pickle_scan  # noqa: E402
+from bloatguard.formats import (  # noqa: E402
+    pickle_scan,  # noqa: E402
+    read_model,
+    sniff,
+)
 from bloatguard.formats import torch as torch_reader  # noqa: E402
 from bloatguard.formats.pickle_scan import scan_globals, starts_like_pickle  # noqa: E402
 

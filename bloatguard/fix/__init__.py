@@ -1,5 +1,5 @@
 """`bloatguard fix`: turn the fix hints of findings into candidate models, verify each against
-the original, and keep the smallest one that passes (DESIGN.md §6).
+the original, and keep the smallest one that passes (docs/architecture.md, "Fixes").
 
 The flow, one module per step:
 

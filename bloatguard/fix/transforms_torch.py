@@ -23,7 +23,7 @@ class NotAStateDict(ValueError):
 
 
 def load_state_dict(path):
-    """The one way bloatguard loads tensors from a pickle-based file (DESIGN.md §7). mmap keeps
+    """The one way bloatguard loads tensors from a pickle-based file (docs/architecture.md, "Security"). mmap keeps
     a large checkpoint out of memory; it needs torch.save's zip format (since torch 1.6)."""
     import torch
 
@@ -141,63 +141,27 @@ def compare_state_dicts(original: str, candidate: str) -> dict[str, Any]:
 
 _CALLS = {"prune": lambda src, dst, params: prune_state_dict(Path(src), Path(dst), params),
           "compare": compare_state_dicts}
-_RESULT = "bloatguard-torch: "
 
 
 def run_in_subprocess(call: str, *args: Any, timeout: float, memory: int) -> Any:
-    """Run one of _CALLS in a new interpreter (`python -m bloatguard.fix.transforms_torch`),
-    JSON in and out, with a timeout and an address-space cap.
+    """Run one of _CALLS in a new interpreter (bloatguard.isolate.run_fresh), JSON in and out,
+    with a timeout and an address-space cap.
 
-    Not a fork, unlike bloatguard.isolate: a process that has used torch (a test, a notebook)
-    holds OpenMP thread pools that a forked child deadlocks on. Raises RuntimeError with a
-    readable reason."""
-    import json
-    import os
-    import subprocess
-    import sys
+    Not a fork: a process that has used torch (a test, a notebook) holds OpenMP thread pools
+    that a forked child deadlocks on. Raises RuntimeError with a readable reason."""
+    from bloatguard.isolate import IsolationError, run_fresh
 
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
-    job = json.dumps({"call": call, "args": list(args), "memory": memory})
     try:
-        done = subprocess.run([sys.executable, "-m", "bloatguard.fix.transforms_torch"], input=job,
-                              capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"timed out after {timeout:g} s") from None
-    lines = [line for line in done.stdout.splitlines() if line.startswith(_RESULT)]
-    if not lines:
-        tail = " ".join(done.stderr.strip().splitlines()[-1:])[:300]
-        raise RuntimeError(f"the torch process exited with status {done.returncode}"
-                           + (f": {tail}" if tail else ""))
-    kind, value = json.loads(lines[-1][len(_RESULT):])
-    if kind == "error":
-        raise RuntimeError(value)
-    return value
+        return run_fresh("bloatguard.fix.transforms_torch:_child_call", call, list(args),
+                         timeout=timeout, memory=memory)
+    except IsolationError as exc:
+        message = str(exc)
+        if message.startswith("NotAStateDict: "):
+            message = message.removeprefix("NotAStateDict: ")
+        raise RuntimeError(message + (f": {exc.stderr}" if exc.stderr and "status" in message
+                                      else "")) from None
 
 
-def _main() -> int:
-    import json
-    import resource
-    import sys
-
-    job = json.loads(sys.stdin.read())
-    try:
-        _, hard = resource.getrlimit(resource.RLIMIT_AS)
-        resource.setrlimit(resource.RLIMIT_AS, (job["memory"], hard))
-    except (ValueError, OSError):
-        pass
-    try:
-        answer = ["ok", _CALLS[job["call"]](*job["args"])]
-    except NotAStateDict as exc:
-        answer = ["error", str(exc)]
-    except MemoryError:
-        answer = ["error", "ran out of memory (address-space cap reached)"]
-    except Exception as exc:  # noqa: BLE001 - reported to the parent in one line
-        answer = ["error", f"{type(exc).__name__}: {exc}"]
-    sys.stdout.write(_RESULT + json.dumps(answer) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())
+def _child_call(call: str, args: list[Any]) -> Any:
+    """In the fresh child: one of _CALLS (bloatguard.isolate reports its exceptions)."""
+    return _CALLS[call](*args)

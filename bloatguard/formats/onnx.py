@@ -291,7 +291,7 @@ def _check_stored_size(tensor, info: TensorInfo) -> None:
 
 def _check_external(name: str, entries: dict[str, str], model_path: Path,
                     nbytes: int | None) -> tuple[str, int]:
-    """Validate an external data reference before anything reads it (DESIGN.md §7)."""
+    """Validate an external data reference before anything reads it (docs/architecture.md, "Security")."""
 
     def bad(cause: str) -> UnreadableModel:
         return UnreadableModel(f"external data of tensor {name!r}: {cause}",

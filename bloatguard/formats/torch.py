@@ -31,11 +31,20 @@ from typing import Any, BinaryIO, Callable, Iterable
 
 from bloatguard.errors import UnreadableModel
 from bloatguard.facts import ModelFacts, TensorInfo
-from bloatguard.formats.sniffing import SNIFF_BYTES
 from bloatguard.formats.pickle_scan import (
-    ALLOWLIST, STORAGE_TYPES, PickleScanError, PickleTooLarge, WorkBudget, disallowed,
-    global_name, is_torchscript_class, read_pickle, scan_globals, starts_like_pickle,
+    ALLOWLIST,
+    STORAGE_TYPES,
+    PickleScanError,
+    PickleTooLarge,
+    WorkBudget,
+    disallowed,
+    global_name,
+    is_torchscript_class,
+    read_pickle,
+    scan_globals,
+    starts_like_pickle,
 )
+from bloatguard.formats.sniffing import SNIFF_BYTES
 
 # data.pkl holds structure, not weights: a few KB for a 7B-parameter state dict. A larger one is
 # a zip bomb or something that is not a checkpoint.

@@ -1,6 +1,6 @@
 """onnxruntime CPU latency (BG004): absolute medians and paired base/head comparisons.
 
-Why the protocol looks like this (DESIGN.md §5): CI machines are shared, so an absolute number
+Why the protocol looks like this (docs/architecture.md, "Latency"): CI machines are shared, so an absolute number
 varies by tens of percent between runs and a pull request cannot be judged by comparing today's
 head median with yesterday's base median. Instead base and head are loaded side by side in one
 child process with identical session options and timed in *rounds*; each round times a block of
@@ -19,25 +19,22 @@ onnxruntime is imported only in that child.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import secrets
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from bloatguard.isolate import stage
+
 if TYPE_CHECKING:
     from bloatguard.config import Config, LatencyConfig
-    from bloatguard.result import ModelResult
     from bloatguard.facts import LatencyComparison, LatencyInfo, ModelFacts
     from bloatguard.measure.feeds import FeedPlan
+    from bloatguard.result import ModelResult
 
-PROTOCOL = "bloatguard-latency: "  # prefix of the child's protocol lines on stdout
 _MEMORY_HEADROOM = 2 * 2**30  # interpreter, onnxruntime, arenas and thread stacks
 _NOT_RUNNABLE = ("pytorch", "safetensors")
 
@@ -360,80 +357,38 @@ def measure_in_child(sides: list[_Side], settings: "LatencyConfig") -> dict[str,
         # Stop timing (with what has been collected) well before the parent's kill.
         "deadline_s": 0.8 * timeout_s, "memory_limit": memory, "seed": secrets.randbits(32),
     }
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]),
-        "OMP_NUM_THREADS": str(settings.threads)}
-    process = subprocess.Popen([sys.executable, "-m", "bloatguard.measure.latency"],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=env, text=True)
-    timed_out = False
+    from bloatguard.isolate import IsolationError, run_fresh
+
     try:
-        out, err = process.communicate(json.dumps(job), timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        process.kill()
-        out, err = process.communicate()
-    except BaseException:  # Ctrl-C: never leave a child spinning on a CPU
-        process.kill()
-        process.wait()
-        raise
-    messages = [json.loads(line[len(PROTOCOL):]) for line in out.splitlines()
-                if line.startswith(PROTOCOL)]
-    stage = next((m["stage"] for m in reversed(messages) if "stage" in m), "starting")
-    final = next((m for m in reversed(messages) if "result" in m or "error" in m), None)
-    if timed_out:
-        raise MeasurementError(f"timed out after {timeout_s:g} s while {stage} (timeout in "
-                               "[tool.bloatguard.latency]; a huge Loop trip count or input "
-                               "shape can cause this)")
-    if final is not None and "result" in final:
-        return final["result"]
-    if final is not None:
-        raise MeasurementError(final["error"])
-    code = process.returncode
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        cause = f"onnxruntime crashed ({name}) while {stage}"
-    else:
-        tail = " ".join(err.strip().splitlines()[-1:])[:300]
-        cause = f"the measuring process exited with status {code} while {stage}" + (
-            f": {tail}" if tail else "")
-    raise MeasurementError(f"{cause} (memory limit {human_bytes(memory)})")
+        # A fresh interpreter: timing measures this process alone, with nothing inherited.
+        answer = run_fresh("bloatguard.measure.latency:_child_job", job, timeout=timeout_s,
+                           memory=memory, env={"OMP_NUM_THREADS": str(settings.threads)})
+    except IsolationError as exc:
+        while_stage = f" while {exc.stage or 'starting'}"
+        if str(exc).startswith("timed out"):
+            raise MeasurementError(f"{exc}{while_stage} (timeout in [tool.bloatguard.latency]; a "
+                                   "huge Loop trip count or input shape can cause this)") from None
+        cause = (f"onnxruntime {exc}" if str(exc).startswith("crashed")
+                 else f"the measuring process {exc}")
+        tail = f": {exc.stderr}" if exc.stderr and not str(exc).startswith("crashed") else ""
+        raise MeasurementError(f"{cause}{while_stage}{tail} (memory limit {human_bytes(memory)})") from None
+    if "error" in answer:
+        raise MeasurementError(answer["error"])
+    return answer["result"]
 
 
 # --- the child ----------------------------------------------------------------------------------
 
-def _emit(message: dict[str, Any]) -> None:
-    sys.stdout.write(PROTOCOL + json.dumps(message) + "\n")
-    sys.stdout.flush()
-
-
-def _limit_address_space(limit: int) -> None:
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows: the timeout still applies
-        return
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-
-
-def _child_main() -> int:
+def _child_job(job: dict[str, Any]) -> dict[str, Any]:
+    """The measuring child's work (run by bloatguard.isolate.run_fresh, under the memory cap):
+    {"result": ...} or {"error": why}, in words for the user."""
     started = time.perf_counter()
-    job = json.loads(sys.stdin.read())
-    # Before numpy and onnxruntime are imported: everything they map counts against the cap.
-    _limit_address_space(job["memory_limit"])
     try:
-        _emit({"result": _child_measure(job, started)})
+        return {"result": _child_measure(job, started)}
     except MemoryError:
-        _emit({"error": _out_of_memory(job)})
+        return {"error": _out_of_memory(job)}
     except _ChildFailure as exc:
-        _emit({"error": str(exc)})
-    return 0
+        return {"error": str(exc)}
 
 
 class _ChildFailure(Exception):
@@ -464,7 +419,7 @@ def _child_measure(job: dict[str, Any], started: float) -> dict[str, Any]:
 
     from bloatguard.measure.feeds import Feed, materialize
 
-    _emit({"stage": "importing onnxruntime"})
+    stage("importing onnxruntime")
     import onnxruntime as ort
 
     rng = random.Random(job["seed"])
@@ -490,7 +445,7 @@ def _child_measure(job: dict[str, Any], started: float) -> dict[str, Any]:
     rng.shuffle(load_order)  # which session gets the fresher memory is left to chance
     for index in load_order:
         label = models[index]["label"]
-        _emit({"stage": f"loading {label}"})
+        stage(f"loading {label}")
         try:
             sessions[index] = ort.InferenceSession(models[index]["path"], sess_options=options,
                                                    providers=["CPUExecutionProvider"])
@@ -501,7 +456,7 @@ def _child_measure(job: dict[str, Any], started: float) -> dict[str, Any]:
 
     runners = []
     for model, session in zip(models, sessions):
-        _emit({"stage": f"preparing inputs of {model['label']}"})
+        stage(f"preparing inputs of {model['label']}")
         try:
             feeds = materialize([Feed.from_json(feed) for feed in model["feeds"]])
         except MemoryError:
@@ -524,7 +479,7 @@ def _child_measure(job: dict[str, Any], started: float) -> dict[str, Any]:
                                "samples file)", exc) from None
         return time.perf_counter() - start
 
-    _emit({"stage": "warming up"})
+    stage("warming up")
     # Interleaved warm-up until every model ran `warmup` times and at least two blocks' worth
     # of time passed: caches, allocator arenas and CPU frequency settle before timing. A slow
     # model stops after two runs each once a fifth of the time budget is spent.
@@ -545,7 +500,7 @@ def _child_measure(job: dict[str, Any], started: float) -> dict[str, Any]:
     # shared evenly by both sides, and a round's median is not one lucky or unlucky run.
     blocks = [max(1, min(10_000, round(job["block_s"] / t))) if t > 0 else 1 for t in per_run]
 
-    _emit({"stage": "timing"})
+    stage("timing")
     round_ms: list[list[float]] = [[] for _ in runners]
     runs: list[list[float]] = [[] for _ in runners]
     rounds_start = time.perf_counter()
@@ -613,6 +568,3 @@ def compare_files(models: list[tuple[str, Path, "FeedPlan", int]],
                           "median_ms": model["runs"]["median_ms"]} for model in measured[1:]],
             "outcome": outcome}
 
-
-if __name__ == "__main__":
-    sys.exit(_child_main())

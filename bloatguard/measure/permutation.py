@@ -5,9 +5,10 @@ of the row is broken, its distribution kept) and measure how much the outputs mo
 shuffling moves nothing cannot matter to the model on these samples: recursive feature
 elimination would drop it first.
 
-The model is untrusted input, so inference runs in an isolated child (bloatguard.isolate, DESIGN.md
-§7) with a timeout and a memory cap: a crash in a native library becomes a message, not a dead
-linter. onnxruntime is imported only in that child, so a static check never loads it.
+The model is untrusted input, so inference runs in an isolated child (bloatguard.isolate;
+docs/architecture.md, "Security") with a timeout and a memory cap: a crash in a native library
+becomes a message, not a dead linter. onnxruntime is imported only in that child, so a static
+check never loads it.
 """
 
 from __future__ import annotations

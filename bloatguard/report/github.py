@@ -15,9 +15,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bloatguard.result import ModelResult
 from bloatguard.report import repo_relative
 from bloatguard.report.markdown import ICONS, code, text
+from bloatguard.result import ModelResult
 from bloatguard.rule import Finding, Severity
 
 LIMIT = 10  # annotations of each kind GitHub shows per step

@@ -1,4 +1,4 @@
-"""The JSON report (DESIGN.md §3): the contract for scripts, the Action and `bloatguard merge`."""
+"""The JSON report (docs/architecture.md, "Contracts"): the contract for scripts, the Action and `bloatguard merge`."""
 
 from __future__ import annotations
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bloatguard.result import ModelResult, summarize
 from bloatguard.metrics import METRICS
-from bloatguard.untrusted import one_line
+from bloatguard.result import ModelResult, summarize
 from bloatguard.rule import Severity
 from bloatguard.units import format_amount
+from bloatguard.untrusted import one_line
 
 COLUMNS = tuple(metric for metric in METRICS if metric.column)
 ICONS = {Severity.ERROR: "❌", Severity.WARNING: "⚠️", Severity.INFO: "ℹ️"}

@@ -16,8 +16,8 @@ from collections import Counter
 from typing import Any
 from urllib.parse import quote
 
-from bloatguard.result import ModelResult
 from bloatguard.report import doc_section, repo_relative
+from bloatguard.result import ModelResult
 from bloatguard.rule import Finding, Severity
 
 SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bloatguard.result import ModelResult, summarize
 from bloatguard.metrics import METRICS
-from bloatguard.untrusted import one_line
+from bloatguard.result import ModelResult, summarize
 from bloatguard.units import format_amount
-
+from bloatguard.untrusted import one_line
 
 
 def _delta(before: Any, after: Any, kind: str) -> str:
