@@ -57,7 +57,11 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
                        help="check N models at a time in worker processes: the rules that read "
                             "the weights; latency is still timed one model at a time")
     parser.add_argument("--strict", action="store_true",
-                       help="a config table that matches no model is an error, not a warning")
+                       help="a config table (or waiver) that matches nothing is an error, not a warning")
+    parser.add_argument("--accept-regressions", metavar="REASON",
+                        help="accept every regression finding (growth against --base; never an "
+                             "absolute budget, an unreadable model or unsafe content) with this "
+                             "reason: what the Action's accept label does")
 
 
 def check_parser() -> argparse.ArgumentParser:
@@ -130,7 +134,43 @@ def collect(args: argparse.Namespace) -> CheckRun:
         results = engine.check(paths, config, selection, progress=progress, latency=latency,
                                shard=args.shard, jobs=args.jobs)
     progress.done()
-    return CheckRun(results, config, rules, _unmatched_tables(config, paths, results))
+    warnings = _unmatched_tables(config, paths, results)
+    stale = _apply_waivers(args, config, results, base, head)
+    if any(path.is_dir() for path in paths):  # a hook's few files say nothing of the others
+        warnings += stale
+    return CheckRun(results, config, rules, warnings)
+
+
+def _apply_waivers(args: argparse.Namespace, config, results, base: str | None,
+                   head: str | None) -> list:
+    """Accept what the config's waivers, the compared range's trailers and the accept label
+    cover; returns the config waivers that matched nothing."""
+    import datetime
+
+    from bloatguard import waivers
+
+    found = [*config.accept, *_trailer_waivers(args, base, head)]
+    if args.accept_regressions:
+        found.append(waivers.for_label(args.accept_regressions))
+    if not found:
+        return []
+    return waivers.apply(results, found, waivers.relative_to(config.root),
+                         today=datetime.date.today())
+
+
+def _trailer_waivers(args: argparse.Namespace, base: str | None, head: str | None) -> list:
+    """Waivers from `Bloatguard-Accept:` trailers of the commits being compared (base..head)."""
+    if base is None:
+        return []
+    from bloatguard import waivers
+    from bloatguard.errors import BloatguardError
+    from bloatguard.gitbase import GitRepo
+
+    repo = GitRepo(args.paths[0] if args.paths else Path.cwd())
+    try:
+        return waivers.from_trailers(repo.messages(repo.resolve_base(base), head or "HEAD"))
+    except ValueError as exc:
+        raise BloatguardError(str(exc)) from None
 
 
 def _unmatched_tables(config, paths: list[Path], results) -> list:

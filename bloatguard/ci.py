@@ -22,6 +22,8 @@ Inputs (all optional):
   BLOATGUARD_SARIF_FILE  write SARIF here
   BLOATGUARD_FAIL_ON     error / warning / never (default error)
   BLOATGUARD_MERGE       JSON reports (globs) to merge instead of checking
+  BLOATGUARD_ACCEPT_LABEL  pull-request label that accepts the regression findings
+                         (default bloatguard:accept; empty: none)
   BLOATGUARD_REPORT      where to write the JSON report (default: bloatguard-report.json in
                          $RUNNER_TEMP, or in the system's temporary directory: never the checkout)
   BLOATGUARD_GITHUB_TOKEN  token for the comment (GITHUB_TOKEN is used when unset)
@@ -77,6 +79,7 @@ class Inputs:
     sarif_file: str = ""
     fail_on: str = "error"
     merge: list[str] = field(default_factory=list)
+    accept_label: str = "bloatguard:accept"
     report: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "bloatguard-report.json")
     token: str = ""
 
@@ -104,6 +107,7 @@ class Inputs:
             sarif_file=env.get("BLOATGUARD_SARIF_FILE", "").strip(),
             fail_on=fail_on,
             merge=split("BLOATGUARD_MERGE"),
+            accept_label=env.get("BLOATGUARD_ACCEPT_LABEL", "bloatguard:accept").strip(),
             report=Path(env.get("BLOATGUARD_REPORT", "").strip() or Path(temp) / "bloatguard-report.json"),
             token=env.get("BLOATGUARD_GITHUB_TOKEN") or env.get("GITHUB_TOKEN", ""),
         )
@@ -154,6 +158,12 @@ class GitHub:
                or self.event.get("before"))
         # A push that creates a branch has no previous commit: "0000...".
         return sha if isinstance(sha, str) and sha.strip("0") else None
+
+    @property
+    def labels(self) -> list[str]:
+        """The pull request's label names."""
+        return [label["name"] for label in self.pull_request.get("labels") or []
+                if isinstance(label, dict) and isinstance(label.get("name"), str)]
 
     @property
     def head_sha(self) -> str:
@@ -363,6 +373,8 @@ def _check(inputs: Inputs, github: GitHub):
                          "models are checked against absolute budgets only")
     if inputs.latency is not None:
         argv.append("--latency" if inputs.latency else "--no-latency")
+    if inputs.accept_label and inputs.accept_label in github.labels:
+        argv += ["--accept-regressions", f"pull request label {inputs.accept_label}"]
     run = app.collect(app.check_parser().parse_args([*argv, *inputs.args]))
     return run.results, run.config, run.rules, run.unmatched
 

@@ -47,6 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--growth", default="5%",
                       help="allowed growth per change against --base (default: 5%%)")
 
+    baseline = commands.add_parser(
+        "baseline", help="accept today's error findings (bounded, with a reason and an expiry)",
+        description="Write one [[accept]] waiver per current error finding into the config, "
+                    "bounded at today's value, so adopting bloatguard does not start red.")
+    baseline.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                          help="model files or directories (default: the current directory)")
+    baseline.add_argument("--config", type=Path, metavar="FILE", help="config file to extend")
+    baseline.add_argument("--reason", default="baseline: accepted when bloatguard was adopted",
+                          help="why these findings are accepted (written into each waiver)")
+    when = baseline.add_mutually_exclusive_group()
+    when.add_argument("--expires", type=_date, metavar="YYYY-MM-DD", help="when the waivers expire")
+    when.add_argument("--days", type=int, metavar="N", help="expire in N days (default: 90)")
+
     from bloatguard.fix import command as fix_command
 
     fix_command.add_parser(commands)
@@ -125,6 +138,8 @@ def _run(args: argparse.Namespace) -> int:
         from bloatguard.fix import command as fix_command
 
         return fix_command.run(args)
+    if args.command == "baseline":
+        return run_baseline(args)
     if args.command == "rules":
         return run_rules()
     if args.command == "explain":
@@ -189,8 +204,8 @@ def write_report(results, output_format: str, output_file: Path | None, **contex
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from bloatguard.result import exit_code
     from bloatguard.merge import merge_reports
+    from bloatguard.result import exit_code
 
     results = merge_reports(args.reports)
     write_report(results, args.output_format, args.output_file)
@@ -212,6 +227,30 @@ def run_init(args: argparse.Namespace) -> int:
     target = init(args.paths, target=args.config_file, headroom=headroom, growth=args.growth)
     print(f"bloatguard: wrote budgets for the models under {', '.join(map(str, args.paths or ['.']))} "
           f"to {target}")
+    return EXIT_OK
+
+
+def _date(text: str):
+    import datetime
+
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date such as 2027-01-31, got {text!r}") from None
+
+
+def run_baseline(args: argparse.Namespace) -> int:
+    import datetime
+
+    from bloatguard.baseline import DEFAULT_DAYS
+    from bloatguard.baseline import run_baseline as baseline
+
+    expires = args.expires or datetime.date.today() + datetime.timedelta(
+        days=args.days if args.days is not None else DEFAULT_DAYS)
+    target, count = baseline(args.paths, config_path=args.config, reason=args.reason,
+                             expires=expires)
+    print(f"bloatguard: accepted {count} finding(s) until {expires.isoformat()} in {target}; "
+          "`bloatguard check` now passes, and fails if any of these models grows further")
     return EXIT_OK
 
 

@@ -7,16 +7,20 @@ than no config.
 
 from __future__ import annotations
 
+import datetime
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from bloatguard import globs
 from bloatguard.errors import ConfigError
 from bloatguard.metrics import WITH_BUDGETS
 from bloatguard.paths import located
 from bloatguard.settings import ResolvedSettings
+
+if TYPE_CHECKING:
+    from bloatguard.waivers import Waiver
 from bloatguard.units import Growth, PARSERS, parse_count, parse_growth, parse_size, parse_time_ms
 
 if sys.version_info >= (3, 11):
@@ -73,6 +77,26 @@ def _parse_shape(value: Any) -> list[int]:
                                               and d >= 0 for d in value):
         raise ValueError("expected a list of non-negative integers such as [1, 3, 224, 224]")
     return value
+
+
+def _nonempty_string(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string")
+    return value.strip()
+
+
+def _date(value: Any) -> datetime.date:
+    """A TOML date (expires = 2027-01-31) or the same as a string."""
+    if isinstance(value, datetime.datetime):
+        return value.date()
+    if isinstance(value, datetime.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ValueError("expected a date such as 2027-01-31")
 
 
 def _string_list(value: Any) -> list[str]:
@@ -217,6 +241,7 @@ class Config:
     ignore: list[str] = field(default_factory=list)
     cache_dir: str | None = None
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    accept: list[Waiver] = field(default_factory=list)  # [[accept]] waivers, in file order
 
     def relpath(self, model_path: Path) -> str | None:
         """The model's path relative to the config's directory, as globs see it."""
@@ -364,7 +389,7 @@ class _Validator:
             "inputs": self._inputs, "samples": self._samples, "rules": self._rules,
             "per-file-ignores": self._per_file_ignores, "select": self._select,
             "ignore": self._ignore, "cache-dir": self._cache_dir, "latency": self._latency,
-            "fix": self._fix,
+            "fix": self._fix, "accept": self._accept,
         }
         for key, value in table.items():
             handler = handlers.get(key)
@@ -452,6 +477,40 @@ class _Validator:
                     raise self.fail(full_key, _unknown("key", key, list(FIX_THRESHOLDS)))
                 parsed[key] = self.parse(full_key, raw, FIX_THRESHOLDS[key])
             config.fix.append((pattern, parsed))
+
+    def _accept(self, config: Config, value: Any) -> None:
+        """[[accept]]: waivers with a path glob, codes, a reason, an expiry and optional bounds."""
+        if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+            raise self.fail(self.key("accept"), f"expected an array of tables: [[{self.key('accept')}]]")
+        for number, entry in enumerate(value, start=1):
+            config.accept.append(self._waiver(f"{self.key('accept')}[{number}]", number, entry))
+
+    def _waiver(self, key: str, number: int, entry: dict[str, Any]) -> Waiver:
+        from bloatguard.waivers import BOUNDS, Waiver, never_waived
+
+        known = ["path", "codes", "reason", "expires", *BOUNDS]
+        for name in entry:
+            if name not in known:
+                raise self.fail(f"{key}.{name}", _unknown("key", name, known))
+        for name in ("path", "codes", "reason", "expires"):
+            if name not in entry:
+                raise self.fail(key, f"`{name}` is required (path, codes, reason, expires)")
+        path = self.parse(f"{key}.path", entry["path"], _nonempty_string)
+        codes = self.parse(f"{key}.codes", entry["codes"], _string_list)
+        blocked = sorted({code for selector in codes for code in never_waived(selector)})
+        if blocked:
+            raise self.fail(f"{key}.codes", f"{', '.join(blocked)} can never be waived (an "
+                            "unreadable model or unsafe content); name the budget or hygiene codes")
+        codes = self._selectors(f"{key}.codes", codes)
+        if not codes:
+            raise self.fail(f"{key}.codes", "name at least one code")
+        bounds = {name: self.parse(f"{key}.{name}", raw, PARSERS[BOUNDS[name].kind])
+                  for name, raw in entry.items() if name in BOUNDS}
+        return Waiver(path=path, codes=codes, source="config",
+                      reason=self.parse(f"{key}.reason", entry["reason"], _nonempty_string),
+                      expires=self.parse(f"{key}.expires", entry["expires"], _date),
+                      bounds=bounds, origin=f"accept entry {number} in {self.path.name}",
+                      config=self.path)
 
     def _per_file_ignores(self, config: Config, value: Any) -> None:
         for pattern, codes in self.table(self.key("per-file-ignores"), value).items():

@@ -162,6 +162,17 @@ class GitRepo:
                 + (" in this shallow clone; fetch more history (`fetch-depth: 0` on "
                    "actions/checkout)" if self.is_shallow else "")) from None
 
+    def messages(self, base: str, head: str) -> list[tuple[str, str]]:
+        """(sha, message) of every commit in base..head (what a pull request adds), newest
+        first; empty when head is not a commit yet."""
+        head_sha = self.commit_of(head)
+        if head_sha is None:
+            return []
+        # NUL after the sha and -z between commits: a message can hold anything else.
+        out = self.git.log("-z", "--format=%H%x00%B", "--end-of-options", f"{base}..{head_sha}", "--")
+        fields = out.split("\0")
+        return [(fields[i], fields[i + 1]) for i in range(0, len(fields) - 1, 2) if fields[i]]
+
     def _missing_base_message(self, ref: str) -> str:
         if self.is_shallow:
             return (f"base {ref!r} is not in this shallow clone; use `fetch-depth: 0` on "

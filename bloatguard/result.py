@@ -30,12 +30,15 @@ class ModelResult:
 
 
 def summarize(results: list[ModelResult]) -> dict[str, int]:
+    """Counts for the summary line and the exit code; accepted findings count apart."""
     findings = [f for r in results for f in r.findings]
+    standing = [f for f in findings if f.accepted is None]
     return {
         "models": len(results),
-        "errors": sum(f.severity is Severity.ERROR for f in findings),
-        "warnings": sum(f.severity is Severity.WARNING for f in findings),
+        "errors": sum(f.severity is Severity.ERROR for f in standing),
+        "warnings": sum(f.severity is Severity.WARNING for f in standing),
         "unreadable": sum(f.code == "BG000" for f in findings),
+        "accepted": len(findings) - len(standing),
     }
 
 

@@ -70,6 +70,9 @@ class Finding:
     message: str
     details: dict[str, Any] = field(default_factory=dict)
     fix: Fix | None = None
+    # Set by a waiver (bloatguard.waivers): {reason, expires, source}. The finding keeps its
+    # severity but does not fail the run.
+    accepted: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, entry: dict[str, Any]) -> Finding:
@@ -79,7 +82,8 @@ class Finding:
             details = {key: value for key, value in fix.items() if key not in ("kind", "safe")}
             fix = Fix(kind=fix["kind"], safe=bool(fix["safe"]), details=details)
         return cls(code=entry["code"], rule=entry["rule"], severity=Severity(entry["severity"]),
-                   message=entry["message"], details=entry.get("details") or {}, fix=fix)
+                   message=entry["message"], details=entry.get("details") or {}, fix=fix,
+                   accepted=entry.get("accepted"))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,6 +93,7 @@ class Finding:
             "message": self.message,
             "details": self.details,
             "fix": None if self.fix is None else self.fix.to_json(),
+            **({"accepted": self.accepted} if self.accepted is not None else {}),
         }
 
 

@@ -496,3 +496,18 @@ def test_token_is_never_sent_to_another_host(pr, api, run_cli, monkeypatch):
     warning = next(line for line in out.splitlines() if line.startswith("::warning"))
     assert "could not update the pull-request comment (HTTP 302" in warning
     assert "| ❌ | `models/a.onnx` | modified |" in pr.summary.read_text()
+
+
+def test_the_accept_label_accepts_the_pull_requests_regressions(pr, api, run_cli, monkeypatch):
+    event = json.loads(pr.event.read_text())
+    event["pull_request"]["labels"] = [{"name": "bloatguard:accept"}, {"name": "ml"}]
+    pr.write_event("pull_request", event)
+    code, out, _ = run_ci(run_cli, monkeypatch, pr.env(api.url))
+    assert code == 0  # a grew 99 % against max-params-increase = 5 %: accepted by the label
+    assert "::notice file=models/a.onnx,title=BG002 param-count::accepted (pull request label" in out
+    body = api.writes()[0]["body"]["body"]
+    assert "#### Accepted regressions" in body and "pull request label bloatguard:accept" in body
+    assert json.loads(Path(pr.outputs()["report"]).read_text())["summary"]["accepted"] == 1
+    # Without the label (or with the input emptied) the same pull request fails.
+    code, _, _ = run_ci(run_cli, monkeypatch, pr.env(api.url, accept_label=""))
+    assert code == 1

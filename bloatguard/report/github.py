@@ -47,7 +47,7 @@ def split(results: list[ModelResult]) -> tuple[list[tuple[ModelResult, Finding]]
     for notice_limit in (LIMIT, LIMIT - 1):  # the overflow notice itself takes one notice slot
         shown, rest, counts = [], [], Counter()
         for item in findings:
-            kind = COMMANDS[item[1].severity]
+            kind = "notice" if item[1].accepted is not None else COMMANDS[item[1].severity]
             counts[kind] += 1
             (shown if counts[kind] <= (notice_limit if kind == "notice" else LIMIT) else rest).append(item)
         if not rest:
@@ -56,6 +56,9 @@ def split(results: list[ModelResult]) -> tuple[list[tuple[ModelResult, Finding]]
 
 
 def annotation(result: ModelResult, finding: Finding) -> str:
+    if finding.accepted is not None:  # shown, but it does not fail the run: a notice
+        return command("notice", f"accepted ({finding.accepted['reason']}): {finding.message}",
+                       file=repo_relative(result.path), title=f"{finding.code} {finding.rule}")
     return command(COMMANDS[finding.severity], finding.message, file=repo_relative(result.path),
                    title=f"{finding.code} {finding.rule}")
 

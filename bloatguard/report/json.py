@@ -49,7 +49,8 @@ def render(results: list[ModelResult], *, unmatched=(), **_: Any) -> str:
         "version": REPORT_VERSION,
         "bloatguard": __version__,
         "models": [model_json(result) for result in results],
-        "summary": {key: summary[key] for key in ("models", "errors", "warnings", "unreadable")},
+        "summary": {key: summary[key] for key in ("models", "errors", "warnings", "unreadable",
+                                                   "accepted")},
         # Config tables that match no model (bloatguard.coverage): they enforce nothing.
         "config_warnings": [table.to_json() for table in unmatched],
     }

@@ -45,7 +45,7 @@ def _latency_cell(result: ModelResult) -> str:
 
 
 def _icon(result: ModelResult) -> str:
-    severities = {finding.severity for finding in result.findings}
+    severities = {finding.severity for finding in result.findings if finding.accepted is None}
     for severity in (Severity.ERROR, Severity.WARNING):
         if severity in severities:
             return ICONS[severity]
@@ -102,18 +102,33 @@ def render(results: list[ModelResult], *, unmatched=(), **_: Any) -> str:
                *(_cell(result, metric.key, metric.kind) for metric in COLUMNS),
                *([_latency_cell(result)] if show_latency else [])]
         lines.append("| " + " | ".join(row) + " |")
-    with_findings = [result for result in results if result.findings]
-    if with_findings:
-        lines += ["", "#### Findings", ""]
-        for result in with_findings:
-            lines.append(f"**{code(result.path)}**")
-            for finding in result.findings:
-                # Code and rule name too: a merged report's JSON could say anything.
-                lines.append(f"- {ICONS[finding.severity]} **{text(finding.code)}** "
-                             f"{text(finding.rule)}: {text(finding.message)}")
-            lines.append("")
+    standing = [(result, [f for f in result.findings if f.accepted is None]) for result in results]
+    with_findings = [result for result, findings in standing if findings]
+    lines += _finding_section("Findings", [(r, f) for r, f in standing if f])
+    accepted = [(result, [f for f in result.findings if f.accepted is not None]) for result in results]
+    lines += _finding_section("Accepted regressions", [(r, f) for r, f in accepted if f])
     lines += _suggestions(with_findings)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _finding_section(title: str, groups: list) -> list[str]:
+    """A heading, then per model its findings; an accepted one with its reason and expiry."""
+    if not groups:
+        return []
+    lines = ["", f"#### {title}", ""]
+    for result, findings in groups:
+        lines.append(f"**{code(result.path)}**")
+        for finding in findings:
+            # Code and rule name too: a merged report's JSON could say anything.
+            line = (f"- {ICONS[finding.severity]} **{text(finding.code)}** {text(finding.rule)}: "
+                    f"{text(finding.message)}")
+            if finding.accepted is not None:
+                accepted = finding.accepted
+                until = f", until {accepted['expires']}" if accepted.get("expires") else ""
+                line += f" — accepted ({text(str(accepted['source']))}{until}): {text(str(accepted['reason']))}"
+            lines.append(line)
+        lines.append("")
+    return lines
 
 
 def _suggestions(results: list[ModelResult]) -> list[str]:

@@ -54,6 +54,11 @@ def fingerprint(uri: str, finding: Finding, occurrence: int) -> str:
     return hashlib.sha256("\0".join(identity).encode()).hexdigest()
 
 
+def _justification(accepted: dict[str, Any]) -> str:
+    until = f" (until {accepted['expires']})" if accepted.get("expires") else ""
+    return f"{accepted['reason']}{until}; accepted by {accepted['source']}"
+
+
 def render(results: list[ModelResult], *, rules=None, unmatched=(), **_: Any) -> str:
     from bloatguard import __version__
     from bloatguard.registry import all_rules
@@ -81,6 +86,10 @@ def render(results: list[ModelResult], *, rules=None, unmatched=(), **_: Any) ->
                 "partialFingerprints": {FINGERPRINT: fingerprint(path, finding, seen[identity])},
                 "properties": {"rule": finding.rule, "details": finding.details,
                                "fix": finding.fix.to_json() if finding.fix else None},
+                # An accepted finding is suppressed, so code scanning does not reopen it.
+                **({"suppressions": [{"kind": "external", "status": "accepted",
+                                      "justification": _justification(finding.accepted)}]}
+                   if finding.accepted is not None else {}),
             })
     log = {
         "$schema": SCHEMA,

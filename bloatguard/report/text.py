@@ -102,6 +102,13 @@ def _fix_suggestion(path: str, model_format: str, finding) -> str:
     return f"fix: {command}" + (f" (saves about {format_amount(saved, 'bytes')})" if saved else "")
 
 
+def _acceptance(finding) -> str:
+    """"accepted: reason; until 2027-01-31; config" for a waived finding."""
+    accepted = finding.accepted
+    until = f"; until {accepted['expires']}" if accepted.get("expires") else ""
+    return f"{accepted['reason']}{until}; {accepted['source']}"
+
+
 def render(results: list[ModelResult], *, budgets_for=None, unmatched=(), **_: Any) -> str:
     out: list[str] = []
     for result in results:
@@ -123,11 +130,14 @@ def render(results: list[ModelResult], *, budgets_for=None, unmatched=(), **_: A
                 out.append("  " + line)
             if facts and (line := _latency_line(facts)):
                 out.append("  " + line)
-        for finding in result.findings:
+        for finding in (f for f in result.findings if f.accepted is None):
             out.append(one_line(f"  {finding.code} {finding.severity.value}: [{finding.rule}] "
                                 f"{finding.message}"))
             if shown is not None and (line := _fix_suggestion(result.path, shown.format, finding)):
                 out.append(one_line(f"    {line}"))
+        for finding in (f for f in result.findings if f.accepted is not None):
+            out.append(one_line(f"  accepted {finding.code} {finding.severity.value}: "
+                                f"[{finding.rule}] {finding.message} ({_acceptance(finding)})"))
         for note in facts.notes if facts else []:
             out.append(one_line(f"  note: {note}"))
         out.append("")
@@ -140,5 +150,7 @@ def render(results: list[ModelResult], *, budgets_for=None, unmatched=(), **_: A
             f"{_plural(summary['warnings'], 'warning')}")
     if summary["unreadable"]:
         line += f", {summary['unreadable']} unreadable"
+    if summary["accepted"]:
+        line += f", {summary['accepted']} accepted"
     out.append(line)
     return "\n".join(out) + "\n"
