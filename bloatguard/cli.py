@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from bloatguard import __version__, app
+from bloatguard.history import CHARTED
 from bloatguard.report import FORMATS
 
 EXIT_OK, EXIT_FINDINGS, EXIT_CANNOT_EVALUATE = 0, 1, 2
@@ -46,6 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="budgets = today's value plus this (default: 10%%)")
     init.add_argument("--growth", default="5%",
                       help="allowed growth per change against --base (default: 5%%)")
+
+    history = commands.add_parser(
+        "history", help="a model's metrics at every commit that changed it (with a chart)",
+        description="One point per first-parent commit that changed the model (renames "
+                    "followed), each distinct version measured once through the metric cache.")
+    history.add_argument("path", type=Path, metavar="PATH", help="a committed model file")
+    history.add_argument("--since", metavar="REF", help="only commits after this one")
+    history.add_argument("--max-count", type=app._positive, metavar="N", help="at most N commits")
+    history.add_argument("--metric", default="params", choices=CHARTED,
+                         help="what the text, markdown and chart show (default: params)")
+    history.add_argument("--output-format", choices=("text", "json", "markdown", "csv"),
+                         default="text")
+    history.add_argument("--plot", type=Path, metavar="FILE.png|FILE.svg",
+                         help="also draw the metric as a line chart (needs matplotlib)")
+    history.add_argument("--config", type=Path, metavar="FILE", help="config file (input shapes)")
+    history.add_argument("--no-cache", action="store_true", help="do not read or write the metric cache")
 
     baseline = commands.add_parser(
         "baseline", help="accept today's error findings (bounded, with a reason and an expiry)",
@@ -140,6 +157,8 @@ def _run(args: argparse.Namespace) -> int:
         return fix_command.run(args)
     if args.command == "baseline":
         return run_baseline(args)
+    if args.command == "history":
+        return run_history(args)
     if args.command == "rules":
         return run_rules()
     if args.command == "explain":
@@ -251,6 +270,23 @@ def run_baseline(args: argparse.Namespace) -> int:
                              expires=expires)
     print(f"bloatguard: accepted {count} finding(s) until {expires.isoformat()} in {target}; "
           "`bloatguard check` now passes, and fails if any of these models grows further")
+    return EXIT_OK
+
+
+def run_history(args: argparse.Namespace) -> int:
+    from bloatguard import history
+
+    config = app.load_config(args.config, [args.path])
+    relpath, points = history.collect(args.path, config, since=args.since, max_count=args.max_count,
+                                      use_cache=not args.no_cache)
+    try:
+        sys.stdout.write(history.render(relpath, points, args.metric, args.output_format))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+    if args.plot:
+        history.plot(relpath, points, args.metric, args.plot)
+        print(f"bloatguard: wrote {args.plot}", file=sys.stderr)
     return EXIT_OK
 
 

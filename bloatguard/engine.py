@@ -457,6 +457,21 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
     return results
 
 
+def measure_blobs(repo, blobs: list, config: Config, *, use_cache: bool = True) -> list[ModelFacts]:
+    """Facts of git blobs, given as (Blob, commit, display, path in the repository), through the
+    metric cache: what `history` measures, one version of a model after another."""
+    from bloatguard.cache import MetricCache
+    from bloatguard.gitbase import BlobWorkspace
+
+    cache = MetricCache(_cache_dir(repo, config) if use_cache else None, anchor=repo.root)
+    with BlobWorkspace() as workspace:
+        macs = MacsBatch()
+        side = _BlobMeasurer(repo, workspace, cache, config, macs)
+        measured = [side.measure(blob, tree, display, real_path) for blob, tree, display, real_path in blobs]
+        macs.run()
+    return measured
+
+
 def _cache_dir(repo, config: Config) -> Path:
     """`cache-dir` from the config, else a directory in the repository's git directory (shared
     by its worktrees), where no checkout can put files."""

@@ -162,6 +162,22 @@ class GitRepo:
                 + (" in this shallow clone; fetch more history (`fetch-depth: 0` on "
                    "actions/checkout)" if self.is_shallow else "")) from None
 
+    def path_history(self, path: str, *, since: str | None = None,
+                     max_count: int | None = None) -> list[tuple[str, str, str, str]]:
+        """(sha, ISO date, subject, the path in that commit) of every first-parent commit that
+        changed `path`, newest first, following renames."""
+        args = ["--first-parent", "--follow", "--format=%x01%H%x00%cI%x00%s", "--name-only", "-z"]
+        if max_count is not None:
+            args.append(f"--max-count={max_count}")
+        revision = [f"{self.resolve_base(since)}..HEAD"] if since else ["HEAD"]
+        out = self.git.log(*args, "--end-of-options", *revision, "--", path)
+        history = []
+        for record in out.split("\x01")[1:]:
+            fields = record.split("\0")
+            if len(fields) >= 4:
+                history.append((fields[0], fields[1], fields[2], fields[3].strip("\n")))
+        return history
+
     def messages(self, base: str, head: str) -> list[tuple[str, str]]:
         """(sha, message) of every commit in base..head (what a pull request adds), newest
         first; empty when head is not a commit yet."""
