@@ -122,6 +122,7 @@ class MetricCache:
     def _ensure_gitignore(self) -> None:
         """A cache put inside a working tree (`cache-dir`) ignores itself. O_EXCL never follows
         a planted link, dangling or not, to create a file elsewhere."""
+        assert self.directory is not None  # called by _write, which checked
         try:
             descriptor = os.open(self.directory / ".gitignore",
                                  os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)

@@ -42,7 +42,8 @@ def collect(path: Path, config, *, since: str | None = None, max_count: int | No
     if not commits:
         raise BloatguardError(f"{path}: no commit changed this file"
                               + (f" since {since}" if since else "") + "; is it committed?")
-    blobs, order = [], {}
+    blobs: list[tuple] = []
+    order: dict[str, int] = {}
     for sha, _, _, old_path in commits:
         blob = repo.tree_blob(sha, old_path)
         if blob is not None and blob.sha not in order:  # a revert: measured once
@@ -161,7 +162,7 @@ def plot(relpath: str, points: list[Point], metric: str, target: Path) -> None:
     except ImportError:
         raise BloatguardError("--plot needs matplotlib: pip install 'bloatguard[plot]'") from None
     spec = BY_KEY[metric]
-    charted = [(p, p.metrics.get(metric)) for p in points if p.metrics.get(metric) is not None]
+    charted = [(p, float(p.metrics[metric])) for p in points if p.metrics.get(metric) is not None]
     figure, axes = plt.subplots(figsize=(8, 3.5), dpi=100)
     axes.plot(range(len(charted)), [value for _, value in charted], marker="o")
     axes.set_xticks(range(len(charted)), [p.sha[:7] for p, _ in charted], rotation=45, fontsize=8)

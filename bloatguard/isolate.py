@@ -126,7 +126,7 @@ class Queue:
     def _feed(self) -> None:
         """Write more of the queue. Chunks of PIPE_BUF bytes are written whole or not at all, so
         a child's 4-byte read never finds half an index."""
-        while self.unsent:
+        while self.unsent and self.queue_fd is not None:
             try:
                 written = os.write(self.queue_fd, self.unsent[:_PIPE_BUF])
             except BlockingIOError:

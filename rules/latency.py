@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Iterator
 
 from bloatguard.budget import BudgetRule
+from bloatguard.facts import LatencyComparison, LatencyInfo
 from bloatguard.rule import Finding, RuleContext, Severity
 
 
@@ -87,12 +88,12 @@ class Latency(BudgetRule):
                                details={"metric": self.metric, "key": "max-latency-increase",
                                         "reason": info["comparison_error"]})
 
-    def _where(self, info: dict[str, Any]) -> str:
+    def _where(self, info: LatencyInfo) -> str:
         threads = info["threads"]
         return (f"median of {info['runs']} runs, {threads} thread{'s' if threads != 1 else ''}, "
                 f"on {info['machine']}")
 
-    def _limit(self, ctx: RuleContext, info: dict[str, Any]) -> Iterator[Finding]:
+    def _limit(self, ctx: RuleContext, info: LatencyInfo) -> Iterator[Finding]:
         key = "max-latency"
         limit = ctx.budgets.get(key)
         value = info["median_ms"]
@@ -106,8 +107,8 @@ class Latency(BudgetRule):
                      "p90_ms": info["p90_ms"], "threads": info["threads"],
                      "machine": info["machine"]})
 
-    def _regression(self, ctx: RuleContext, comparison: dict[str, Any],
-                    info: dict[str, Any]) -> Iterator[Finding]:
+    def _regression(self, ctx: RuleContext, comparison: LatencyComparison,
+                    info: LatencyInfo) -> Iterator[Finding]:
         """Growth is judged on the paired ratio and its verdict, never on two medians."""
         key = "max-latency-increase"
         growth = ctx.budgets.get(key)

@@ -214,6 +214,7 @@ def scan(data: bytes, start: int = 0,
     try:
         for opcode, arg, pos in pickletools.genops(stream):
             budget.charge()
+            assert pos is not None  # a seekable stream: genops reports every position
             machine.step(opcode, arg, pos)
             if opcode.name == "STOP":
                 return machine.globals, pos + 1
@@ -286,7 +287,7 @@ def read_pickle(stream: BinaryIO, limit: int) -> bytes:
     start = stream.tell()
     bounded = _BoundedReader(stream, limit)
     try:
-        for count, (opcode, _, _) in enumerate(pickletools.genops(bounded)):
+        for count, (opcode, _, _) in enumerate(pickletools.genops(bounded)):  # type: ignore[arg-type]
             if opcode.name == "STOP":
                 break
             if count == MAX_PICKLE_OPCODES:

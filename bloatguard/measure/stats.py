@@ -44,7 +44,7 @@ def sign_test(positive: int, negative: int) -> tuple[float, float]:
     return tail(range(positive, n + 1)), tail(range(0, positive + 1))
 
 
-def bootstrap_median_ci(values: Sequence[float], *, confidence: float = CONFIDENCE,
+def bootstrap_median_ci(values: Sequence[float] | np.ndarray, *, confidence: float = CONFIDENCE,
                         samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple[float, float]:
     """Percentile-bootstrap interval of the median. Seeded: the same rounds give the same
     interval, so a report does not change when re-rendered."""

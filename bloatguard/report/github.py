@@ -45,7 +45,9 @@ def split(results: list[ModelResult]) -> tuple[list[tuple[ModelResult, Finding]]
     """(findings to annotate, findings beyond GitHub's limits), in report order."""
     findings = [(result, finding) for result in results for finding in result.findings]
     for notice_limit in (LIMIT, LIMIT - 1):  # the overflow notice itself takes one notice slot
-        shown, rest, counts = [], [], Counter()
+        shown: list[tuple[ModelResult, Finding]] = []
+        rest: list[tuple[ModelResult, Finding]] = []
+        counts: Counter = Counter()
         for item in findings:
             kind = "notice" if item[1].accepted is not None else COMMANDS[item[1].severity]
             counts[kind] += 1

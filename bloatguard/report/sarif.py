@@ -91,7 +91,7 @@ def render(results: list[ModelResult], *, rules=None, unmatched=(), **_: Any) ->
                                       "justification": _justification(finding.accepted)}]}
                    if finding.accepted is not None else {}),
             })
-    log = {
+    log: dict[str, Any] = {
         "$schema": SCHEMA,
         "version": "2.1.0",
         "runs": [{
