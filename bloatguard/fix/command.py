@@ -190,6 +190,7 @@ def fix_model(path: Path, config, options: Options) -> Outcome:
     from bloatguard import engine
     from bloatguard.fix import candidates as plans
     from bloatguard.fix import write
+    from bloatguard.fix.inputs import check_shapes
 
     display = engine.display_path(path)
     target = _target(path, options.output)
@@ -206,6 +207,8 @@ def fix_model(path: Path, config, options: Options) -> Outcome:
     if facts.format not in ("onnx", "pytorch"):
         return _done(display, "clean", f"bloatguard fix has no transforms for {facts.format} "
                      "files", base, facts)
+    if facts.format == "onnx":
+        check_shapes(facts, path, config, display)
     plan = plans.plan(result.findings, facts.format, unsafe=options.unsafe, only=options.only,
                       prune_sparsity=options.prune_sparsity)
     if not plan.safe and not plan.unsafe:
