@@ -242,6 +242,8 @@ def _evaluate(path, display, target, facts, plan, config, options, workspace, ba
     notes = list(plan.notes)
     inputs = None
     timeout = _timeout(facts)
+    thresholds = verify.Thresholds.for_model(display, facts, config.resolve(path).fix,
+                                             options.thresholds)
     if facts.format == "onnx":
         try:
             inputs = prepare(facts, path, config, options.samples, workspace)
@@ -251,7 +253,7 @@ def _evaluate(path, display, target, facts, plan, config, options, workspace, ba
         notes += inputs.notes
     # Phase 1: every safe step alone, so a step that fails is found and left out of the rest.
     singles = [verify.Evaluation(c) for c in plans.single_candidates(plan)]
-    _verify_batch(singles, path, facts, inputs, config, options, workspace, timeout)
+    _verify_batch(singles, path, facts, inputs, config, thresholds, workspace, timeout)
     passed = [e.candidate.steps[0] for e in singles if e.accepted]
     # Phase 2: all passing safe steps chained, and the unsafe candidates on top of the safe
     # graph fixes (not the storage-only ones: quantizers need dense initializers).
@@ -265,7 +267,7 @@ def _evaluate(path, display, target, facts, plan, config, options, workspace, ba
         notes.append(inputs.warning)
         print(f"bloatguard: {display}: {inputs.warning}", file=sys.stderr)
     later += [verify.Evaluation(c) for c in unsafe]
-    _verify_batch(later, path, facts, inputs, config, options, workspace, timeout)
+    _verify_batch(later, path, facts, inputs, config, thresholds, workspace, timeout)
     evaluations = singles + later
     # Latency: everything still standing, timed together against the original.
     if options.latency and facts.format == "onnx":
@@ -288,7 +290,7 @@ def _evaluate(path, display, target, facts, plan, config, options, workspace, ba
     return _finish(display, target, facts, evaluations, winner, notes, options, base)
 
 
-def _verify_batch(batch, path, facts, inputs, config, options, workspace, timeout) -> None:
+def _verify_batch(batch, path, facts, inputs, config, thresholds, workspace, timeout) -> None:
     """Build the candidates, then the checks that need no timing: size, signature, fidelity."""
     from bloatguard.fix import verify
 
@@ -301,18 +303,9 @@ def _verify_batch(batch, path, facts, inputs, config, options, workspace, timeou
         verify.check_size(evaluation, facts)
         verify.check_signature(evaluation, facts)
     # A model-level failure (onnxruntime cannot run the original) is each candidate's reason.
-    verify.fidelity(batch, path, facts, inputs.fidelity if inputs else None,
-                    thresholds_for(path, config, options), timeout)
+    verify.fidelity(batch, path, facts, inputs.fidelity if inputs else None, thresholds, timeout)
 
 
-def thresholds_for(path: Path, config, options: Options):
-    """Defaults, then the config's [fix."<glob>"] table for this model, then the CLI options."""
-    from bloatguard.fix.verify import Thresholds
-
-    merged = {**config.resolve(path).fix, **options.thresholds}
-    return Thresholds(tolerance=merged.get("tolerance", 1e-4),
-                      min_cosine=merged.get("min-cosine", 0.99),
-                      min_top1=merged.get("min-top1", 0.95), max_error=merged.get("max-error"))
 
 
 def _build(evaluation, path: Path, facts, inputs, workspace: Path, timeout: float) -> None:
