@@ -154,3 +154,31 @@ def run_features(nodes, inits, output: str, channels: int, size: int, rng) -> np
     rows = [run(model, {"images": rng.random((1, 3, size, size), dtype=np.float32)})[0]
             for _ in range(4)]
     return np.concatenate([r.reshape(channels, -1).T for r in rows])
+
+
+def paddle_detector(path: Path, *, channels=64, blocks=3, size=32, seed=0) -> Path:
+    """A PP-OCR-style text detector as paddle2onnx writes it: opset 12, every weight in a
+    `Constant` node, BatchNormalization left unfused after each Conv, a symbolic batch named
+    p2o.DynamicDimension.0, and a Sigmoid probability map. onnxruntime's quantizers skip
+    Constant-node weights, and per-channel QDQ is invalid below opset 13."""
+    rng = np.random.default_rng(seed)
+    nodes, current, cin = [], "x", 3
+    for index in range(blocks):
+        w = (rng.standard_normal((channels, cin, 3, 3)) * np.sqrt(2 / (cin * 9))).astype(np.float32)
+        stats = {"scale": rng.random(channels) + 0.5, "bias": rng.standard_normal(channels) * 0.1,
+                 "mean": rng.standard_normal(channels) * 0.1, "var": rng.random(channels) + 0.5}
+        nodes.append(const(f"conv{index}.w", w))
+        nodes += [const(f"bn{index}.{k}", v.astype(np.float32)) for k, v in stats.items()]
+        nodes += [helper.make_node("Conv", [current, f"conv{index}.w"], [f"c{index}"], pads=[1] * 4,
+                                   kernel_shape=[3, 3], name=f"conv{index}"),
+                  helper.make_node("BatchNormalization",
+                                   [f"c{index}", *(f"bn{index}.{k}" for k in stats)], [f"b{index}"],
+                                   name=f"bn{index}"),
+                  helper.make_node("Relu", [f"b{index}"], [f"r{index}"])]
+        current, cin = f"r{index}", channels
+    nodes += [const("head.w", (rng.standard_normal((1, channels, 1, 1)) * 0.1).astype(np.float32)),
+              helper.make_node("Conv", [current, "head.w"], ["logits"], name="head"),
+              helper.make_node("Sigmoid", ["logits"], ["maps"])]
+    batch = "p2o.DynamicDimension.0"
+    return save(nodes, [info("x", [batch, 3, size, size])], [info("maps", [batch, 1, size, size])],
+                path=path, opsets=[helper.make_opsetid("", 12)], ir_version=7)

@@ -310,12 +310,16 @@ def _verify_batch(batch, path, facts, inputs, config, thresholds, workspace, tim
 
 def _build(evaluation, path: Path, facts, inputs, workspace: Path, timeout: float) -> None:
     from bloatguard.fix.build import BuildError, build
+    from bloatguard.fix.kinds import BY_NAME
 
     steps = []
     for step in evaluation.candidate.steps:
         params = dict(step.params)
-        if step.kind == "quantize-static":
+        if BY_NAME[step.kind].file_to_file and inputs is not None:
+            # Static quantization calibrates on the samples; every quantizer runs its result
+            # on the first one, to drop a variant onnxruntime cannot load or run.
             params["calibration"] = str(inputs.calibration)
+        if step.kind == "quantize-static":
             params["calibration_source"] = ("RANDOM inputs (no samples given)" if inputs.random
                                             else inputs.source)
         if step.kind == "remove-features" and inputs is not None and not inputs.random:
