@@ -85,9 +85,8 @@ def prepare(facts: ModelFacts, model_path: Path, config: Config, samples: Path |
     count = next(iter(arrays.values())).shape[0] if arrays else 0
     _save(fidelity, {n: a[:FIDELITY_SAMPLES] for n, a in arrays.items()})
     _save(calibration, {n: a[:CALIBRATION_SAMPLES] for n, a in arrays.items()})
-    notes = loaded.describe()
-    notes += ["fidelity is measured on the calibration samples"] if count else []
-    return Inputs(fidelity, calibration, f"{samples.name} ({count} samples)", plan, False, notes)
+    return Inputs(fidelity, calibration, f"{samples.name} ({count} samples)", plan, False,
+                  loaded.describe())
 
 
 def _plan(facts: ModelFacts, settings, config: Config, samples: Path | None):

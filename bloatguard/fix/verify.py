@@ -154,11 +154,12 @@ def check_size(evaluation: Evaluation, original: ModelFacts) -> None:
 
 # --- I/O signature ----------------------------------------------------------------------------
 
-def check_signature(evaluation: Evaluation, original: ModelFacts) -> None:
+def check_signature(evaluation: Evaluation, original: ModelFacts) -> str | None:
     """Same outputs (names, dtypes, compatible shapes); same inputs unless the candidate says
-    it changes them (remove-features), and then only by dropping inputs or narrowing dims."""
+    it changes them (remove-features), and then only by dropping inputs or narrowing dims.
+    Returns the difference that rejected the candidate, if any."""
     if not evaluation.viable or original.format != "onnx":
-        return
+        return None
     facts = evaluation.facts
     problem = _values_differ("output", original.outputs, facts.outputs)
     if problem is None and not evaluation.candidate.interface:
@@ -169,6 +170,7 @@ def check_signature(evaluation: Evaluation, original: ModelFacts) -> None:
         evaluation.reject(f"changes the I/O signature: {problem}")
     elif evaluation.candidate.interface and evaluation.input_map:
         evaluation.notes.append(f"rewrites the input signature: {_describe_inputs(evaluation)}")
+    return problem
 
 
 def _values_differ(kind: str, before: list[ValueInfo], after: list[ValueInfo]) -> str | None:
@@ -370,8 +372,17 @@ def _worst_failing_per_output(verdicts: list[SliceVerdict]) -> list[SliceVerdict
 
 
 def _cosine(value: float) -> str:
-    # Four decimals hide what matters near 1: 0.99995 is not 1.0000.
-    return f"{value:.4f}" if value < 0.9999 or value == 1 else f"{value:.6f}"
+    # Four decimals hide what matters near 1: 0.99995 is not 1.0000, and a cosine under a bar
+    # such as 0.99999999 must not print as 1.000000.
+    if value < 0.9999 or value == 1:
+        return f"{value:.4f}"
+    text = f"{value:.6f}"
+    return text if text != "1.000000" else f"{value:.10f}"
+
+
+def timeout_for(facts: ModelFacts) -> float:
+    """Seconds for one isolated build or fidelity run: generous, growing with the model."""
+    return 300.0 + facts.file_size / 2**20 * 5
 
 
 def _fidelity_child(job: dict[str, Any]) -> dict[str, Any]:
@@ -679,7 +690,7 @@ def _state_dict_fidelity(viable: list[Evaluation], original: Path, thresholds: T
         evaluation.fidelity_summary = (f"weights cos {_cosine(result['min_cosine'])}, "
                                        f"rel err {result['max_relative_error']:.2g}")
         evaluation.notes.append("a state dict has no graph to run: fidelity is measured on "
-                                "the pruned weights, not on outputs")
+                                "its weights, not on outputs")
         if result["min_cosine"] < thresholds.min_cosine:
             evaluation.reject(f"weight cosine similarity {_cosine(result['min_cosine'])} < "
                               f"{thresholds.min_cosine:.10g}")
