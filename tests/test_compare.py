@@ -173,7 +173,7 @@ def test_state_dicts_compare_by_their_weights(run_cli, tmp_path):
     torch.save({k: v.half().float() for k, v in weights.items()}, tmp_path / "rounded.pt")
     torch.save({k: torch.zeros_like(v) for k, v in weights.items()}, tmp_path / "zeroed.pt")
     code, report, err = compare_json(run_cli, tmp_path / "base.pt", tmp_path / "rounded.pt")
-    assert code == 0 and report["fidelity_summary"].startswith("weights cos 0.99999"), err
+    assert code == 0 and report["fidelity_summary"].startswith("weights cos 1.000000, rel err "), err
     code, report, err = compare_json(run_cli, tmp_path / "base.pt", tmp_path / "zeroed.pt")
     assert code == 1 and report["reasons"][0].startswith("weight cosine similarity 0.0000 < 0.99")
 

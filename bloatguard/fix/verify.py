@@ -302,8 +302,8 @@ def _judge_fidelity(evaluation: Evaluation, result: dict[str, Any], thresholds: 
             evaluation.reject(f"output {equal[1]!r} changed in {1 - equal[0]:.1%} of its elements")
         return
     if worst_cosine is not None and not worst_cosine[0] >= thresholds.min_cosine:
-        evaluation.reject(f"cosine similarity {_cosine(worst_cosine[0])} < "
-                          f"{thresholds.min_cosine:.10g} (output {worst_cosine[1]!r})")
+        evaluation.reject(f"cosine similarity {_cosine_below(worst_cosine[0], thresholds.min_cosine)}"
+                          f" < {thresholds.min_cosine:.10g} (output {worst_cosine[1]!r})")
     if top1 is not None and top1[0] < thresholds.min_top1:
         evaluation.reject(f"top-1 agreement {top1[0]:.1%} < {thresholds.min_top1:.0%} "
                           f"(output {top1[1]!r})")
@@ -349,9 +349,9 @@ def _judge_slice(output: str, figures: dict[str, Any], entry: dict[str, Any],
     elif entry["metric"] == "max-error":
         checks = []  # the bound below
     else:
-        cosine = entry["cosine"]
-        checks = [(f"cos {_cosine(cosine)}", cosine >= thresholds.min_cosine,
-                   f"< {thresholds.min_cosine:.10g}")]
+        cosine, bar = entry["cosine"], thresholds.min_cosine
+        checks = [(f"cos {_cosine(cosine) if cosine >= bar else _cosine_below(cosine, bar)}",
+                   cosine >= bar, f"< {bar:.10g}")]
     bound = thresholds.max_error
     if not safe and bound is not None:
         checks.append((f"max err {error:.2g}", error <= bound, f"> {bound:.10g}"))
@@ -372,12 +372,18 @@ def _worst_failing_per_output(verdicts: list[SliceVerdict]) -> list[SliceVerdict
 
 
 def _cosine(value: float) -> str:
-    # Four decimals hide what matters near 1: 0.99995 is not 1.0000, and a cosine under a bar
-    # such as 0.99999999 must not print as 1.000000.
-    if value < 0.9999 or value == 1:
-        return f"{value:.4f}"
-    text = f"{value:.6f}"
-    return text if text != "1.000000" else f"{value:.10f}"
+    # Four decimals hide what matters near 1: 0.99995 is not 1.0000.
+    return f"{value:.4f}" if value < 0.9999 or value == 1 else f"{value:.6f}"
+
+
+def _cosine_below(value: float, bound: float) -> str:
+    """A cosine that failed `bound`, with the decimals it takes to show it is below: under a
+    bar such as 0.99999999, 0.9999999958 must not print as 1.000000."""
+    for decimals in range(4, 13):
+        text = f"{value:.{decimals}f}"
+        if float(text) < bound:
+            return text
+    return repr(value)
 
 
 def timeout_for(facts: ModelFacts) -> float:
@@ -692,7 +698,8 @@ def _state_dict_fidelity(viable: list[Evaluation], original: Path, thresholds: T
         evaluation.notes.append("a state dict has no graph to run: fidelity is measured on "
                                 "its weights, not on outputs")
         if result["min_cosine"] < thresholds.min_cosine:
-            evaluation.reject(f"weight cosine similarity {_cosine(result['min_cosine'])} < "
+            evaluation.reject(f"weight cosine similarity "
+                              f"{_cosine_below(result['min_cosine'], thresholds.min_cosine)} < "
                               f"{thresholds.min_cosine:.10g}")
         if result["sparse"]:
             evaluation.candidate.interface = (
