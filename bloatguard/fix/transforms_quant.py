@@ -15,7 +15,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bloatguard.fix import onnx_edit as edit
-from bloatguard.fix.transforms_safe import narrow_storage, weights_to_initializers
+from bloatguard.fix.transforms_safe import (narrow_storage, weights_outside_initializers,
+                                            weights_to_initializers)
 from bloatguard.graph import attribute, reads_columns_linearly, subgraphs
 
 
@@ -137,9 +138,13 @@ def _first_that_runs(quantizer: str, variants: list[_Variant], run, dst: Path,
 
 
 def _weights_as_initializers(src: Path, external: bool) -> tuple[Path, list[str]]:
-    """`src`, or a copy next to it with its weights where the quantizers look (initializers)."""
+    """`src`, or a copy next to it with its weights where the quantizers look (initializers).
+    The structure decides whether there is anything to do: a large model's weights are read
+    only when there is."""
     import onnx
 
+    if not weights_outside_initializers(onnx.load(str(src), load_external_data=False)):
+        return src, []
     model = onnx.load(str(src))
     changes = weights_to_initializers(model)
     if not changes:
@@ -155,12 +160,13 @@ def _with_opset(src: Path, needed: int, external: bool) -> tuple[Path | None, st
     import onnx
     from onnx import version_converter
 
-    model = onnx.load(str(src))
-    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), needed)
+    structure = onnx.load(str(src), load_external_data=False)
+    current = next((o.version for o in structure.opset_import if o.domain in ("", "ai.onnx")),
+                   needed)
     if current >= needed:
         return src, None
     try:
-        converted = version_converter.convert_version(model, needed)
+        converted = version_converter.convert_version(onnx.load(str(src)), needed)
         onnx.checker.check_model(converted)
     except Exception as exc:  # the converter raises RuntimeError, ValidationError, ...
         return None, (f"it needs opset {needed} (DequantizeLinear's axis), and onnx's version "

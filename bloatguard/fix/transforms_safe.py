@@ -372,7 +372,7 @@ def weights_to_initializers(model, params: dict[str, Any] | None = None) -> list
 
     Output-equivalent. From IR 4 on only: before that, an initializer must also be a graph
     input, which would change the signature."""
-    if model.ir_version < 4:
+    if not weights_outside_initializers(model):
         return []
     changes = fold_constants(model, {"nodes": _weight_computations(model)})
     moved = _constants_to_initializers(model)
@@ -380,6 +380,16 @@ def weights_to_initializers(model, params: dict[str, Any] | None = None) -> list
         changes.append(f"stored {len(moved)} Constant node value(s) as initializers, where "
                        "onnxruntime's quantizers look for weights")
     return changes
+
+
+def weights_outside_initializers(model) -> bool:
+    """Whether weights_to_initializers has anything to do. Reads the graph structure only, so
+    it can decide on a model loaded without its (external) weight data."""
+    if model.ir_version < 4:
+        return False
+    constant = any(node.op_type == "Constant" for scope in edit.graph_scopes(model)
+                   for node in scope.graph.node)
+    return constant or bool(_weight_computations(model))
 
 
 def _weight_computations(model) -> list[str]:
