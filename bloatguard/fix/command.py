@@ -264,8 +264,6 @@ def _verify_batch(batch, path, facts, inputs, config, thresholds, workspace, tim
     verify.fidelity(batch, path, facts, inputs.fidelity if inputs else None, thresholds, timeout)
 
 
-
-
 def _build(evaluation, path: Path, facts, inputs, workspace: Path, timeout: float) -> None:
     from bloatguard.fix.build import BuildError, build
     from bloatguard.fix.kinds import BY_NAME
