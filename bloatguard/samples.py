@@ -111,14 +111,27 @@ def _conform(path: Path, value: ValueInfo, array: np.ndarray) -> tuple[np.ndarra
     return array.astype(target, copy=False), layout
 
 
+def layout(shape, stored: tuple[int, ...]) -> tuple[str, tuple[int, ...]] | None:
+    """(layout, shape of one sample) of an array of shape `stored` for an input declared
+    `shape` (ints, names or None per dim), or None when it fits neither layout; their ranks
+    differ by one, so at most one fits. Needs only the array's header: the latency feeds
+    (bloatguard.measure.feeds) can read a sample file the way fidelity does."""
+    shape = tuple(shape)
+    if len(stored) == len(shape) + 1 and _fits(shape, stored[1:]):
+        return STACKED, tuple(stored[1:])
+    if len(shape) >= 1 and _free_batch(shape[0]) and len(stored) == len(shape) \
+            and _fits(shape[1:], stored[1:]):
+        return UNBATCHED, (1, *stored[1:])
+    return None
+
+
 def _stacked(where: str, shape: tuple, array: np.ndarray) -> tuple[np.ndarray, str]:
-    """The array as (N, *shape), read in whichever of the two layouts its shape fits; their
-    ranks differ by one, so at most one does."""
-    if array.ndim == len(shape) + 1 and _fits(shape, array.shape[1:]):
-        return array, STACKED
+    """The array as (N, *shape), read in the layout its shape fits; else a ConfigError naming
+    both layouts."""
+    found = layout(shape, array.shape)
+    if found is not None:
+        return (array if found[0] == STACKED else array[:, np.newaxis]), found[0]
     unbatched = len(shape) >= 1 and _free_batch(shape[0])
-    if unbatched and array.ndim == len(shape) and _fits(shape[1:], array.shape[1:]):
-        return array[:, np.newaxis], UNBATCHED
     expected = _with_n(shape) + (f" or {_with_n(shape[1:])}" if unbatched else "")
     problem = f"shape {array.shape} does not fit input shape {_show(shape)}"
     if array.ndim == len(shape) + 1:  # the stacked layout's rank: say which dim is off
