@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bloatguard.fix import command as fix_command
 
     fix_command.add_parser(commands)
+    from bloatguard import compare
+
+    compare.add_parser(commands)
     commands.add_parser("rules", help="list the rules")
     explain = commands.add_parser("explain", help="print a rule's documentation")
     explain.add_argument("code", metavar="CODE", help="rule code or name, e.g. BG002 or param-count")
@@ -159,6 +162,10 @@ def _run(args: argparse.Namespace) -> int:
         return run_baseline(args)
     if args.command == "history":
         return run_history(args)
+    if args.command == "compare":
+        from bloatguard import compare
+
+        return compare.run(args)
     if args.command == "rules":
         return run_rules()
     if args.command == "explain":

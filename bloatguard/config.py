@@ -21,7 +21,7 @@ from bloatguard.settings import ResolvedSettings
 
 if TYPE_CHECKING:
     from bloatguard.waivers import Waiver
-from bloatguard.units import Growth, PARSERS, parse_count, parse_growth, parse_size, parse_time_ms
+from bloatguard.units import PARSERS, Growth, parse_count, parse_growth, parse_size, parse_time_ms
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -58,11 +58,37 @@ def _parse_share(value: Any) -> float:
     return number
 
 
-# Fidelity thresholds of `bloatguard fix`, per model glob (CLI options override them).
+# Fidelity thresholds of `bloatguard fix` and `compare`, per model glob (CLI options override
+# them), and `outputs`: what slices of an output mean (see _parse_output_slices).
 FIX_THRESHOLDS: dict[str, Callable[[Any], float]] = {
     "tolerance": _parse_nonnegative, "min-cosine": _parse_share, "min-top1": _parse_share,
     "max-error": _parse_nonnegative,
 }
+SLICE_METRICS = ("cosine", "max-error", "top1")
+
+
+def _parse_output_slices(value: Any) -> dict[str, Any]:
+    """`{slices = [[0, 4], [4, 84]], axis = 1, metric = "cosine"}`: the slices of one output
+    along one axis (start inclusive, stop exclusive), each judged on its own by `metric`."""
+    if not isinstance(value, dict):
+        raise ValueError('expected a table such as {slices = [[0, 4], [4, 84]], axis = 1}')
+    unknown = sorted(set(value) - {"slices", "axis", "metric"})
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (known: slices, axis, metric)")
+    axis = value.get("axis")
+    if isinstance(axis, bool) or not isinstance(axis, int) or axis < 0:
+        raise ValueError("`axis` must be the index of the sliced axis, such as 1")
+    slices = value.get("slices")
+    if not isinstance(slices, list) or not slices or not all(
+            isinstance(pair, list) and len(pair) == 2
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in pair)
+            and 0 <= pair[0] < pair[1] for pair in slices):
+        raise ValueError("`slices` must be a list of [start, stop] index pairs with "
+                         "0 <= start < stop, such as [[0, 4], [4, 84]]")
+    metric = value.get("metric", "cosine")
+    if metric not in SLICE_METRICS:
+        raise ValueError(f"`metric` must be one of {', '.join(SLICE_METRICS)}")
+    return {"axis": axis, "slices": [list(pair) for pair in slices], "metric": metric}
 
 
 def _parse_budget(key: str, value: Any) -> Any:
@@ -236,7 +262,7 @@ class Config:
     samples: list[tuple[str, str]] = field(default_factory=list)
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
     per_file_ignores: list[tuple[str, list[str]]] = field(default_factory=list)
-    fix: list[tuple[str, dict[str, float]]] = field(default_factory=list)
+    fix: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     select: list[str] | None = None
     ignore: list[str] = field(default_factory=list)
     cache_dir: str | None = None
@@ -468,14 +494,20 @@ class _Validator:
                             f"{latency.min_rounds} is more than max-rounds ({latency.max_rounds})")
 
     def _fix(self, config: Config, value: Any) -> None:
-        """[fix."<glob>"]: output-fidelity thresholds `bloatguard fix` holds candidates to."""
+        """[fix."<glob>"]: output-fidelity thresholds `bloatguard fix` holds candidates to, and
+        [fix."<glob>".outputs.<output>]: the slices an output is judged by."""
         for pattern, table in self.table(self.key("fix"), value).items():
-            parsed = {}
+            parsed: dict[str, Any] = {}
             for key, raw in self.table(self.key("fix", pattern), table).items():
                 full_key = self.key("fix", pattern, key)
-                if key not in FIX_THRESHOLDS:
-                    raise self.fail(full_key, _unknown("key", key, list(FIX_THRESHOLDS)))
-                parsed[key] = self.parse(full_key, raw, FIX_THRESHOLDS[key])
+                if key == "outputs":
+                    parsed[key] = {name: self.parse(self.key("fix", pattern, key, name), spec,
+                                                    _parse_output_slices)
+                                   for name, spec in self.table(full_key, raw).items()}
+                elif key not in FIX_THRESHOLDS:
+                    raise self.fail(full_key, _unknown("key", key, [*FIX_THRESHOLDS, "outputs"]))
+                else:
+                    parsed[key] = self.parse(full_key, raw, FIX_THRESHOLDS[key])
             config.fix.append((pattern, parsed))
 
     def _accept(self, config: Config, value: Any) -> None:

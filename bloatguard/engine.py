@@ -346,6 +346,21 @@ def check(paths: list[Path], config: Config, selection: Selection,
     return results
 
 
+def _check_input_shapes(results: list[ModelResult], config: Config) -> None:
+    """A configured input shape that contradicts a dim the head model fixes is a config error
+    (exit 2): MACs or a timing for a shape the model cannot run describe nothing. Only the
+    head: a change may fix a dim and its config together."""
+    from bloatguard.measure.dims import check_configured
+
+    for result in results:
+        facts = result.facts
+        if facts is None or facts.unreadable or facts.format != "onnx":
+            continue
+        shapes = config.resolve(result.settings_path or Path(result.path)).inputs
+        if shapes:
+            check_configured(result.path, {value.name: value.shape for value in facts.inputs}, shapes)
+
+
 def _require_models(paths: list[Path], found: list[Path], config: Config) -> None:
     """A directory to check that holds no model is a mistake (a wrong path in CI would pass
     forever), not an empty success. Files named one by one (the pre-commit hook's) may all
@@ -381,6 +396,7 @@ def _finish(results: list[ModelResult], config: Config, selection: Selection, la
     multiple comparisons across models), then the rules. The rules scan weights, the per-model
     work that grows with model size, so `jobs` runs them for several models at once; latency
     stays serial, since parallel timing would measure the contention."""
+    _check_input_shapes(results, config)
     if latency:
         from bloatguard.measure.latency import attach_latency
 

@@ -1,10 +1,18 @@
 """Sample inputs from `[tool.bloatguard.samples]`: `.npz` (one array per input name) or `.csv`
 (a header row of column names, one row per sample, for a model with a single 2-D input).
 
-Arrays come back as (N, *input shape): samples stacked on a new leading axis (DESIGN.md §3). An
-`.npz` array with exactly the input's rank is taken as a single sample, so a tabular `X` of shape
-(rows, features) works for an input [batch, features] without reshaping. Every problem is a
-ConfigError naming the file: a samples file that silently feeds the wrong input is worse than none.
+An `.npz` array holds N samples in one of two layouts (DESIGN.md §9):
+
+- `(N, *input_shape)`: samples stacked on a new leading axis, e.g. (16, 1, 3, 320, 320) for an
+  input [1, 3, 320, 320];
+- `(N, *input_shape[1:])`, when the input's leading (batch) dim is 1 or symbolic: the natural way
+  to stack images or table rows, e.g. (16, 3, 320, 320) for the same input, or (rows, features)
+  for an input [batch, features]. Each sample is fed with a batch of 1.
+
+Arrays come back as (N, *input shape) either way, and `Samples.layouts` says which layout each
+array was read in, for the report. An array that fits neither is a ConfigError naming the file,
+the array, its shape and the shapes expected: a samples file that silently feeds the wrong input
+(16 images read as one batch of 16) is worse than none.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import numpy as np
 from bloatguard.errors import ConfigError
 from bloatguard.facts import NUMPY_DTYPES, ValueInfo
 
+STACKED = "(N, *input_shape)"
+UNBATCHED = "(N, *input_shape[1:])"
 
 
 @dataclass
@@ -26,10 +36,17 @@ class Samples:
     path: Path
     arrays: dict[str, np.ndarray]  # input name -> (N, *input shape)
     columns: dict[str, list[str]] = field(default_factory=dict)  # csv header, by input
+    layouts: dict[str, str] = field(default_factory=dict)  # input name -> STACKED or UNBATCHED
 
     @property
     def count(self) -> int:
         return next(iter(self.arrays.values())).shape[0] if self.arrays else 0
+
+    def describe(self) -> list[str]:
+        """How each array was read, one line each: the layout, the sample count and shape."""
+        return [f"{self.path.name}: {name!r} read as {self.layouts[name]}: {array.shape[0]} "
+                f"samples of shape {list(array.shape[1:])}"
+                for name, array in self.arrays.items() if name in self.layouts]
 
     def rows(self, name: str) -> np.ndarray | None:
         """A 2-D input's samples as a (rows, features) table, every batch row of every sample."""
@@ -67,35 +84,74 @@ def _load_npz(path: Path, inputs: list[ValueInfo]) -> Samples:
     if unknown:
         raise ConfigError(f"{path}: arrays {unknown} match no model input; the inputs are "
                           f"{sorted(by_name)}")
-    arrays = {name: _conform(path, by_name[name], array) for name, array in raw.items()}
-    return Samples(path, arrays)
+    samples = Samples(path, {})
+    for name, array in raw.items():
+        samples.arrays[name], samples.layouts[name] = _conform(path, by_name[name], array)
+    return samples
 
 
-def _conform(path: Path, value: ValueInfo, array: np.ndarray) -> np.ndarray:
-    """Check an array against the input's dtype and shape; return it as (N, *shape)."""
+def _conform(path: Path, value: ValueInfo, array: np.ndarray) -> tuple[np.ndarray, str]:
+    """Check an array against the input's dtype and shape; return it as (N, *shape), with the
+    layout it was read in."""
     where = f"{path}: array {value.name!r}"
     if value.dtype not in NUMPY_DTYPES:
         raise ConfigError(f"{where}: input type {value.dtype} cannot be fed from a samples file")
     if array.dtype.kind not in "biuf":
         raise ConfigError(f"{where}: expected numbers, got dtype {array.dtype}")
+    layout = STACKED
     if value.shape is not None:
-        rank = len(value.shape)
-        if array.ndim == rank:
-            array = array[np.newaxis]
-        if array.ndim != rank + 1:
-            raise ConfigError(f"{where}: shape {array.shape} does not fit input shape "
-                              f"{_dims(value.shape)}; stack samples on a new leading axis "
-                              f"(N, {', '.join(_dims(value.shape))})")
-        for axis, (want, got) in enumerate(zip(value.shape, array.shape[1:])):
-            if isinstance(want, int) and want != got:
-                raise ConfigError(f"{where}: dimension {axis} is {got}, the input needs {want} "
-                                  f"(input shape {_dims(value.shape)})")
+        array, layout = _stacked(where, tuple(value.shape), array)
+    elif array.ndim == 0:
+        raise ConfigError(f"{where}: a single value; stack samples on a leading axis (N, ...)")
     if array.shape[0] == 0:
         raise ConfigError(f"{where}: holds no samples")
     target = np.dtype(value.dtype)
     if target.kind in "iub" and array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
         raise ConfigError(f"{where}: input is {value.dtype} but the samples are fractional")
-    return array.astype(target, copy=False)
+    return array.astype(target, copy=False), layout
+
+
+def layout(shape, stored: tuple[int, ...]) -> tuple[str, tuple[int, ...]] | None:
+    """(layout, shape of one sample) of an array of shape `stored` for an input declared
+    `shape` (ints, names or None per dim), or None when it fits neither layout; their ranks
+    differ by one, so at most one fits. Needs only the array's header: the latency feeds
+    (bloatguard.measure.feeds) can read a sample file the way fidelity does."""
+    shape = tuple(shape)
+    if len(stored) == len(shape) + 1 and _fits(shape, stored[1:]):
+        return STACKED, tuple(stored[1:])
+    if len(shape) >= 1 and _free_batch(shape[0]) and len(stored) == len(shape) \
+            and _fits(shape[1:], stored[1:]):
+        return UNBATCHED, (1, *stored[1:])
+    return None
+
+
+def _stacked(where: str, shape: tuple, array: np.ndarray) -> tuple[np.ndarray, str]:
+    """The array as (N, *shape), read in the layout its shape fits; else a ConfigError naming
+    both layouts."""
+    found = layout(shape, array.shape)
+    if found is not None:
+        return (array if found[0] == STACKED else array[:, np.newaxis]), found[0]
+    unbatched = len(shape) >= 1 and _free_batch(shape[0])
+    expected = _with_n(shape) + (f" or {_with_n(shape[1:])}" if unbatched else "")
+    problem = f"shape {array.shape} does not fit input shape {_show(shape)}"
+    if array.ndim == len(shape) + 1:  # the stacked layout's rank: say which dim is off
+        axis, got, want = next((axis, got, want) for axis, (want, got)
+                               in enumerate(zip(shape, array.shape[1:]))
+                               if isinstance(want, int) and want != got)
+        problem = (f"shape {array.shape}: dimension {axis} is {got}, the input needs {want} "
+                   f"(input shape {_show(shape)})")
+    raise ConfigError(f"{where}: {problem}; expected {expected}: N samples stacked on a new "
+                      "leading axis")
+
+
+def _fits(dims: tuple, shape: tuple) -> bool:
+    return len(dims) == len(shape) and all(not isinstance(want, int) or want == got
+                                           for want, got in zip(dims, shape))
+
+
+def _free_batch(dim) -> bool:
+    """A leading dim a sample may leave out: batch 1, or symbolic (then each sample is one)."""
+    return not isinstance(dim, int) or dim == 1
 
 
 def _load_csv(path: Path, inputs: list[ValueInfo]) -> Samples:
@@ -127,8 +183,17 @@ def _load_csv(path: Path, inputs: list[ValueInfo]) -> Samples:
     # Each row is one sample of batch 1; the runner batches them again where the model allows.
     stacked = data[:, np.newaxis, :]
     shaped = ValueInfo(value.name, value.dtype, value.shape if value.shape is not None else (None, None))
-    return Samples(path, {value.name: _conform(path, shaped, stacked)}, {value.name: header})
+    array, layout = _conform(path, shaped, stacked)
+    return Samples(path, {value.name: array}, {value.name: header}, {value.name: layout})
 
 
 def _dims(shape) -> list[str]:
     return [str(d) if isinstance(d, int) else (d or "?") for d in shape]
+
+
+def _with_n(shape) -> str:
+    return f"({', '.join(['N', *_dims(shape)])}{',' if not shape else ''})"
+
+
+def _show(shape) -> str:
+    return f"[{', '.join(_dims(shape))}]"

@@ -19,5 +19,5 @@ class ResolvedSettings:
     inputs: dict[str, list[int]] = field(default_factory=dict)
     samples: Path | None = None
     ignored: list[str] = field(default_factory=list)
-    fix: dict[str, float] = field(default_factory=dict)  # fidelity thresholds for `fix`
+    fix: dict[str, Any] = field(default_factory=dict)  # fidelity thresholds and `outputs`
     pins: dict[str, Any] = field(default_factory=dict)  # [latency.values]: fixed input values

@@ -114,3 +114,71 @@ def torch_bn_net():
 def torch_export(net, path: Path, **kwargs) -> Path:
     """The export the fix tests run: input "x", output "y"."""
     return factories.torch_export(net, path, input_names=["x"], output_names=["y"], **kwargs)
+
+
+def detector_head(path: Path, *, classes=80, size=16, channels=64, seed=0) -> Path:
+    """A YOLO-style detector: a Conv backbone, then one 1x1 Conv head whose output, reshaped to
+    [1, 4 + classes, N], holds box coordinates (up to ~320) in channels 0-3 and class scores
+    (under 0.6) in the others. One quantization range for the head's output (per tensor) has
+    steps of about 1.3: every score rounds to zero, while the boxes, and so the whole-output
+    cosine, barely move."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, current, cin = [], [], "images", 3
+    for index in range(2):
+        w = (rng.standard_normal((channels, cin, 3, 3)) * np.sqrt(2 / (cin * 9))).astype(np.float32)
+        inits.append(init(f"w{index}", w))
+        nodes += [helper.make_node("Conv", [current, f"w{index}"], [f"c{index}"], pads=[1] * 4,
+                                   kernel_shape=[3, 3], name=f"conv{index}"),
+                  helper.make_node("Relu", [f"c{index}"], [f"r{index}"])]
+        current, cin = f"r{index}", channels
+    # Non-negative features times non-negative weights: boxes and scores are non-negative, and
+    # their scales are set by the weights' magnitudes.
+    features = run_features(nodes, inits, current, channels, size, rng)
+    head = np.abs(rng.standard_normal((4 + classes, channels))).astype(np.float32)
+    peaks = features @ head.T
+    head[:4] *= 320 / peaks[:, :4].max()
+    head[4:] *= 0.6 / peaks[:, 4:].max()
+    inits += [init("head", head.reshape(4 + classes, channels, 1, 1)),
+              init("shape", np.array([1, 4 + classes, size * size], np.int64))]
+    nodes += [helper.make_node("Conv", [current, "head"], ["raw"], name="head"),
+              helper.make_node("Reshape", ["raw", "shape"], ["output0"])]
+    return save(nodes, [info("images", [1, 3, size, size])],
+                [info("output0", [1, 4 + classes, size * size])], inits, path)
+
+
+def run_features(nodes, inits, output: str, channels: int, size: int, rng) -> np.ndarray:
+    """The backbone's features on a few random images, one row per pixel: [pixels, channels]."""
+    model = helper.make_model(helper.make_graph(
+        nodes, "backbone", [info("images", [1, 3, size, size])],
+        [info(output, [1, channels, size, size])], initializer=inits), opset_imports=OPSET)
+    rows = [run(model, {"images": rng.random((1, 3, size, size), dtype=np.float32)})[0]
+            for _ in range(4)]
+    return np.concatenate([r.reshape(channels, -1).T for r in rows])
+
+
+def paddle_detector(path: Path, *, channels=64, blocks=3, size=32, seed=0) -> Path:
+    """A PP-OCR-style text detector as paddle2onnx writes it: opset 12, every weight in a
+    `Constant` node, BatchNormalization left unfused after each Conv, a symbolic batch named
+    p2o.DynamicDimension.0, and a Sigmoid probability map. onnxruntime's quantizers skip
+    Constant-node weights, and per-channel QDQ is invalid below opset 13."""
+    rng = np.random.default_rng(seed)
+    nodes, current, cin = [], "x", 3
+    for index in range(blocks):
+        w = (rng.standard_normal((channels, cin, 3, 3)) * np.sqrt(2 / (cin * 9))).astype(np.float32)
+        stats = {"scale": rng.random(channels) + 0.5, "bias": rng.standard_normal(channels) * 0.1,
+                 "mean": rng.standard_normal(channels) * 0.1, "var": rng.random(channels) + 0.5}
+        nodes.append(const(f"conv{index}.w", w))
+        nodes += [const(f"bn{index}.{k}", v.astype(np.float32)) for k, v in stats.items()]
+        nodes += [helper.make_node("Conv", [current, f"conv{index}.w"], [f"c{index}"], pads=[1] * 4,
+                                   kernel_shape=[3, 3], name=f"conv{index}"),
+                  helper.make_node("BatchNormalization",
+                                   [f"c{index}", *(f"bn{index}.{k}" for k in stats)], [f"b{index}"],
+                                   name=f"bn{index}"),
+                  helper.make_node("Relu", [f"b{index}"], [f"r{index}"])]
+        current, cin = f"r{index}", channels
+    nodes += [const("head.w", (rng.standard_normal((1, channels, 1, 1)) * 0.1).astype(np.float32)),
+              helper.make_node("Conv", [current, "head.w"], ["logits"], name="head"),
+              helper.make_node("Sigmoid", ["logits"], ["maps"])]
+    batch = "p2o.DynamicDimension.0"
+    return save(nodes, [info("x", [batch, 3, size, size])], [info("maps", [batch, 1, size, size])],
+                path=path, opsets=[helper.make_opsetid("", 12)], ir_version=7)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gitrepo import GIT_ENV, Repo
 from fix_models import conv_net, messy
+from gitrepo import GIT_ENV, Repo
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,11 +12,23 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-import factories
 from bloatguard.fix import transforms_quant as quant
 from bloatguard.fix import transforms_safe as safe
-from fix_models import (assert_same_outputs, conv_net, const, info, init, messy, rand, run,
-                             save, torch_bn_net, torch_export)
+
+import factories
+from fix_models import (
+    assert_same_outputs,
+    const,
+    conv_net,
+    info,
+    init,
+    messy,
+    rand,
+    run,
+    save,
+    torch_bn_net,
+    torch_export,
+)
 
 
 def ops(model) -> list[str]:
@@ -290,7 +302,8 @@ def test_redundant_input_columns_are_cut_and_their_weights_folded(tmp_path):
     params = {"features": [{"input": "x", "index": i} for i in (1, 3, 4)] + [{"input": "unused", "index": None}],
               "samples": str(tmp_path / "samples.npz")}
     changes = quant.remove_features(model, params)
-    assert len(changes) == 2 and params["input_map"] == {"unused": "drop", "x": {"axis": 1, "keep": [0, 2, 5], "width": 6}}
+    assert len(changes) == 2
+    assert params["input_map"] == {"unused": "drop", "x": {"axis": 1, "keep": [0, 2, 5], "width": 6}}
     assert [v.name for v in model.graph.input] == ["x"]
     assert model.graph.input[0].type.tensor_type.shape.dim[1].dim_value == 3
     [want] = run(path, {"x": x, "unused": np.zeros(1, np.float32)})

@@ -6,6 +6,7 @@ planted in a checkout deletes nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -14,14 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-import json
-
 import numpy as np
 import onnx
 import pytest
 
 from bloatguard import secret
 from bloatguard.fix import write
+
 from fix_models import messy, rand, run
 
 REPO = Path(__file__).resolve().parent.parent

@@ -25,6 +25,8 @@ def stored_elements(message) -> int:
         return int(np.prod(message.dims, dtype=np.int64)) if message.dims else 1
     if isinstance(message, onnx.SparseTensorProto):
         return stored_elements(message.values)
+    if isinstance(message, onnx.NodeProto) and message.op_type == "ConstantOfShape":
+        return 0  # its `value` is the fill value, not a stored weight
     total = 0
     for field, value in message.ListFields():
         if field.type != FieldDescriptor.TYPE_MESSAGE:

@@ -12,6 +12,7 @@ The flow, one module per step:
     inputs      sample or random inputs for fidelity and calibration
     verify      size/params/MACs, I/O signature, fidelity, latency, budgets -> verdicts
     write       atomic replacement of the original (git-aware, kill-safe)
+    options     the verification options `fix` and `compare` share (light: no onnx)
     command     the CLI: argparse and the per-model orchestration
     table       the candidate table (text and JSON)
 

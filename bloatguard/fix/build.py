@@ -16,8 +16,6 @@ from bloatguard.fix.kinds import BY_NAME
 from bloatguard.isolate import IsolationError, run_isolated
 
 MODEL_NAME = "model.onnx"
-# Above this a protobuf cannot be serialized in one piece (2 GB limit, with headroom).
-_EXTERNAL_ABOVE = 1_500_000_000
 
 
 class BuildError(Exception):
@@ -66,6 +64,8 @@ def _quiet(log: Path) -> None:
 def _build_onnx(job: dict[str, Any]) -> dict[str, Any]:
     import onnx
 
+    from bloatguard.fix.onnx_edit import save, too_big_for_one_file
+
     directory = Path(job["directory"])
     external = job["external"]
     model = onnx.load(job["source"])
@@ -80,17 +80,18 @@ def _build_onnx(job: dict[str, Any]) -> dict[str, Any]:
         if spec.file_to_file:  # kind -> function(src, dst, params, external) -> changes
             src = directory / f"step{index}-in.onnx"
             dst = directory / f"step{index}-out.onnx"
-            _save(model, src, external)
-            done = transform(src, dst, params, external or _big(model))
+            save(model, src, external)
+            done = transform(src, dst, params, external or too_big_for_one_file(model))
             model = onnx.load(str(dst))
         else:  # edits the ModelProto in memory: function(model, params) -> changes
             done = transform(model, params)
             input_map.update(params.get("input_map", {}))
         changes.append(done)
     path = directory / MODEL_NAME
-    _save(model, path, external)
+    save(model, path, external)
+    # Intermediate copies, the quantizers' variants among them: the candidate alone stays.
     for leftover in directory.glob("step*"):
-        leftover.unlink()  # intermediate copies: the candidate alone stays
+        leftover.unlink()
     for leftover in directory.glob("preprocessed*"):
         leftover.unlink()
     return {"path": str(path), "changes": changes, "input_map": input_map}
@@ -102,20 +103,6 @@ def _transform(reference: str) -> Callable:
 
     module, _, name = reference.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-def _big(model) -> bool:
-    return model.ByteSize() > _EXTERNAL_ABOVE
-
-
-def _save(model, path: Path, external: bool) -> None:
-    import onnx
-
-    if external or _big(model):
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=f"{path.name}.data", size_threshold=1024)
-    else:
-        onnx.save_model(model, str(path))
 
 
 def _build_state_dict(source: Path, directory: Path, steps: list[dict[str, Any]],

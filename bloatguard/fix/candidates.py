@@ -2,8 +2,9 @@
 
 A candidate is a sequence of steps applied to the original model. Safe steps become one
 candidate each, and the ones that pass verification are then chained into one more (the "all
-safe fixes" candidate, usually the one kept). Each unsafe step becomes one candidate applied on top of the safe graph fixes that
-passed verification, so quantization sees folded BatchNorms and no dead weights.
+safe fixes" candidate, usually the one kept). Each unsafe step becomes one candidate applied on
+top of the safe graph fixes that passed verification, so quantization sees folded BatchNorms
+and no dead weights.
 
 Steps that only change how weights are stored (sparse layout, narrower dtypes with a Cast)
 are kept out of the base for unsafe candidates: onnxruntime's quantizers only quantize weights

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bloatguard.fix.options import add_verification_options, latency_settings, nonnegative, share, threshold_options
+
 EXIT_OK, EXIT_FIXED, EXIT_ERROR = 0, 1, 2
 
 
@@ -51,49 +53,16 @@ def add_parser(subcommands) -> argparse.ArgumentParser:
     fix.add_argument("--config", type=Path, metavar="FILE", help="config file (as for check)")
     fix.add_argument("--only", action="append", metavar="KINDS",
                      help="only try these fix kinds (comma-separated, e.g. quantize-static)")
-    fix.add_argument("--no-latency", dest="latency", action="store_false",
-                     help="do not time candidates (an unsafe candidate is then kept unmeasured)")
-    fix.add_argument("--latency-budget", metavar="TIME",
-                     help="time budget for timing the candidates of one model against the "
-                          "original (default: time-budget in [tool.bloatguard.latency])")
-    fix.add_argument("--tolerance", type=_positive_float, metavar="X",
+    add_verification_options(fix, candidates="candidates", unsafe="unsafe fixes: ")
+    fix.add_argument("--tolerance", type=nonnegative, metavar="X",
                      help="safe fixes: largest output change, relative to the output's largest "
                           "magnitude (default: 1e-4, or tolerance in [tool.bloatguard.fix.\"<glob>\"])")
-    fix.add_argument("--min-cosine", type=_share, metavar="X",
-                     help="unsafe fixes: smallest cosine similarity of each float output "
-                          "(default: 0.99, or min-cosine in the config)")
-    fix.add_argument("--min-top1", type=_share, metavar="X",
-                     help="unsafe fixes: smallest top-1 agreement of classifier-like outputs "
-                          "and equal share of integer outputs (default: 0.95, or min-top1 in the config)")
-    fix.add_argument("--max-error", type=_positive_float, metavar="X",
-                     help="unsafe fixes: largest output change relative to the output scale "
-                          "(default: not checked, or max-error in the config)")
-    fix.add_argument("--prune-sparsity", type=_share, default=0.5, metavar="X",
+    fix.add_argument("--prune-sparsity", type=share, default=0.5, metavar="X",
                      help="share of weights magnitude pruning zeroes in a state dict (default: 0.5)")
     fix.add_argument("--output-format", choices=("text", "json"), default="text")
     fix.add_argument("--exit-non-zero-on-fix", action="store_true",
                      help="exit 1 when a file was rewritten (for the pre-commit hook)")
     return fix
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError("must lie between 0 and 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
 
 
 @dataclass
@@ -105,7 +74,7 @@ class Options:
     output: Path | None
     only: set[str] | None
     latency: bool
-    latency_budget_ms: float | None
+    latency_settings: Any  # LatencyConfig: [tool.bloatguard.latency] with --latency-budget
     thresholds: dict[str, float]  # from the CLI; merged with the config per model
     prune_sparsity: float
 
@@ -124,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
     from bloatguard.discover import discover
     from bloatguard.errors import BloatguardError
     from bloatguard.fix.kinds import APPLICABLE
-    from bloatguard.units import parse_time_ms
 
     only = None
     if args.only:
@@ -133,12 +101,6 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             raise BloatguardError(f"--only: unknown fix kinds {unknown}; known: "
                                   + ", ".join(sorted(APPLICABLE)))
-    budget = None
-    if args.latency_budget:
-        try:
-            budget = parse_time_ms(args.latency_budget)
-        except ValueError as exc:
-            raise BloatguardError(f"--latency-budget: {exc}") from None
     if args.samples is not None and not args.samples.is_file():
         raise BloatguardError(f"{args.samples}: samples file not found (--samples)")
     config = load_config(args.config, args.paths)
@@ -151,11 +113,9 @@ def run(args: argparse.Namespace) -> int:
                               "directory")
     options = Options(
         unsafe=args.unsafe_fixes, dry_run=args.dry_run, force=args.force, samples=args.samples,
-        output=args.output, only=only, latency=args.latency, latency_budget_ms=budget,
-        thresholds={key: value for key, value in (
-            ("tolerance", args.tolerance), ("min-cosine", args.min_cosine),
-            ("min-top1", args.min_top1), ("max-error", args.max_error)) if value is not None},
-        prune_sparsity=args.prune_sparsity)
+        output=args.output, only=only, latency=args.latency,
+        latency_settings=latency_settings(config, args.latency_budget),
+        thresholds=threshold_options(args), prune_sparsity=args.prune_sparsity)
     if not models:
         print("bloatguard fix: no model files found", file=sys.stderr)
         return EXIT_OK
@@ -190,6 +150,7 @@ def fix_model(path: Path, config, options: Options) -> Outcome:
     from bloatguard import engine
     from bloatguard.fix import candidates as plans
     from bloatguard.fix import write
+    from bloatguard.fix.inputs import check_shapes
 
     display = engine.display_path(path)
     target = _target(path, options.output)
@@ -206,6 +167,8 @@ def fix_model(path: Path, config, options: Options) -> Outcome:
     if facts.format not in ("onnx", "pytorch"):
         return _done(display, "clean", f"bloatguard fix has no transforms for {facts.format} "
                      "files", base, facts)
+    if facts.format == "onnx":
+        check_shapes(facts, path, config, display)
     plan = plans.plan(result.findings, facts.format, unsafe=options.unsafe, only=options.only,
                       prune_sparsity=options.prune_sparsity)
     if not plan.safe and not plan.unsafe:
@@ -238,7 +201,9 @@ def _evaluate(path, display, target, facts, plan, config, options, workspace, ba
 
     notes = list(plan.notes)
     inputs = None
-    timeout = _timeout(facts)
+    timeout = verify.timeout_for(facts)
+    thresholds = verify.Thresholds.for_model(display, facts, config.resolve(path).fix,
+                                             options.thresholds)
     if facts.format == "onnx":
         try:
             inputs = prepare(facts, path, config, options.samples, workspace)
@@ -246,9 +211,11 @@ def _evaluate(path, display, target, facts, plan, config, options, workspace, ba
             return _error(display, f"cannot make inputs to verify candidates with: {exc}", base)
         notes.append(f"fidelity inputs: {inputs.source}")
         notes += inputs.notes
+        if not inputs.random:
+            notes.append("fidelity is measured on the calibration samples")
     # Phase 1: every safe step alone, so a step that fails is found and left out of the rest.
     singles = [verify.Evaluation(c) for c in plans.single_candidates(plan)]
-    _verify_batch(singles, path, facts, inputs, config, options, workspace, timeout)
+    _verify_batch(singles, path, facts, inputs, config, thresholds, workspace, timeout)
     passed = [e.candidate.steps[0] for e in singles if e.accepted]
     # Phase 2: all passing safe steps chained, and the unsafe candidates on top of the safe
     # graph fixes (not the storage-only ones: quantizers need dense initializers).
@@ -262,16 +229,11 @@ def _evaluate(path, display, target, facts, plan, config, options, workspace, ba
         notes.append(inputs.warning)
         print(f"bloatguard: {display}: {inputs.warning}", file=sys.stderr)
     later += [verify.Evaluation(c) for c in unsafe]
-    _verify_batch(later, path, facts, inputs, config, options, workspace, timeout)
+    _verify_batch(later, path, facts, inputs, config, thresholds, workspace, timeout)
     evaluations = singles + later
     # Latency: everything still standing, timed together against the original.
     if options.latency and facts.format == "onnx":
-        settings = config.latency
-        if options.latency_budget_ms is not None:
-            from dataclasses import replace
-
-            settings = replace(settings, time_budget_ms=options.latency_budget_ms)
-        note = verify.latency(evaluations, path, facts, inputs.plan, settings)
+        note = verify.latency(evaluations, path, facts, inputs.plan, options.latency_settings)
         if note:
             notes.append(note)
     elif facts.format == "onnx":
@@ -285,7 +247,7 @@ def _evaluate(path, display, target, facts, plan, config, options, workspace, ba
     return _finish(display, target, facts, evaluations, winner, notes, options, base)
 
 
-def _verify_batch(batch, path, facts, inputs, config, options, workspace, timeout) -> None:
+def _verify_batch(batch, path, facts, inputs, config, thresholds, workspace, timeout) -> None:
     """Build the candidates, then the checks that need no timing: size, signature, fidelity."""
     from bloatguard.fix import verify
 
@@ -298,28 +260,21 @@ def _verify_batch(batch, path, facts, inputs, config, options, workspace, timeou
         verify.check_size(evaluation, facts)
         verify.check_signature(evaluation, facts)
     # A model-level failure (onnxruntime cannot run the original) is each candidate's reason.
-    verify.fidelity(batch, path, facts, inputs.fidelity if inputs else None,
-                    thresholds_for(path, config, options), timeout)
-
-
-def thresholds_for(path: Path, config, options: Options):
-    """Defaults, then the config's [fix."<glob>"] table for this model, then the CLI options."""
-    from bloatguard.fix.verify import Thresholds
-
-    merged = {**config.resolve(path).fix, **options.thresholds}
-    return Thresholds(tolerance=merged.get("tolerance", 1e-4),
-                      min_cosine=merged.get("min-cosine", 0.99),
-                      min_top1=merged.get("min-top1", 0.95), max_error=merged.get("max-error"))
+    verify.fidelity(batch, path, facts, inputs.fidelity if inputs else None, thresholds, timeout)
 
 
 def _build(evaluation, path: Path, facts, inputs, workspace: Path, timeout: float) -> None:
     from bloatguard.fix.build import BuildError, build
+    from bloatguard.fix.kinds import BY_NAME
 
     steps = []
     for step in evaluation.candidate.steps:
         params = dict(step.params)
-        if step.kind == "quantize-static":
+        if BY_NAME[step.kind].file_to_file and inputs is not None:
+            # Static quantization calibrates on the samples; every quantizer runs its result
+            # on the first one, to drop a variant onnxruntime cannot load or run.
             params["calibration"] = str(inputs.calibration)
+        if step.kind == "quantize-static":
             params["calibration_source"] = ("RANDOM inputs (no samples given)" if inputs.random
                                             else inputs.source)
         if step.kind == "remove-features" and inputs is not None and not inputs.random:
@@ -398,11 +353,6 @@ def _error(display, message, base) -> Outcome:
     return Outcome(display, "error", message, "",
                    {**base, "status": "error", "message": message, "written": None,
                     "notes": [], "candidates": []})
-
-
-def _timeout(facts) -> float:
-    """Seconds for one isolated build or fidelity run: generous, growing with the model."""
-    return 300.0 + facts.file_size / 2**20 * 5
 
 
 def _memory(facts) -> int:

@@ -52,39 +52,59 @@ class Inputs:
                 "--samples FILE.npz or [tool.bloatguard.samples]")
 
 
+def check_shapes(facts: ModelFacts, model_path: Path, config: Config, display: str) -> None:
+    """A configured input shape that contradicts a dim the model fixes is a ConfigError: the
+    inputs, the MACs and the latency would describe an inference onnxruntime refuses."""
+    from bloatguard.measure.dims import check_configured
+
+    check_configured(display, {v.name: v.shape for v in facts.inputs},
+                     config.resolve(model_path).inputs)
+
+
 def prepare(facts: ModelFacts, model_path: Path, config: Config, samples: Path | None,
             workspace: Path) -> Inputs:
-    """Write the fidelity and calibration inputs of one model into `workspace`."""
-    from bloatguard.measure.feeds import FeedError, plan_feeds
-
+    """Write the fidelity and calibration inputs of one model into `workspace`. A samples array
+    that fits no layout is a ConfigError naming the file and the array."""
     settings = config.resolve(model_path)
     samples = samples or settings.samples
-    try:
-        plan = plan_feeds(facts.inputs, shapes=settings.inputs, pins=settings.pins,
-                          samples=samples if samples and samples.suffix == ".npz" else None,
-                          int_range=config.latency.int_range, cap=config.latency.feed_cap)
-    except FeedError as exc:
-        raise InputError(str(exc)) from None
     fidelity, calibration = workspace / "fidelity.npz", workspace / "calibration.npz"
-    if samples is not None:
-        arrays = _from_samples(facts, samples, plan)
-        count = next(iter(arrays.values())).shape[0] if arrays else 0
-        _save(fidelity, {n: a[:FIDELITY_SAMPLES] for n, a in arrays.items()})
-        _save(calibration, {n: a[:CALIBRATION_SAMPLES] for n, a in arrays.items()})
-        notes = ["fidelity is measured on the calibration samples"] if count else []
-        return Inputs(fidelity, calibration, f"{samples.name} ({count} samples)", plan, False, notes)
-    _save(fidelity, _random(plan, RANDOM_FIDELITY, seed=1000))
-    _save(calibration, _random(plan, RANDOM_CALIBRATION, seed=0))
-    return Inputs(fidelity, calibration, "random inputs", plan, True)
-
-
-def _from_samples(facts: ModelFacts, path: Path, plan) -> dict[str, np.ndarray]:
+    if samples is None:
+        plan = _plan(facts, settings, config, None)
+        _save(fidelity, _random(plan, RANDOM_FIDELITY, seed=1000))
+        _save(calibration, _random(plan, RANDOM_CALIBRATION, seed=0))
+        return Inputs(fidelity, calibration, "random inputs", plan, True)
     from bloatguard import samples as sample_files
 
-    loaded = sample_files.load(path, facts.inputs)  # ConfigError naming the file on problems
+    loaded = sample_files.load(samples, facts.inputs)  # ConfigError naming the file on problems
+    # The feed plan reads the first sample of each array; from a copy already stacked as
+    # (N, *input shape), so that latency times the shape fidelity compares.
+    first = workspace / "first-sample.npz"
+    _save(first, {name: array[:1] for name, array in loaded.arrays.items()})
+    plan = _plan(facts, settings, config, first)
+    arrays = _complete(loaded, plan)
+    count = next(iter(arrays.values())).shape[0] if arrays else 0
+    _save(fidelity, {n: a[:FIDELITY_SAMPLES] for n, a in arrays.items()})
+    _save(calibration, {n: a[:CALIBRATION_SAMPLES] for n, a in arrays.items()})
+    return Inputs(fidelity, calibration, f"{samples.name} ({count} samples)", plan, False,
+                  loaded.describe())
+
+
+def _plan(facts: ModelFacts, settings, config: Config, samples: Path | None):
+    from bloatguard.measure.feeds import FeedError, plan_feeds
+
+    try:
+        return plan_feeds(facts.inputs, shapes=settings.inputs, pins=settings.pins,
+                          samples=samples, int_range=config.latency.int_range,
+                          cap=config.latency.feed_cap)
+    except FeedError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _complete(loaded, plan) -> dict[str, np.ndarray]:
+    """The samples of every input, as many as fit INPUT_BYTES_CAP: inputs the file does not
+    hold (a pinned sample rate, say) come from the feed plan, repeated for each sample."""
     arrays = dict(loaded.arrays)
     count = loaded.count
-    # Inputs the file does not hold (a pinned sample rate, say) come from the feed plan.
     for feed in plan.feeds:
         if feed.name not in arrays:
             single = _random(_single(plan, feed), 1, seed=0)[feed.name]

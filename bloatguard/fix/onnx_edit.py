@@ -14,6 +14,8 @@ only quantize weights stored as initializers.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
+
 import numpy as np
 
 from bloatguard.graph import Scope, constant_value, model_scopes, node_label, subgraphs
@@ -258,3 +260,25 @@ def reclaim_name(graph, node, index: int, old: str, removed) -> None:
         else:
             return
     node.input[index] = old
+
+
+# --- saving -----------------------------------------------------------------------------------
+
+# Above this a protobuf cannot be serialized in one piece (2 GB limit, with headroom).
+EXTERNAL_ABOVE = 1_500_000_000
+
+
+def too_big_for_one_file(model) -> bool:
+    return model.ByteSize() > EXTERNAL_ABOVE
+
+
+def save(model, path: Path, external: bool) -> None:
+    """Save a (candidate or intermediate) model, its weights in `<name>.data` next to it when
+    the original kept external data or the protobuf would be too big for one piece."""
+    import onnx
+
+    if external or too_big_for_one_file(model):
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=f"{path.name}.data", size_threshold=1024)
+    else:
+        onnx.save_model(model, str(path))

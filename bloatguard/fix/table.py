@@ -33,18 +33,22 @@ def render(path: str, original: ModelFacts, evaluations: list[Evaluation], *,
 def _row(evaluation: Evaluation, original: ModelFacts) -> list[str]:
     facts = evaluation.facts
     size = format_amount(facts.file_size, "bytes") if facts else "-"
-    ratio = "-"
-    if facts and facts.file_size:
-        factor = original.file_size / facts.file_size
-        ratio = f"{facts.file_size / original.file_size:.0%}" + (
-            f" ({factor:.1f}x smaller)" if factor >= 1.5 else "")
+    ratio = size_ratio(original.file_size, facts.file_size) if facts and facts.file_size else "-"
     macs = format_amount(facts.macs, "count") if facts and facts.macs is not None else "-"
     return [evaluation.candidate.label, "safe" if evaluation.candidate.safe else "unsafe", size,
-            ratio, macs, _latency(evaluation), evaluation.fidelity_summary or "-",
+            ratio, macs, latency_cell(evaluation), evaluation.fidelity_summary or "-",
             _verdict(evaluation)]
 
 
-def _latency(evaluation: Evaluation) -> str:
+def size_ratio(before: int, after: int) -> str:
+    """`27% (3.6x smaller)`: the candidate's size as a share of the original's."""
+    if not before or not after:
+        return "-"
+    factor = before / after
+    return f"{after / before:.0%}" + (f" ({factor:.1f}x smaller)" if factor >= 1.5 else "")
+
+
+def latency_cell(evaluation: Evaluation) -> str:
     info = evaluation.latency
     if not info:
         return evaluation.latency_note or "-"

@@ -10,13 +10,32 @@ is usually faster on CPU for Conv layers, `quantize_dynamic` of a Conv model usu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from bloatguard.fix import onnx_edit as edit
-from bloatguard.fix.transforms_safe import narrow_storage
+from bloatguard.fix.transforms_safe import narrow_storage, weights_outside_initializers, weights_to_initializers
 from bloatguard.graph import attribute, reads_columns_linearly, subgraphs
+
+# --- onnxruntime's quantizers ----------------------------------------------------------------
+#
+# Real exports trip them up in two ways, both handled before quantizing:
+# - weights in `Constant` nodes (Paddle, some TF exporters): the quantizers only quantize
+#   initializers, so they quantize nothing or fail; `weights_to_initializers` moves them;
+# - opset < 13: per-channel QDQ needs DequantizeLinear's `axis` (opset 13); onnx's version
+#   converter upgrades the model, and when it cannot, per-tensor quantization is used instead.
+# A quantizer can also succeed and write a model onnxruntime refuses to load or run. Each
+# variant's result is therefore loaded and run on one sample before it is accepted; a variant
+# that fails says why and the next one is tried.
+
+PER_CHANNEL_OPSET = 13
+
+
+class _Variant(NamedTuple):
+    source: Path  # the model the quantizer reads
+    per_channel: bool
+    how: str  # for the report: "pre-processed, per-channel"
 
 
 def quantize_dynamic(src: Path, dst: Path, params: dict[str, Any], external: bool) -> list[str]:
@@ -25,9 +44,16 @@ def quantize_dynamic(src: Path, dst: Path, params: dict[str, Any], external: boo
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as quantize
 
-    quantize(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False,
-             use_external_data_format=external)
-    return ["dynamic int8 quantization (weights int8, activations quantized at run time)"]
+    source, prepared = _weights_as_initializers(src, external)
+
+    def run(variant: _Variant) -> None:
+        quantize(str(variant.source), str(dst), weight_type=QuantType.QInt8,
+                 per_channel=variant.per_channel, use_external_data_format=external)
+
+    _, dropped = _first_that_runs("quantize_dynamic", [_Variant(source, False, "per-tensor")],
+                                  run, dst, params)
+    return ["dynamic int8 quantization (weights int8, activations quantized at run time)",
+            *prepared, *dropped]
 
 
 # Static quantization covers the layers that hold the weights. Quantizing every op (the
@@ -40,9 +66,9 @@ STATIC_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 def quantize_static(src: Path, dst: Path, params: dict[str, Any], external: bool) -> list[str]:
     """Static int8 in QDQ format: int8 weights per channel, uint8 activations with ranges from
     calibration inputs (params["calibration"], an .npz of stacked samples per input), for the
-    layers in STATIC_OPS."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                          QuantType, quant_pre_process)
+    layers in STATIC_OPS. Variants, best first: pre-processed per-channel, per-channel,
+    per-tensor (the original opset: no conversion to go wrong)."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as quantize
 
     arrays = _load_inputs(params["calibration"])
@@ -57,33 +83,137 @@ def quantize_static(src: Path, dst: Path, params: dict[str, Any], external: bool
         def get_next(self):
             return next(self.feeds, None)
 
-    prepared = dst.with_name("preprocessed.onnx")
-    attempts = []
-    try:
+    def run(variant: _Variant) -> None:
+        quantize(str(variant.source), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                 per_channel=variant.per_channel, weight_type=QuantType.QInt8,
+                 activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
+                 op_types_to_quantize=STATIC_OPS, use_external_data_format=external)
+
+    source, prepared = _weights_as_initializers(src, external)
+    upgraded, upgrade = _with_opset(source, PER_CHANNEL_OPSET, external)
+    variants, dropped = [], []
+    if upgraded is not None:
         # Shape inference and graph optimizations first, as onnxruntime recommends: fused
         # Conv+activation patterns quantize into faster QDQ groups.
-        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True,
-                          save_as_external_data=external)
-        attempts.append((prepared, True, "pre-processed, per-channel"))
-    except Exception:  # pre-processing is an optimization; quantize the model as it is
-        pass
-    # onnxruntime's quantizer fails on some graphs in some configurations (e.g. adjusting
-    # per-channel weight scales for int32 biases); fall back rather than give up.
-    attempts += [(src, True, "per-channel"), (src, False, "per-tensor")]
-    failures = []
-    for source, per_channel, how in attempts:
-        try:
-            quantize(str(source), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                     per_channel=per_channel, weight_type=QuantType.QInt8,
-                     activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
-                     op_types_to_quantize=STATIC_OPS, use_external_data_format=external)
-            break
-        except Exception as exc:  # onnxruntime's quantizer raises anything
-            failures.append(f"{how}: {type(exc).__name__}: {exc}")
+        preprocessed = _preprocessed(upgraded, dst.with_name("preprocessed.onnx"), external)
+        if preprocessed is not None:
+            variants.append(_Variant(preprocessed, True, "pre-processed, per-channel"))
+        variants.append(_Variant(upgraded, True, "per-channel"))
     else:
-        raise RuntimeError("onnxruntime's quantize_static failed: " + "; ".join(failures))
+        dropped.append(("per-channel", upgrade))
+    variants.append(_Variant(source, False, "per-tensor"))
+    used, dropped = _first_that_runs("quantize_static", variants, run, dst, params, dropped)
     origin = params.get("calibration_source", "samples")
-    return [f"static int8 QDQ quantization ({how} weights), calibrated on {origin}"]
+    changes = [f"static int8 QDQ quantization ({used.how} weights), calibrated on {origin}",
+               *prepared]
+    if used.per_channel and upgrade:
+        changes.append(upgrade)
+    return changes + dropped
+
+
+def _first_that_runs(quantizer: str, variants: list[_Variant], run, dst: Path,
+                     params: dict[str, Any], tried=()) -> tuple[_Variant, list[str]]:
+    """Quantize with each variant in turn until onnxruntime loads and runs the result on one
+    sample. Returns the variant used and, for the report, why the ones before it were dropped
+    (`tried`: (variant, reason) pairs dropped before any ran); raises RuntimeError naming every
+    failure when no variant works."""
+    failures = list(tried)
+    sample = _first_sample(params)
+    for variant in variants:
+        try:
+            run(variant)
+        except Exception as exc:  # onnxruntime's quantizer raises anything
+            failures.append((variant.how, f"{quantizer} failed: {type(exc).__name__}: "
+                                          f"{_first_line(exc)}"))
+            continue
+        problem = _does_not_run(dst, sample)
+        if problem is None:
+            return variant, [f"tried {how} first: {reason}" for how, reason in failures]
+        failures.append((variant.how, problem))
+    raise RuntimeError("no variant works: " + "; ".join(f"{how}: {reason}"
+                                                        for how, reason in failures))
+
+
+def _weights_as_initializers(src: Path, external: bool) -> tuple[Path, list[str]]:
+    """`src`, or a copy next to it with its weights where the quantizers look (initializers).
+    The structure decides whether there is anything to do: a large model's weights are read
+    only when there is."""
+    import onnx
+
+    if not weights_outside_initializers(onnx.load(str(src), load_external_data=False)):
+        return src, []
+    model = onnx.load(str(src))
+    changes = weights_to_initializers(model)
+    if not changes:
+        return src, []
+    path = src.with_name(f"{src.stem}-initializers.onnx")
+    edit.save(model, path, external)
+    return path, changes
+
+
+def _with_opset(src: Path, needed: int, external: bool) -> tuple[Path | None, str | None]:
+    """(`src` at opset `needed` or later, what was done, if anything), or (None, why not) when
+    onnx's version converter cannot convert it."""
+    import onnx
+    from onnx import version_converter
+
+    structure = onnx.load(str(src), load_external_data=False)
+    current = next((o.version for o in structure.opset_import if o.domain in ("", "ai.onnx")),
+                   needed)
+    if current >= needed:
+        return src, None
+    try:
+        converted = version_converter.convert_version(onnx.load(str(src)), needed)
+        onnx.checker.check_model(converted)
+    except Exception as exc:  # the converter raises RuntimeError, ValidationError, ...
+        return None, (f"it needs opset {needed} (DequantizeLinear's axis), and onnx's version "
+                      f"converter cannot convert this model from opset {current}: "
+                      f"{_first_line(exc)}")
+    path = src.with_name(f"{src.stem}-opset{needed}.onnx")
+    edit.save(converted, path, external)
+    return path, (f"converted from opset {current} to {needed} with onnx's version converter "
+                  "(per-channel QDQ needs DequantizeLinear's axis)")
+
+
+def _preprocessed(src: Path, dst: Path, external: bool) -> Path | None:
+    from onnxruntime.quantization import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True,
+                          save_as_external_data=external)
+    except Exception:  # pre-processing is an optimization; quantize the model as it is
+        return None
+    return dst
+
+
+def _first_sample(params: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    if not params.get("calibration"):
+        return None
+    return {name: np.array(array[0]) for name, array in _load_inputs(params["calibration"]).items()}
+
+
+def _does_not_run(path: Path, sample: dict[str, np.ndarray] | None) -> str | None:
+    """Why onnxruntime cannot load `path` (or run it on `sample`), or None when it can."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        return f"onnxruntime cannot load the result: {_first_line(exc)}"
+    try:
+        if sample is not None:
+            session.run(None, sample)
+    except Exception as exc:
+        return f"onnxruntime cannot run the result: {_first_line(exc)}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def quantize_nbits(src: Path, dst: Path, params: dict[str, Any], external: bool) -> list[str]:
@@ -92,12 +222,18 @@ def quantize_nbits(src: Path, dst: Path, params: dict[str, Any], external: bool)
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     block = int(params.get("block_size", 128))
-    model = onnx.load(str(src))
-    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block, is_symmetric=False,
-                                     accuracy_level=params.get("accuracy_level"))
-    quantizer.process()
-    quantizer.model.save_model_to_file(str(dst), external)
-    return [f"4-bit weight-only MatMulNBits (block {block})"]
+    source, prepared = _weights_as_initializers(src, external)
+
+    def run(variant: _Variant) -> None:
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(variant.source)), bits=4, block_size=block,
+                                         is_symmetric=False,
+                                         accuracy_level=params.get("accuracy_level"))
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(dst), external)
+
+    _, dropped = _first_that_runs("MatMulNBitsQuantizer", [_Variant(source, False, "blockwise")],
+                                  run, dst, params)
+    return [f"4-bit weight-only MatMulNBits (block {block})", *prepared, *dropped]
 
 
 def convert_fp16(model, params: dict[str, Any]) -> list[str]:

@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from bloatguard.fix import onnx_edit as edit
-from bloatguard.graph import STANDARD_DOMAINS, ModelGraph, attribute, subgraphs
-
+from bloatguard.graph import STANDARD_DOMAINS, ModelGraph, attribute, constant_value, subgraphs
 
 # --- remove-dead-weights ----------------------------------------------------------------------
 
@@ -349,6 +348,107 @@ def _evaluate(node, values, opsets, ir_version):
         return [numpy_helper.to_array(numpy_helper.from_array(np.asarray(r))) for r in results]
     except Exception:  # an op the reference evaluator lacks: leave the node alone
         return None
+
+
+# --- weights as initializers (before onnxruntime's quantizers) --------------------------------
+
+# Layers onnxruntime's quantizers quantize, and the inputs that hold their weights and biases.
+_WEIGHT_INPUTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "MatMul": (1,), "Gemm": (1, 2)}
+# Never folded on a weight's path: nondeterministic ops, and Q/DQ (a weight stored quantized on
+# purpose stays so). Ops that grow what they read (Expand, Tile) are folded here, unlike BG104's
+# folds: the quantizer stores their result in int8 right after.
+_RANDOM_OR_QUANTIZED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                        "Multinomial", "Bernoulli", "QuantizeLinear", "DequantizeLinear",
+                        "DynamicQuantizeLinear"}
+
+
+def weights_to_initializers(model, params: dict[str, Any] | None = None) -> list[str]:
+    """Store the weights of Conv/ConvTranspose/MatMul/Gemm layers as initializers, the only
+    place onnxruntime's quantizers look: weights computed from constants (a Transpose or an
+    Identity of a Constant, say) are folded with `fold_constants`, then every `Constant` node
+    becomes an initializer of the same name. Paddle and some TF exporters store every weight
+    in a Constant node, and the quantizers then quantize nothing (or fail).
+
+    Output-equivalent. From IR 4 on only: before that, an initializer must also be a graph
+    input, which would change the signature."""
+    if not weights_outside_initializers(model):
+        return []
+    changes = fold_constants(model, {"nodes": _weight_computations(model)})
+    moved = _constants_to_initializers(model)
+    if moved:
+        changes.append(f"stored {len(moved)} Constant node value(s) as initializers, where "
+                       "onnxruntime's quantizers look for weights")
+    return changes
+
+
+def weights_outside_initializers(model) -> bool:
+    """Whether weights_to_initializers has anything to do. Reads the graph structure only, so
+    it can decide on a model loaded without its (external) weight data."""
+    if model.ir_version < 4:
+        return False
+    constant = any(node.op_type == "Constant" for scope in edit.graph_scopes(model)
+                   for node in scope.graph.node)
+    return constant or bool(_weight_computations(model))
+
+
+def _weight_computations(model) -> list[str]:
+    """Labels (as fold_constants takes them) of the nodes that compute a layer's weight or bias
+    from constants only, in graph order."""
+    labels: list[str] = []
+    for scope in edit.graph_scopes(model):
+        graph = scope.graph
+        producers = {out: node for node in graph.node for out in node.output if out}
+        constants = ({t.name for t in graph.initializer} - set(scope.inputs)) | {
+            n.output[0] for n in graph.node if n.op_type == "Constant" and n.output}
+        paths: dict[str, list | None] = {}
+
+        def path_to(name: str) -> list | None:
+            """The nodes computing `name` from constants (empty for a constant), or None."""
+            if name in constants:
+                return []
+            if name not in paths:
+                paths[name] = None  # a cycle in a malformed graph ends here
+                node = producers.get(name)
+                if node is not None and node.domain in STANDARD_DOMAINS and not subgraphs(node) \
+                        and node.op_type not in _RANDOM_OR_QUANTIZED:
+                    found: list | None = []
+                    for source in filter(None, node.input):
+                        before = path_to(source)
+                        found = None if before is None or found is None else found + before
+                    paths[name] = None if found is None else [*found, node]
+            return paths[name]
+
+        wanted: set[int] = set()
+        for node in graph.node:
+            if node.op_type not in _WEIGHT_INPUTS or node.domain not in STANDARD_DOMAINS:
+                continue
+            for index in _WEIGHT_INPUTS[node.op_type]:
+                if index < len(node.input) and node.input[index]:
+                    wanted |= {id(n) for n in path_to(node.input[index]) or []}
+        labels += [edit.label(scope, node) for node in graph.node if id(node) in wanted]
+    return labels
+
+
+def _constants_to_initializers(model) -> list[str]:
+    """Make every dense `Constant` node an initializer of its graph, under its output's name.
+    Left alone: constants that are graph outputs (an initializer cannot be one everywhere)."""
+    moved = []
+    for scope in edit.graph_scopes(model):
+        graph = scope.graph
+        outputs = {v.name for v in graph.output}
+        for node in list(graph.node):
+            if node.op_type != "Constant" or node.domain not in STANDARD_DOMAINS \
+                    or len(node.output) != 1 or node.output[0] in outputs:
+                continue
+            tensor = constant_value(node)
+            if tensor is None:
+                continue  # sparse or string values
+            stored = graph.initializer.add()
+            stored.CopyFrom(tensor)
+            stored.name = node.output[0]
+            edit.remove_nodes(graph, [node])
+            moved.append(f"{scope.prefix}{node.output[0]}")
+    return moved
 
 
 # --- prune-channels ---------------------------------------------------------------------------

@@ -35,6 +35,45 @@ class Thresholds:
     min_top1: float = 0.95  # unsafe: top-1 agreement of classifier-like outputs, and the
     #                         share of equal elements of integer outputs (labels)
     max_error: float | None = None  # unsafe: optional bound like the safe tolerance
+    # Declared output semantics, by output name: {"axis", "slices": [[start, stop], ...],
+    # "metric": "cosine" | "max-error" | "top1"} ([fix."<glob>".outputs.<name>]).
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def for_model(cls, display: str, facts: ModelFacts, configured: dict[str, Any],
+                  overrides: dict[str, float]) -> Thresholds:
+        """Defaults, then the model's [fix."<glob>"] settings, then the command line. Output
+        semantics that cannot apply to this model are a ConfigError, not a silent no-op."""
+        merged = {**configured, **overrides}
+        thresholds = cls(tolerance=merged.get("tolerance", 1e-4),
+                         min_cosine=merged.get("min-cosine", 0.99),
+                         min_top1=merged.get("min-top1", 0.95), max_error=merged.get("max-error"),
+                         outputs=merged.get("outputs", {}))
+        _check_declared_outputs(display, facts, thresholds)
+        return thresholds
+
+
+def _check_declared_outputs(display: str, facts: ModelFacts, thresholds: Thresholds) -> None:
+    from bloatguard.errors import ConfigError
+
+    if facts.format != "onnx":
+        return  # a state dict has no outputs: its fidelity is measured on the weights
+    shapes = {value.name: value.shape for value in facts.outputs}
+    for name, declared in thresholds.outputs.items():
+        where = f"{display}: [tool.bloatguard.fix.\"<glob>\".outputs.{name}]"
+        if name not in shapes:
+            raise ConfigError(f"{where}: the model has no output {name!r} (outputs: "
+                              f"{', '.join(map(repr, shapes)) or 'none'}); fix the name")
+        shape, axis = shapes[name], declared["axis"]
+        if shape is not None and axis >= len(shape):
+            raise ConfigError(f"{where}: axis {axis}, but the output has rank {len(shape)}")
+        size = shape[axis] if shape is not None else None
+        beyond = [pair for pair in declared["slices"] if isinstance(size, int) and pair[1] > size]
+        if beyond:
+            raise ConfigError(f"{where}: slice {beyond[0]} ends beyond axis {axis} of size {size}")
+        if declared["metric"] == "max-error" and thresholds.max_error is None:
+            raise ConfigError(f"{where}: metric \"max-error\" needs a bound: set max-error in "
+                              "the model's [tool.bloatguard.fix] table or pass --max-error")
 
 
 @dataclass
@@ -115,11 +154,12 @@ def check_size(evaluation: Evaluation, original: ModelFacts) -> None:
 
 # --- I/O signature ----------------------------------------------------------------------------
 
-def check_signature(evaluation: Evaluation, original: ModelFacts) -> None:
+def check_signature(evaluation: Evaluation, original: ModelFacts) -> str | None:
     """Same outputs (names, dtypes, compatible shapes); same inputs unless the candidate says
-    it changes them (remove-features), and then only by dropping inputs or narrowing dims."""
+    it changes them (remove-features), and then only by dropping inputs or narrowing dims.
+    Returns the difference that rejected the candidate, if any."""
     if not evaluation.viable or original.format != "onnx":
-        return
+        return None
     facts = evaluation.facts
     problem = _values_differ("output", original.outputs, facts.outputs)
     if problem is None and not evaluation.candidate.interface:
@@ -130,6 +170,7 @@ def check_signature(evaluation: Evaluation, original: ModelFacts) -> None:
         evaluation.reject(f"changes the I/O signature: {problem}")
     elif evaluation.candidate.interface and evaluation.input_map:
         evaluation.notes.append(f"rewrites the input signature: {_describe_inputs(evaluation)}")
+    return problem
 
 
 def _values_differ(kind: str, before: list[ValueInfo], after: list[ValueInfo]) -> str | None:
@@ -189,7 +230,7 @@ def fidelity(evaluations: list[Evaluation], original: Path, original_facts: Mode
         return None
     if original_facts.format == "pytorch":
         return _state_dict_fidelity(viable, original, thresholds, timeout)
-    job = {"original": str(original), "inputs": str(inputs_file),
+    job = {"original": str(original), "inputs": str(inputs_file), "outputs": thresholds.outputs,
            "candidates": [{"id": e.id, "path": str(e.path), "input_map": e.input_map}
                           for e in viable]}
     memory = _MEMORY_HEADROOM + 3 * (original_facts.file_size
@@ -227,6 +268,9 @@ def _judge_fidelity(evaluation: Evaluation, result: dict[str, Any], thresholds: 
     worst_cosine = min(((o["cosine"], n) for n, o in floats.items()), default=None)
     top1 = min(((o["top1"], n) for n, o in floats.items() if o.get("top1") is not None), default=None)
     equal = min(((o["equal"], n) for n, o in exact.items()), default=None)
+    slices = [_judge_slice(name, output, entry, thresholds, evaluation.candidate.safe)
+              for name, output in floats.items() for entry in output.get("slices", [])]
+    worst_slice = min(slices, key=lambda v: (v.passed, v.entry["cosine"]), default=None)
     if worst_error is not None:
         parts.append(f"max err {worst_error[0]:.2g}")
     if worst_cosine is not None:
@@ -235,10 +279,21 @@ def _judge_fidelity(evaluation: Evaluation, result: dict[str, Any], thresholds: 
         parts.append(f"top-1 {top1[0]:.0%}")
     if equal is not None:
         parts.append(f"equal {equal[0]:.0%}")
+    if worst_slice is not None:
+        result["worst_slice"] = worst_slice.to_json()
+        # The table shows it where it tells more than the whole outputs do.
+        if not worst_slice.passed or _cosine(worst_slice.entry["cosine"]) != _cosine(worst_cosine[0]):
+            parts.append(f"worst slice {worst_slice.label} {worst_slice.figure}")
     evaluation.fidelity_summary = ", ".join(parts) or "no comparable outputs"
     skipped = [n for n, o in outputs.items() if o["kind"] == "skipped"]
     if skipped:
         evaluation.notes.append(f"outputs {skipped} are not tensors and were not compared")
+    for verdict in _worst_failing_per_output(slices):
+        whole = floats[verdict.output]
+        evaluation.reject(f"slice {verdict.label}: {verdict.figure} {verdict.comparison} "
+                          f"(judged at its own scale, {verdict.entry['scale']:.3g}; the whole "
+                          f"output: cos {_cosine(whole['cosine'])}, max err "
+                          f"{whole['max_error']:.2g})")
     if evaluation.candidate.safe:
         if worst_error is not None and not worst_error[0] <= thresholds.tolerance:
             evaluation.reject(f"outputs changed: max error {worst_error[0]:.2g} of the output "
@@ -247,8 +302,8 @@ def _judge_fidelity(evaluation: Evaluation, result: dict[str, Any], thresholds: 
             evaluation.reject(f"output {equal[1]!r} changed in {1 - equal[0]:.1%} of its elements")
         return
     if worst_cosine is not None and not worst_cosine[0] >= thresholds.min_cosine:
-        evaluation.reject(f"cosine similarity {_cosine(worst_cosine[0])} < "
-                          f"{thresholds.min_cosine:.10g} (output {worst_cosine[1]!r})")
+        evaluation.reject(f"cosine similarity {_cosine_below(worst_cosine[0], thresholds.min_cosine)}"
+                          f" < {thresholds.min_cosine:.10g} (output {worst_cosine[1]!r})")
     if top1 is not None and top1[0] < thresholds.min_top1:
         evaluation.reject(f"top-1 agreement {top1[0]:.1%} < {thresholds.min_top1:.0%} "
                           f"(output {top1[1]!r})")
@@ -261,9 +316,79 @@ def _judge_fidelity(evaluation: Evaluation, result: dict[str, Any], thresholds: 
                           f"{thresholds.max_error:.10g} (output {worst_error[1]!r})")
 
 
+@dataclass
+class SliceVerdict:
+    """One slice of one output, judged at its own scale."""
+
+    output: str
+    label: str  # output0[:, 4:84, :]
+    entry: dict[str, Any]  # the child's figures: axis, start, stop, metric, cosine, max_error...
+    figure: str  # what was judged, as the table shows it: "cos 0.0000"
+    comparison: str  # "< 0.99" when it failed
+    passed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"output": self.output, "label": self.label, "passed": self.passed,
+                **{k: self.entry[k] for k in ("axis", "start", "stop", "metric", "cosine",
+                                              "max_error", "scale")},
+                **({"top1": self.entry["top1"]} if "top1" in self.entry else {})}
+
+
+def _judge_slice(output: str, figures: dict[str, Any], entry: dict[str, Any],
+                 thresholds: Thresholds, safe: bool) -> SliceVerdict:
+    """Safe candidates keep every slice within the tolerance of its own scale; unsafe ones
+    meet the slice's metric (cosine unless configured), and --max-error when given."""
+    label = slice_label(output, figures["rank"], entry["axis"], entry["start"], entry["stop"])
+    error = entry["max_error"]
+    if safe:
+        checks = [(f"max err {error:.2g}", error <= thresholds.tolerance,
+                   f"> {thresholds.tolerance:.10g}")]
+    elif entry["metric"] == "top1":
+        agree = entry["top1"]
+        checks = [(f"top-1 {agree:.1%}", agree >= thresholds.min_top1, f"< {thresholds.min_top1:.0%}")]
+    elif entry["metric"] == "max-error":
+        checks = []  # the bound below
+    else:
+        cosine, bar = entry["cosine"], thresholds.min_cosine
+        checks = [(f"cos {_cosine(cosine) if cosine >= bar else _cosine_below(cosine, bar)}",
+                   cosine >= bar, f"< {bar:.10g}")]
+    bound = thresholds.max_error
+    if not safe and bound is not None:
+        checks.append((f"max err {error:.2g}", error <= bound, f"> {bound:.10g}"))
+    failed = [check for check in checks if not check[1]]
+    figure, _, comparison = (failed or checks or [(f"max err {error:.2g}", True, "")])[0]
+    return SliceVerdict(output, label, entry, figure, comparison if failed else "", not failed)
+
+
+def _worst_failing_per_output(verdicts: list[SliceVerdict]) -> list[SliceVerdict]:
+    worst: dict[str, SliceVerdict] = {}
+    for verdict in verdicts:
+        if verdict.passed:
+            continue
+        known = worst.get(verdict.output)
+        if known is None or verdict.entry["cosine"] < known.entry["cosine"]:
+            worst[verdict.output] = verdict
+    return list(worst.values())
+
+
 def _cosine(value: float) -> str:
     # Four decimals hide what matters near 1: 0.99995 is not 1.0000.
     return f"{value:.4f}" if value < 0.9999 or value == 1 else f"{value:.6f}"
+
+
+def _cosine_below(value: float, bound: float) -> str:
+    """A cosine that failed `bound`, with the decimals it takes to show it is below: under a
+    bar such as 0.99999999, 0.9999999958 must not print as 1.000000."""
+    for decimals in range(4, 13):
+        text = f"{value:.{decimals}f}"
+        if float(text) < bound:
+            return text
+    return repr(value)
+
+
+def timeout_for(facts: ModelFacts) -> float:
+    """Seconds for one isolated build or fidelity run: generous, growing with the model."""
+    return 300.0 + facts.file_size / 2**20 * 5
 
 
 def _fidelity_child(job: dict[str, Any]) -> dict[str, Any]:
@@ -301,7 +426,7 @@ def _fidelity_child(job: dict[str, Any]) -> dict[str, Any]:
             if sorted(produced) != sorted(names):
                 raise ValueError(f"outputs {produced} instead of {names}")
             feeds = candidate_feeds(arrays, candidate["input_map"])
-            totals = {name: _Totals() for name in names}
+            totals = {name: _Totals(job["outputs"].get(name)) for name in names}
             for i in range(count):
                 got = dict(zip(produced, runner.run(None, _sample(feeds, i))))
                 for name, want in zip(names, expected[i]):
@@ -324,15 +449,16 @@ def _first_line(exc: BaseException) -> str:
 
 
 class _Totals:
-    """Running comparison of one output over all samples."""
+    """Running comparison of one output over all samples: the whole output, and its slices."""
 
-    def __init__(self) -> None:
+    def __init__(self, declared: dict[str, Any] | None = None) -> None:
         self.kind = None
         self.max_abs = 0.0
         self.scale = 0.0
         self.dot = self.ref_sq = self.got_sq = 0.0
         self.agree = self.rows = 0
         self.equal = self.total = 0
+        self.slices = _Slices(declared)
 
     def add(self, name: str, want, got) -> None:
         want, got = _as_array(want), _as_array(got)
@@ -358,6 +484,7 @@ class _Totals:
             if r.ndim == 2 and r.shape[-1] >= 2:  # [batch, classes]: classifier-like scores
                 self.agree += int(np.sum(np.argmax(r, -1) == np.argmax(c, -1)))
                 self.rows += r.shape[0]
+            self.slices.add(r, c, finite, same_special)
         else:
             self.kind = self.kind or "exact"
             self.equal += int(np.sum(want == got))
@@ -365,20 +492,170 @@ class _Totals:
 
     def result(self) -> dict[str, Any]:
         if self.kind == "float":
-            if self.ref_sq == 0 and self.got_sq == 0:
-                cosine = 1.0
-            elif self.ref_sq == 0 or self.got_sq == 0:
-                cosine = 0.0
-            else:
-                cosine = self.dot / (self.ref_sq ** 0.5 * self.got_sq ** 0.5)
             relative = (0.0 if self.max_abs == 0 else self.max_abs / self.scale if self.scale
                         else float("inf"))
             return {"kind": "float", "max_error": relative, "max_abs": self.max_abs,
-                    "scale": self.scale, "cosine": min(1.0, cosine),
-                    "top1": self.agree / self.rows if self.rows else None}
+                    "scale": self.scale, "cosine": _cosine_of(self.dot, self.ref_sq, self.got_sq),
+                    "top1": self.agree / self.rows if self.rows else None,
+                    "rank": self.slices.rank, "slices": self.slices.result()}
         if self.kind == "exact":
             return {"kind": "exact", "equal": self.equal / self.total if self.total else 1.0}
         return {"kind": "skipped"}
+
+
+def _cosine_of(dot: float, ref_sq: float, got_sq: float) -> float:
+    if ref_sq == 0 and got_sq == 0:
+        return 1.0
+    if ref_sq == 0 or got_sq == 0:
+        return 0.0
+    return min(1.0, dot / (ref_sq ** 0.5 * got_sq ** 0.5))
+
+
+# --- fidelity per slice -----------------------------------------------------------------------
+#
+# One cosine over a whole output hides a destroyed part of it: a detector head [1, 4+C, N]
+# mixes box coordinates (up to ~320) with class scores (<= 1), and a quantizer that zeroes every
+# score still scores a cosine of 0.9995, dominated by the boxes. So every float output is also
+# compared per slice along each non-batch axis of moderate size (channels, classes), each slice
+# at its own scale: cosine is scale-free, and the max error is relative to the slice's own
+# largest magnitude.
+#
+# Slices of one index each would judge noise: a class absent from the samples scores ~1e-4,
+# and any rounding of it is a large relative change that matters to nobody. So by default
+# the indices are grouped into contiguous bands by scale: indices whose largest magnitude is
+# within BAND of the axis's largest, and the runs of smaller ones between them (the 80 score
+# channels of the head above are one run, [4:84], whatever each class scores). An output
+# whose indices share one scale has no slices beyond the whole output. Configured output
+# semantics replace the bands of their axis with the slices the user named.
+
+MAX_SLICES = 1024  # a longer axis holds positions (anchors, tokens, pixels), not channels
+BAND = 20.0  # an index under 1/BAND of its axis's largest magnitude is on a smaller scale
+NEGLIGIBLE = 1e-6  # a slice this small next to the output's largest value is numerically zero
+
+
+class _AxisSums:
+    """Per-index sums (and maxima) along one axis, over every sample."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.sums = {name: np.zeros(size) for name in ("dot", "ref_sq", "got_sq")}
+        self.maxima = {name: np.zeros(size) for name in ("peak", "error")}
+
+    def add(self, axis: int, name: str, terms: np.ndarray) -> None:
+        others = tuple(i for i in range(terms.ndim) if i != axis)
+        if name in self.sums:
+            self.sums[name] += terms.sum(axis=others)
+        else:
+            np.maximum(self.maxima[name], terms.max(axis=others), out=self.maxima[name])
+
+    @property
+    def peak(self) -> np.ndarray:
+        return self.maxima["peak"]
+
+    def group(self, start: int, stop: int) -> dict[str, Any]:
+        part = slice(start, stop)
+        dot, ref_sq, got_sq = (float(self.sums[n][part].sum()) for n in ("dot", "ref_sq", "got_sq"))
+        peak, error = float(self.peak[part].max()), float(self.maxima["error"][part].max())
+        return {"cosine": _cosine_of(dot, ref_sq, got_sq),
+                "max_error": 0.0 if error == 0 else error / peak if peak else float("inf"),
+                "scale": peak}
+
+
+class _Slices:
+    """Slice figures of one float output. `declared`: the configured semantics, if any."""
+
+    def __init__(self, declared: dict[str, Any] | None) -> None:
+        self.declared = declared
+        self.rank: int | None = None
+        self.axes: dict[int, _AxisSums] = {}
+        self.agree: dict[tuple[int, int], int] = {}  # declared top1 slices: agreeing rows
+        self.rows: dict[tuple[int, int], int] = {}
+
+    def add(self, r: np.ndarray, c: np.ndarray, finite: np.ndarray, same_special: np.ndarray) -> None:
+        """Accumulate one sample. Zeroes the non-finite elements of `r` and `c` in place (the
+        caller is done with them): an output can be large, so at most one temporary of its
+        size exists at a time."""
+        if self.rank is None:
+            self.rank = r.ndim
+            self.axes = {axis: _AxisSums(r.shape[axis]) for axis in self._axes(r.shape)}
+        # A dynamic output (a different size per sample) cannot be sliced the same way twice.
+        self.axes = {a: sums for a, sums in self.axes.items()
+                     if r.ndim == self.rank and r.shape[a] == sums.size}
+        if not self.axes:
+            return
+        with np.errstate(invalid="ignore"):
+            self._reduce("error", np.where(finite, np.abs(r - c), np.where(same_special, 0.0, np.inf)))
+        r[~finite] = 0.0
+        c[~finite] = 0.0
+        self._reduce("peak", np.abs(r))
+        self._reduce("dot", r * c)
+        self._reduce("ref_sq", r * r)
+        self._reduce("got_sq", c * c)
+        if self.declared and self.declared.get("metric") == "top1" and self.declared["axis"] in self.axes:
+            self._top1(r, c, self.declared["axis"])
+
+    def _reduce(self, name: str, terms: np.ndarray) -> None:
+        for axis, sums in self.axes.items():
+            sums.add(axis, name, terms)
+
+    def _top1(self, r: np.ndarray, c: np.ndarray, axis: int) -> None:
+        """Declared top1 slices: does the largest element along the axis stay the same one?"""
+        for start, stop in self.declared["slices"]:
+            if start >= r.shape[axis]:
+                continue  # beyond a symbolic dim's size in this run: result() leaves it out
+            part = [slice(None)] * r.ndim
+            part[axis] = slice(start, stop)
+            same = np.argmax(r[tuple(part)], axis) == np.argmax(c[tuple(part)], axis)
+            self.agree[start, stop] = self.agree.get((start, stop), 0) + int(same.sum())
+            self.rows[start, stop] = self.rows.get((start, stop), 0) + same.size
+
+    def _axes(self, shape: tuple[int, ...]) -> list[int]:
+        """Axis 0 is the batch (every exporter leads with it); the others are sliced when of
+        moderate size, and a declared axis whatever its size."""
+        axes = [axis for axis in range(1, len(shape)) if 2 <= shape[axis] <= MAX_SLICES]
+        if self.declared and self.declared["axis"] < len(shape) and self.declared["axis"] not in axes:
+            axes.append(self.declared["axis"])
+        return axes
+
+    def result(self) -> list[dict[str, Any]]:
+        out = []
+        top = max((float(sums.peak.max()) for sums in self.axes.values()), default=0.0)
+        for axis, sums in sorted(self.axes.items()):
+            declared = self.declared if self.declared and self.declared["axis"] == axis else None
+            if declared:
+                groups = [(start, stop) for start, stop in declared["slices"] if start < sums.size]
+                metric = declared.get("metric", "cosine")
+            else:
+                groups, metric = _bands(sums.peak), "cosine"
+            for start, stop in groups:
+                figures = sums.group(start, min(stop, sums.size))
+                if not declared and figures["scale"] <= NEGLIGIBLE * top:
+                    continue  # numerically zero: the whole-output figures cover it
+                entry = {"axis": axis, "start": start, "stop": min(stop, sums.size),
+                         "metric": metric, "declared": declared is not None, **figures}
+                if metric == "top1":
+                    entry["top1"] = self.agree[start, stop] / max(self.rows[start, stop], 1)
+                out.append(entry)
+        return out
+
+
+def _bands(peaks: np.ndarray) -> list[tuple[int, int]]:
+    """Contiguous runs of indices on the axis's largest scale and of those under 1/BAND of
+    it; nothing when every index shares one scale (the whole output then says it all)."""
+    top = float(peaks.max()) if peaks.size else 0.0
+    if top == 0:
+        return []
+    small = peaks < top / BAND
+    if not small.any():
+        return []
+    edges = [0, *(np.flatnonzero(small[1:] != small[:-1]) + 1).tolist(), len(peaks)]
+    return list(zip(edges, edges[1:]))
+
+
+def slice_label(output: str, rank: int, axis: int, start: int, stop: int) -> str:
+    """`output0[:, 4:84, :]`: the slice in numpy's spelling."""
+    parts = [f"{start}:{stop}" if a == axis else ":" for a in range(rank)]
+    return f"{output}[{', '.join(parts)}]"
 
 
 def _as_array(value):
@@ -420,9 +697,10 @@ def _state_dict_fidelity(viable: list[Evaluation], original: Path, thresholds: T
         evaluation.fidelity_summary = (f"weights cos {_cosine(result['min_cosine'])}, "
                                        f"rel err {result['max_relative_error']:.2g}")
         evaluation.notes.append("a state dict has no graph to run: fidelity is measured on "
-                                "the pruned weights, not on outputs")
+                                "its weights, not on outputs")
         if result["min_cosine"] < thresholds.min_cosine:
-            evaluation.reject(f"weight cosine similarity {_cosine(result['min_cosine'])} < "
+            evaluation.reject(f"weight cosine similarity "
+                              f"{_cosine_below(result['min_cosine'], thresholds.min_cosine)} < "
                               f"{thresholds.min_cosine:.10g}")
         if result["sparse"]:
             evaluation.candidate.interface = (

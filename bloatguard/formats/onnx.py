@@ -174,7 +174,15 @@ def _sites_in(scope_list, *, counted: bool) -> Iterator[TensorSite]:
         for node in nodes:
             for attribute in node.attribute:
                 kind = "constant" if node.op_type == "Constant" else f"attribute of {node.op_type}"
-                yield from _attribute_sites(f"{prefix}{kind}", attribute, node, counted)
+                yield from _attribute_sites(f"{prefix}{kind}", attribute, node,
+                                            counted and not _fill_value(node, attribute))
+
+
+def _fill_value(node, attribute) -> bool:
+    """ConstantOfShape's `value`: the one element it fills its output with, a setting like an
+    attribute's number, not a stored weight (exports hold one per dynamic shape computation)."""
+    return (node.op_type == "ConstantOfShape" and node.domain in ("", "ai.onnx")
+            and attribute.name == "value")
 
 
 def _default_sites(prefix: str, attributes) -> Iterator[TensorSite]:

@@ -47,3 +47,36 @@ def resolve_dims(declared: dict[str, Dims | None], fixed: dict[str, list[int]]
                 if note not in notes:
                     notes.append(note)
     return {**{name: list(dims) for name, dims in fixed.items()}, **free}, notes
+
+
+def check_configured(model: str, declared: dict[str, Dims | None],
+                     configured: dict[str, list[int]]) -> None:
+    """Refuse a configured shape that contradicts the model: a dim the model fixes can only be
+    run at that value (onnxruntime refuses any other), so counting or timing another one would
+    describe an inference that cannot happen. Raises ConfigError naming the model, the input,
+    the axis and both values; symbolic and unknown dims take any configured value."""
+    from bloatguard.errors import ConfigError
+
+    for name, shape in configured.items():
+        dims = declared.get(name)
+        if dims is None:
+            continue  # no such input, or no declared shape: nothing to contradict
+        where = (f"{model}: [tool.bloatguard.inputs] shape {list(shape)} for input {name!r} "
+                 f"contradicts the model's {_show(dims)}")
+        if len(dims) != len(shape):
+            raise ConfigError(f"{where}: rank {len(shape)}, the model's is {len(dims)}; give "
+                              "one dim per axis")
+        for axis, (fixed, value) in enumerate(zip(dims, shape)):
+            if isinstance(fixed, int) and fixed >= 0 and fixed != value:
+                raise ConfigError(f"{where}: axis {axis} is fixed at {fixed} in the model, "
+                                  f"configured {value}; configure {fixed}, or export the model "
+                                  "with that axis dynamic")
+
+
+def _show(dims: Dims) -> str:
+    def one(dim) -> str:
+        if isinstance(dim, int):
+            return str(dim) if dim >= 0 else "?"  # exporters write -1 for unknown
+        return dim or "?"
+
+    return "[" + ", ".join(one(d) for d in dims) + "]"

@@ -168,12 +168,15 @@ def _explicit_dims(value: ValueInfo, dims, shapes, pins, sample_shapes,
     sample = sample_shapes.get(name)
     if sample is None:
         return None
-    sample_dtype, shape = sample
-    if dims is None or len(shape) == len(dims) + 1:
-        shape = shape[1:]  # samples stacked on a leading axis: take the first
+    from bloatguard.samples import layout
+
+    sample_dtype, stored = sample
+    # The same two layouts fidelity reads: (N, *shape), or (N, *shape[1:]) for a free batch.
+    found = layout(dims, stored) if dims is not None else None
+    shape = found[1] if found is not None else tuple(stored[1:])
     if sample_dtype not in FEEDABLE:
         notes.append(f"samples for {name!r} ignored: dtype {sample_dtype} cannot be fed")
-    elif not _fits(dims, shape):
+    elif dims is not None and found is None or not _fits(dims, shape):
         notes.append(f"samples for {name!r} ignored: shape {list(shape)} does not fit the "
                      f"input's {_show(dims)}")
     else:  # the sample's values too, unless a pin overrides them
