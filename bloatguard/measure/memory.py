@@ -78,6 +78,7 @@ def peak_activation_memory(model, *, user_dims: set[str] | frozenset = frozenset
     main = walker.scope(model.graph, None, "")
     notes = walker.notes
     if walker.unknown:
+        notes = []  # which branch was costlier matters little when the sum is unknown
         for text in walker.unknown[:MAX_UNKNOWN_NOTES]:
             notes.append(f"activation memory unknown: {text}; {_HINT}")
         rest = len(walker.unknown) - MAX_UNKNOWN_NOTES
@@ -190,9 +191,10 @@ class _Walker:
         # Computed constants the input-dependent part of the graph reads (what a runtime keeps
         # after folding), over every scope walked: name -> bytes.
         self.constants: dict[str, int] = {}
-        # Outputs of an If -> the types of the matching output of each branch that can run:
-        # inference leaves an If's output unknown when its branches disagree.
-        self.branch_types: dict[str, list[Any]] = {}
+        # Outputs of an If -> the types of the matching output of each branch that can run
+        # (inference leaves an If's output unknown when its branches disagree); the final
+        # state of a Loop or Scan -> its body's output type (inference leaves it shapeless).
+        self.subgraph_types: dict[str, list[Any]] = {}
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -279,14 +281,32 @@ class _Walker:
         for name in node.output:
             if name:
                 scope.kinds[name] = kind
-        if kind == VARYING and node.op_type == "If" and node.domain in STANDARD_DOMAINS:
+        if node.domain in STANDARD_DOMAINS and node.op_type in ("If", "Loop", "Scan"):
+            self.note_subgraph_types(node)
+
+    def note_subgraph_types(self, node) -> None:
+        """Where inference leaves an output of `node` open, what its subgraphs say it is."""
+        if node.op_type == "If":
             allowed = self.branches.get(node.output[0] if node.output else "")
             for attribute in node.attribute:
                 if attribute.name in ("then_branch", "else_branch") and attribute.HasField("g") \
                         and (allowed is None or attribute.name in allowed):
                     for name, value in zip(node.output, attribute.g.output):
                         if name:
-                            self.branch_types.setdefault(name, []).append(value.type)
+                            self.subgraph_types.setdefault(name, []).append(value.type)
+            return
+        body = next(iter(subgraphs(node)), None)
+        if body is None:
+            return
+        if node.op_type == "Loop":  # inputs M, cond, states...; body outputs cond, states...
+            states, offset = len(node.input) - 2, 1
+        else:  # Scan: inputs states..., scan inputs; body outputs states..., scan outputs
+            scanned = next((a.i for a in node.attribute if a.name == "num_scan_inputs"), 0)
+            states, offset = len(node.input) - scanned, 0
+        for index in range(max(states, 0)):
+            if index < len(node.output) and node.output[index] and index + offset < len(body.output):
+                self.subgraph_types.setdefault(node.output[index], []).append(
+                    body.output[index + offset].type)
 
     def hold_constants(self, graph, nodes, scope: _Scope, where: str) -> None:
         """Record the computed constants that an input-dependent node (or a subgraph of one)
@@ -366,13 +386,13 @@ class _Walker:
 
     def size(self, name: str, scope: _Scope) -> int | str:
         """Bytes from the inferred type; where inference left it open, from the branches of
-        the If that produces it, or from the input of an op that keeps the size (the Identity
-        after an If whose branches disagree, say)."""
+        the If, Loop or Scan that produces it, or from the input of an op that keeps the size
+        (the Identity after an If whose branches disagree, say)."""
         size = _type_bytes(scope.type(name), self.user_dims)
         if isinstance(size, int) or size in ("string", "non-tensor"):
             return size
-        if name in self.branch_types:
-            sizes = [_type_bytes(t, self.user_dims) for t in self.branch_types[name]]
+        if name in self.subgraph_types:
+            sizes = [_type_bytes(t, self.user_dims) for t in self.subgraph_types[name]]
             if sizes and all(isinstance(s, int) for s in sizes):
                 return max(sizes)  # type: ignore[type-var]
         producer = scope.producer(name)
