@@ -44,6 +44,13 @@ _DEQUANTIZE = frozenset({"DequantizeLinear"})
 _SAME_SIZE = frozenset({"Identity", "Dropout", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Neg",
                         "Abs", "Exp", "Log", "Sqrt", "Reciprocal", "Softmax", "LogSoftmax", "Elu",
                         "Selu", "HardSigmoid", "Softplus", "Erf", "Clip"})
+# ai.onnx.ml ops whose first output has their first input's shape: the output dtype (None: the
+# input's). onnx's shape inference covers few of these.
+_ML_SAME_SHAPE = {"Scaler": "float32", "Normalizer": "float32", "Binarizer": None, "Imputer": None}
+# ai.onnx.ml models that map each input row to one output row.
+_ML_ROWS = frozenset({"LinearClassifier", "LinearRegressor", "SVMClassifier", "SVMRegressor",
+                      "TreeEnsembleClassifier", "TreeEnsembleRegressor", "TreeEnsemble",
+                      "LabelEncoder", "CategoryMapper", "OneHotEncoder"})
 # Ops whose outputs differ from run to run even without inputs: never constants.
 _RANDOM = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                      "Multinomial", "Bernoulli"})
@@ -385,29 +392,54 @@ class _Walker:
 
 
     def size(self, name: str, scope: _Scope) -> int | str:
-        """Bytes from the inferred type; where inference left it open, from the branches of
-        the If, Loop or Scan that produces it, or from the input of an op that keeps the size
-        (the Identity after an If whose branches disagree, say)."""
-        size = _type_bytes(scope.type(name), self.user_dims)
-        if isinstance(size, int) or size in ("string", "non-tensor"):
-            return size
-        if name in self.subgraph_types:
-            sizes = [_type_bytes(t, self.user_dims) for t in self.subgraph_types[name]]
-            if sizes and all(isinstance(s, int) for s in sizes):
-                return max(sizes)  # type: ignore[type-var]
+        """Bytes of a value, or why they are unknown (a sentence's tail), or "string" /
+        "non-tensor" for values whose size depends on their contents."""
+        shape = self.shape(name, scope)
+        if isinstance(shape, str):
+            return shape
+        dtype, dims = shape
+        missing = [d for d in dims if isinstance(d, str)]
+        if missing:
+            return f"has unknown dims {missing}"
+        size = dtype_nbytes(dtype, math.prod(dims))  # type: ignore[arg-type]
+        return f"has dtype {dtype}, of unknown size" if size is None else size
+
+    def shape(self, name: str, scope: _Scope, depth: int = 0) -> _Shape | str:
+        """(dtype, dims) from the inferred type, unknown dims as strings that name them.
+        Where inference left it open: from the If, Loop or Scan that produces it; from the
+        input of an op that keeps the shape (the Identity after an If whose branches disagree);
+        for `ai.onnx.ml` ops, which onnx infers little for, from their row-wise convention."""
+        shape = _type_shape(scope.type(name), self.user_dims)
+        if not isinstance(shape, str) and _known(shape) or shape in ("string", "non-tensor"):
+            return shape
+        inner = [_type_shape(t, self.user_dims) for t in self.subgraph_types.get(name, ())]
+        if inner and all(not isinstance(s, str) and _known(s) for s in inner):
+            # Branches that disagree: the largest, as for the branches' peaks.
+            return max(inner, key=lambda s: (dtype_nbytes(s[0], math.prod(s[1])) or 0))
         producer = scope.producer(name)
-        if (producer is not None and producer.op_type in _SAME_SIZE and producer.input
-                and producer.input[0] and producer.output[0] == name
-                and producer.domain in STANDARD_DOMAINS):
-            same = self.size(producer.input[0], scope)
-            if isinstance(same, int):
-                return same
-        return size
+        if producer is None or not producer.input or not producer.input[0] or depth > 64:
+            return shape
+        source = self.shape(producer.input[0], scope, depth + 1)
+        if isinstance(source, str) or not source[1]:
+            return shape
+        first = producer.output[0] == name
+        op, domain = producer.op_type, producer.domain
+        if domain in STANDARD_DOMAINS and op in _SAME_SIZE and first:
+            return source
+        if domain == "ai.onnx.ml" and op in _ML_SAME_SHAPE and first:
+            return (_ML_SAME_SHAPE[op] or source[0], source[1])
+        if domain == "ai.onnx.ml" and op in _ML_ROWS and not isinstance(shape, str) and shape[1]:
+            # One output row per input row: the rows inference left open are the input's.
+            return (shape[0], [source[1][0], *shape[1][1:]])
+        return shape
 
 
-def _type_bytes(value_type, user_dims: set[str]) -> int | str:
-    """A value's bytes from its inferred type, or why they are unknown (a sentence's tail), or
-    "string"/"non-tensor" for values whose size depends on their contents."""
+_Shape = tuple  # (dtype name, [int | str, ...])
+
+
+def _type_shape(value_type, user_dims: set[str]) -> _Shape | str:
+    """(dtype, dims) of a value's inferred type, unknown dims as strings naming them ("batch",
+    "axis 1"); or why there is no shape; or "string"/"non-tensor"."""
     if value_type is None or value_type.WhichOneof("value") is None:
         return "has no inferred type"
     if value_type.WhichOneof("value") != "tensor_type":
@@ -416,6 +448,8 @@ def _type_bytes(value_type, user_dims: set[str]) -> int | str:
     dtype = dtype_name(tensor_type.elem_type)
     if dtype == "string":
         return "string"
+    if tensor_type.elem_type == 0:
+        return "has no inferred type"
     if not tensor_type.HasField("shape"):
         return "has an unknown shape"
     dims: list[int | str] = []
@@ -425,11 +459,11 @@ def _type_bytes(value_type, user_dims: set[str]) -> int | str:
         else:
             symbol = dim.dim_param if dim.HasField("dim_param") else ""
             dims.append(symbol if symbol in user_dims else f"axis {axis}")
-    missing = [d for d in dims if isinstance(d, str)]
-    if missing:
-        return f"has unknown dims {missing}"
-    size = dtype_nbytes(dtype, math.prod(dims))  # type: ignore[arg-type]
-    return f"has dtype {dtype}, of unknown size" if size is None else size
+    return (dtype, dims)
+
+
+def _known(shape: _Shape) -> bool:
+    return all(isinstance(d, int) for d in shape[1])
 
 
 def _has_subgraphs(node) -> bool:
