@@ -210,20 +210,25 @@ class _Walker:
     def scope(self, graph, outer: _Scope | None, where: str) -> _Peak:
         scope = _Scope(graph, outer)
         nodes = list(graph.node)
-        for node in nodes:
-            self.classify(node, scope)
-        self.hold_constants(graph, nodes, scope, where)
+        # Read once: protobuf field access is most of a walk's cost on a large graph.
+        nested = [bool(subgraphs(node)) for node in nodes]
+        reads = [list(_reads(node)) if inner else [name for name in node.input if name]
+                 for node, inner in zip(nodes, nested)]
+        outputs = [[name for name in node.output if name] for node in nodes]
+        for node, inner, produced in zip(nodes, nested, outputs):
+            self.classify(node, scope, inner, produced)
+        self.hold_constants(graph, reads, outputs, scope, where)
         born: dict[str, int] = {}  # varying tensor -> index of the node producing it (-1: input)
         for value in graph.input:
             if scope.kinds.get(value.name) == VARYING:
                 born[value.name] = -1
-        for index, node in enumerate(nodes):
-            for name in node.output:
-                if name and scope.kinds.get(name) == VARYING:
+        for index, produced in enumerate(outputs):
+            for name in produced:
+                if scope.kinds.get(name) == VARYING:
                     born[name] = index
         last: dict[str, int] = {}
-        for index, node in enumerate(nodes):
-            for name in _reads(node):
+        for index, names in enumerate(reads):
+            for name in names:
                 last[name] = index
         end = len(nodes) - 1
         for value in graph.output:
@@ -251,7 +256,7 @@ class _Walker:
         for index, node in enumerate(nodes):
             running += delta[index]
             cost = running
-            if _has_subgraphs(node):
+            if nested[index]:
                 extra, inner, replaced = self.subgraph_cost(node, scope, where, sizes)
                 inner_peaks[index] = (inner, replaced)
                 cost += extra
@@ -270,25 +275,25 @@ class _Walker:
         best.tensors = sorted(alive, key=lambda item: (-item[1], item[0]))
         return best
 
-    def classify(self, node, scope: _Scope) -> None:
+    def classify(self, node, scope: _Scope, nested: bool, outputs: list[str]) -> None:
         """Each output's kind: a Constant is a weight; a node reading only weights and
         constants computes a constant; anything else varies with the inputs."""
-        if node.domain in STANDARD_DOMAINS and node.op_type == "Constant":
+        op = node.op_type
+        if op == "Constant" and node.domain in STANDARD_DOMAINS:
             kind = WEIGHT
-        elif node.op_type in _RANDOM or _has_subgraphs(node):
+        elif op in _RANDOM or nested:
             kind = VARYING
         else:
             kinds = [scope.kind(name) for name in node.input if name]
             if any(k not in (WEIGHT, COMPUTED) for k in kinds):
                 kind = VARYING
-            elif node.op_type in _DEQUANTIZE and kinds and kinds[0] == WEIGHT:
+            elif op in _DEQUANTIZE and kinds and kinds[0] == WEIGHT:
                 kind = WEIGHT  # fused into the quantized kernel: the int8 weight is what is held
             else:
                 kind = COMPUTED
-        for name in node.output:
-            if name:
-                scope.kinds[name] = kind
-        if node.domain in STANDARD_DOMAINS and node.op_type in ("If", "Loop", "Scan"):
+        for name in outputs:
+            scope.kinds[name] = kind
+        if nested and op in ("If", "Loop", "Scan") and node.domain in STANDARD_DOMAINS:
             self.note_subgraph_types(node)
 
     def note_subgraph_types(self, node) -> None:
@@ -315,13 +320,14 @@ class _Walker:
                 self.subgraph_types.setdefault(node.output[index], []).append(
                     body.output[index + offset].type)
 
-    def hold_constants(self, graph, nodes, scope: _Scope, where: str) -> None:
+    def hold_constants(self, graph, reads: list[list[str]], outputs: list[list[str]],
+                       scope: _Scope, where: str) -> None:
         """Record the computed constants that an input-dependent node (or a subgraph of one)
         reads, or that the graph returns: what a runtime keeps once it has folded them. The
         steps that only lead to other constants are released after folding."""
-        read = [name for node in nodes
-                if any(scope.kinds.get(out) != COMPUTED for out in node.output if out) or not node.output
-                for name in _reads(node)]
+        read = [name for names, produced in zip(reads, outputs)
+                if not produced or any(scope.kinds.get(out) != COMPUTED for out in produced)
+                for name in names]
         read += [value.name for value in graph.output]
         for name in read:
             if name not in self.constants and scope.kind(name) == COMPUTED:
@@ -445,29 +451,30 @@ def _type_shape(value_type, user_dims: set[str]) -> _Shape | str:
     if value_type.WhichOneof("value") != "tensor_type":
         return "non-tensor"
     tensor_type = value_type.tensor_type
-    dtype = dtype_name(tensor_type.elem_type)
+    elem_type = tensor_type.elem_type
+    if elem_type == 0:
+        return "has no inferred type"
+    dtype = _DTYPES.get(elem_type) or _DTYPES.setdefault(elem_type, dtype_name(elem_type))
     if dtype == "string":
         return "string"
-    if tensor_type.elem_type == 0:
-        return "has no inferred type"
     if not tensor_type.HasField("shape"):
         return "has an unknown shape"
     dims: list[int | str] = []
     for axis, dim in enumerate(tensor_type.shape.dim):
-        if dim.HasField("dim_value") and dim.dim_value >= 0:
-            dims.append(int(dim.dim_value))
+        which = dim.WhichOneof("value")
+        if which == "dim_value" and dim.dim_value >= 0:
+            dims.append(dim.dim_value)
         else:
-            symbol = dim.dim_param if dim.HasField("dim_param") else ""
+            symbol = dim.dim_param if which == "dim_param" else ""
             dims.append(symbol if symbol in user_dims else f"axis {axis}")
     return (dtype, dims)
 
 
+_DTYPES: dict[int, str] = {}  # ONNX elem type -> bloatguard's dtype name
+
+
 def _known(shape: _Shape) -> bool:
     return all(isinstance(d, int) for d in shape[1])
-
-
-def _has_subgraphs(node) -> bool:
-    return any(True for _ in subgraphs(node))
 
 
 def _reads(node) -> Iterator[str]:
