@@ -596,8 +596,10 @@ def measure_peak_memory(side: _Side, settings: "LatencyConfig") -> int:
     from bloatguard.units import human_bytes
 
     memory = settings.memory_limit
-    if memory is None:
-        memory = _MEMORY_HEADROOM + 3 * side.nbytes + 2 * side.plan.nbytes
+    if memory is None:  # room for the weights, the feeds, and what the graph computes from them
+        activation = side.facts.measured.get("activation_memory") if side.facts else None
+        memory = (_MEMORY_HEADROOM + 3 * side.nbytes + 2 * side.plan.nbytes
+                  + 2 * (activation if isinstance(activation, int) else 0))
     timeout_s = (settings.timeout_ms / 1000 if settings.timeout_ms is not None
                  else 2 * settings.time_budget_ms / 1000 + 60)
     job = {"path": str(side.path), "label": side.label,
