@@ -466,3 +466,23 @@ def test_base_and_head_are_measured_in_separate_fresh_processes(tmp_path, run_cl
     assert code == 1
     assert any(f["code"] == "BG005" and f["details"]["key"] == "max-peak-memory-increase"
                for f in model["findings"])
+
+
+# --- bloatguard fix ----------------------------------------------------------------------------------
+
+def test_fix_keeps_no_candidate_that_breaks_an_activation_budget_the_original_meets(tmp_path, run_cli,
+                                                                                     monkeypatch):
+    # y = x[1, 1000] @ w[1000, 1000]: 8000 B of activations. convert-fp16 stores w as float16
+    # behind a Cast, whose float32 result (4,000,000 B) is held at run time: it halves the file
+    # and breaks the 1 MB activation budget, so it is rejected, and says why.
+    model = graph_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", FLOAT, [1, 1000])],
+                        [("y", FLOAT, [1, 1000])], [weight("w", 1000, 1000)])
+    monkeypatch.chdir(_project(tmp_path, '[budgets."models/**"]\nmax-activation-memory = "1 MB"\n', model))
+    code, out, _ = run_cli("fix", "models/res.onnx", "--unsafe-fixes", "--dry-run", "--no-latency",
+                           "--only", "convert-fp16", "--output-format", "json")
+    [report] = json.loads(out)["models"]
+    assert report["original"]["activation_memory"] == 8000
+    [candidate] = report["candidates"]
+    assert candidate["file_size"] < report["original"]["file_size"] * 0.6
+    assert candidate["verdict"] == "rejected"
+    assert candidate["reasons"] == ["over max-activation-memory: 4.01 MB > 1 MB"]
