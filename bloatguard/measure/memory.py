@@ -90,7 +90,7 @@ def peak_activation_memory(model, *, user_dims: set[str] | frozenset = frozenset
             notes.append(f"activation memory unknown: {text}; {_HINT}")
         rest = len(walker.unknown) - MAX_UNKNOWN_NOTES
         if rest > 0:
-            notes.append(f"... and {rest} more tensors whose size is unknown")
+            notes.append(f"activation memory unknown for {rest} more tensors")
         return MemoryResult(None, notes)
     if walker.dead:
         shown = ", ".join(repr(n) for n in walker.dead[:3])
