@@ -167,22 +167,34 @@ def _job_key(path: Path, input_shapes: dict[str, list[int]]) -> str:
 
 
 def _count_file(job) -> dict:
+    """MACs and the static peak activation memory, from one shape inference."""
     from dataclasses import asdict
 
     from bloatguard.formats.onnx import read_proto
-    from bloatguard.measure.compute import count_macs
+    from bloatguard.measure.compute import analyze
 
     path, shapes = job
-    return asdict(count_macs(read_proto(path), shapes))
+    macs, memory = analyze(read_proto(path), shapes)
+    return {**asdict(macs), "memory": asdict(memory)}
 
 
 def _store_macs(facts: ModelFacts, outcome) -> None:
+    """MACs and activation memory into the facts; the peak's whereabouts into `extra` (kept by
+    the metric cache with the facts) and, in words, into the notes."""
     if isinstance(outcome, Exception):
         facts.note(f"MACs not measured: shape inference {outcome}")
+        facts.measured["activation_memory"] = None
+        facts.note(f"activation memory not measured: shape inference {outcome}")
         return
     facts.macs = outcome["macs"]
     facts.macs_by_op = outcome["by_op"]
     for note in outcome["notes"]:
+        facts.note(note)
+    memory = outcome.get("memory") or {"activation_memory": None, "notes": [], "peak": None}
+    facts.measured["activation_memory"] = memory["activation_memory"]
+    if memory["peak"] is not None:
+        facts.extra["activation_memory"] = memory["peak"]
+    for note in memory["notes"]:
         facts.note(note)
 
 

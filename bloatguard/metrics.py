@@ -25,12 +25,13 @@ class Metric:
     stem: str | None = None
     # Read from the facts themselves (file size, params); None: ModelFacts.measured[key].
     derive: Callable[[Any], Any] | None = None  # ModelFacts -> value (facts import this module)
-    column: bool = True  # a column of the markdown table
+    column: bool = True  # a column of the markdown table (an optional one only when measured)
     init: bool = False  # `bloatguard init` writes max-<stem> from today's value
     # Fixed by the model's bytes and settings (so the metric cache may keep it); False for
     # what is timed or sampled in each run.
     static: bool = True
-    # Left out of the text table when measured for no side (latency without --latency).
+    # Left out of the text and markdown tables when measured for no side (latency and peak
+    # memory without --latency).
     optional: bool = False
 
     def value(self, facts: Any) -> Any:
@@ -52,7 +53,13 @@ METRICS: tuple[Metric, ...] = (
     Metric("weight_bytes", "weight bytes", "weight bytes", "bytes",
            derive=lambda facts: facts.weight_bytes, column=False),
     Metric("macs", "MACs", "compute", "count", "macs", init=True),
-    Metric("latency_ms", "latency", "latency", "ms", "latency", column=False, static=False,
+    # Static peak of intermediate tensors (bloatguard.measure.memory), from the MACs child.
+    Metric("activation_memory", "activation memory", "activation memory", "bytes",
+           "activation-memory", init=True),
+    Metric("latency_ms", "latency", "latency", "ms", "latency", static=False, optional=True),
+    # Measured where latency is (bloatguard.measure.latency): the resident memory a session's
+    # creation and runs cost, in a fresh process per side.
+    Metric("peak_memory", "peak memory", "peak memory", "bytes", "peak-memory", static=False,
            optional=True),
 )
 BY_KEY: dict[str, Metric] = {metric.key: metric for metric in METRICS}

@@ -27,6 +27,7 @@ CONFIG = """
 max-params = "100K"
 max-file-size = "600 KB"
 max-macs = "200K"
+max-activation-memory = "3 KB"
 max-params-increase = "1%"
 max-file-size-increase = "1%"
 max-macs-increase = "1%"
@@ -62,7 +63,7 @@ def kitchen(root: Path) -> None:
     build([helper.make_node("MatMul", ["x", "w"], ["y"])],  # BG105
           [info("x", [1, 64], TensorProto.DOUBLE)], [info("y", [1, 64], TensorProto.DOUBLE)],
           [init("w", rng.standard_normal((64, 64)))], models / "wide.onnx")
-    dense = rng.standard_normal((512, 512)).astype(np.float32)  # BG101, BG001-BG003
+    dense = rng.standard_normal((512, 512)).astype(np.float32)  # BG101, BG001-BG003, BG005
     dense[3, :] = 0  # BG102: feature 3 is read by nothing
     build([helper.make_node("MatMul", ["x", "w"], ["y"])],
           [info("x", ["batch", 512])], [info("y", ["batch", 512])], [init("w", dense)],

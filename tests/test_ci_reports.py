@@ -173,7 +173,7 @@ def test_junit_report(repo, run_cli):
     assert set(suites) == {"models/a.onnx", "models/b.onnx", "models/big.onnx", "models/d.onnx",
                            "models/e.onnx", "models/f.onnx", "models/renamed.onnx"}
     selected = ["BG000 unreadable-model", "BG001 file-size", "BG002 param-count", "BG003 compute",
-                "BG004 latency"]
+                "BG004 latency", "BG005 memory"]
     for suite in suites.values():
         assert [case.get("name") for case in suite.iter("testcase")] == selected
     assert int(root.get("tests")) == 7 * len(selected)

@@ -174,7 +174,7 @@ def test_ml_models_get_macs_by_convention_or_unknown_never_zero(tmp_path, run_cl
     assert forest["metrics"]["macs"] is None
     assert any("tree ensemble (4 trees" in note for note in forest["notes"])
     code, out, _ = run_cli("check", "models/forest.onnx")
-    assert "MACs          -" in out and "TreeEnsembleClassifier TreeEnsembleClassifier" not in out
+    assert "MACs               -" in out and "TreeEnsembleClassifier TreeEnsembleClassifier" not in out
     # init writes no MACs budget for what it could not measure.
     code, _, _ = run_cli("init", "models", "--config-file", "bloatguard.toml")
     assert code == 0
@@ -305,4 +305,5 @@ def test_latency_reports_each_model_to_the_progress(tmp_path):
         results.append(ModelResult(path=path.name, facts=measure(path, config), head_file=path))
     heard = []
     attach_latency(results, config, lambda index, total, text: heard.append((index, total, text)))
-    assert heard == [(0, 2, "latency: a.onnx (absolute)"), (1, 2, "latency: b.onnx (absolute)")]
+    assert heard == [(0, 2, "latency: a.onnx (absolute)"), (1, 2, "latency: b.onnx (absolute)"),
+                     (0, 2, "peak memory: a.onnx"), (1, 2, "peak memory: b.onnx")]

@@ -27,7 +27,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -37,6 +37,9 @@ from bloatguard.formats.onnx_wire import EMBEDDED_KEY
 from bloatguard.graph import STANDARD_DOMAINS, constant_value, subgraphs
 from bloatguard.graph import attribute as _attr
 from bloatguard.measure import fold_ops
+
+if TYPE_CHECKING:
+    from bloatguard.measure.memory import MemoryResult
 
 # Beyond this a count is not a measurement but a sign of absurd dims (or a corrupt model).
 MAX_MACS = 10**18
@@ -70,21 +73,36 @@ class MacsResult:
 def count_macs(model_proto: onnx.ModelProto,
                input_shapes: Mapping[str, Sequence[int]] | None = None) -> MacsResult:
     """MACs of one inference of `model_proto` with the given input shapes (by input name)."""
+    return analyze(model_proto, input_shapes, memory=False)[0]
+
+
+def analyze(model_proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None,
+            *, memory: bool = True) -> tuple[MacsResult, MemoryResult | None]:
+    """MACs and (with `memory`) the static peak activation memory (bloatguard.measure.memory) of
+    one inference, from one shape inference: inference is most of the cost of either."""
+    from bloatguard.measure.memory import unknown as memory_unknown
+
     notes = _Notes()
     try:
         model = _working_copy(model_proto, notes)
         _fix_inputs(model, dict(input_shapes or {}), notes)
         user_dims = _input_dim_names(model.graph)
-        model, counter, cost, notes = _count_fast_or_folded(model, user_dims, notes)
+        shaped = _count_fast_or_folded(model, user_dims, notes)
     except _InferenceFailed as exc:
         notes.add(f"MACs not counted: shape inference failed ({exc})")
-        return MacsResult(None, notes.items)
+        return MacsResult(None, notes.items), memory_unknown(f"shape inference failed ({exc})")
     except Exception as exc:  # a bug here must not cost the user the rest of the report
         if os.environ.get("BLOATGUARD_DEBUG"):
             raise
         notes.add(f"MACs not counted: internal error ({type(exc).__name__}: {_first_line(exc)}); "
                   "please report this; set BLOATGUARD_DEBUG=1 for a traceback")
-        return MacsResult(None, notes.items)
+        return MacsResult(None, notes.items), memory_unknown("internal error, see the MACs note")
+    macs = _macs_result(shaped)
+    return macs, (_memory(shaped, user_dims) if memory else None)
+
+
+def _macs_result(shaped: "_Shaped") -> MacsResult:
+    counter, cost, notes = shaped.counter, shaped.cost, shaped.notes
     notes.add_uncounted_ops(counter.uncounted)
     by_op = dict(sorted(cost.by_op.items(), key=lambda item: (-item[1], item[0])))
     if cost.macs == 0 and (counter.uncounted or counter.unsupported):
@@ -97,13 +115,45 @@ def count_macs(model_proto: onnx.ModelProto,
         return MacsResult(None, notes.items, by_op)
     if cost.unknown:
         notes.flush_unknown()
-        _note_unknown_inputs(model.graph, notes)
+        _note_unknown_inputs(shaped.model.graph, notes)
         return MacsResult(None, notes.items, by_op)
     if cost.macs > MAX_MACS:
         notes.add(f"MACs not reported: the count {cost.macs:.3e} exceeds 10^18, which no real "
                   "model reaches; check the input shapes and the model's dims")
         return MacsResult(None, notes.items, by_op)
     return MacsResult(cost.macs, notes.items, by_op)
+
+
+def _memory(shaped: "_Shaped", user_dims: set[str]) -> MemoryResult:
+    """The static peak on the model as counting left it; a model the fast path counted without
+    folding is folded first when some tensor's size is still unknown (MACs may not need every
+    shape that memory does)."""
+    from bloatguard.measure.memory import peak_activation_memory
+    from bloatguard.measure.memory import unknown as memory_unknown
+
+    if shaped.cost.invalid:
+        return memory_unknown(f"the model cannot run with these input shapes ({shaped.cost.invalid[0]})")
+    try:
+        result = peak_activation_memory(shaped.model, user_dims=user_dims,
+                                        branches=shaped.counter.branches)
+        if result.activation_memory is None and not shaped.folded:
+            model = _resolve_shapes(shaped.model, shaped.declared)
+            counter = _MacCounter(_Notes(), user_dims, _opset(model), model.ir_version)
+            counter.graph(model.graph, None, None)  # which If branches can run, once folded
+            result = peak_activation_memory(model, user_dims=user_dims, branches=counter.branches)
+            shaped = _Shaped(model, counter, shaped.cost, shaped.notes, shaped.declared, True)
+    except _InferenceFailed as exc:
+        return memory_unknown(f"shape inference failed ({exc})")
+    except Exception as exc:
+        if os.environ.get("BLOATGUARD_DEBUG"):
+            raise
+        return memory_unknown(f"internal error ({type(exc).__name__}: {_first_line(exc)}); please "
+                              "report this; set BLOATGUARD_DEBUG=1 for a traceback")
+    if result.activation_memory is None:
+        inputs = _Notes()
+        _note_unknown_inputs(shaped.model.graph, inputs)
+        result.notes += [note for note in inputs.items if note not in shaped.notes.items]
+    return result
 
 
 # --- notes ----------------------------------------------------------------------------------
@@ -477,7 +527,19 @@ def _label(node) -> str:
 
 # --- shape resolution: inference + folding ------------------------------------------------------
 
-def _count_fast_or_folded(model, user_dims, notes: _Notes):
+@dataclass
+class _Shaped:
+    """A model after shape inference (and folding, when `folded`), with its MAC count."""
+
+    model: onnx.ModelProto
+    counter: "_MacCounter"
+    cost: "_Cost"
+    notes: _Notes
+    declared: set[str]  # value infos the exporter wrote (kept across inference rounds)
+    folded: bool
+
+
+def _count_fast_or_folded(model, user_dims, notes: _Notes) -> _Shaped:
     """Count after one round of shape inference when that resolves every counted op (most
     exports: no folding needed, and folding costs more than the rest of a static check);
     otherwise fold constants until shapes resolve and count again. Graphs with an If always
@@ -491,10 +553,10 @@ def _count_fast_or_folded(model, user_dims, notes: _Notes):
         counter = _MacCounter(trial, user_dims, _opset(inferred), inferred.ir_version)
         cost = counter.graph(inferred.graph, None, None)
         if not cost.unknown and not cost.invalid:
-            return inferred, counter, cost, trial
+            return _Shaped(inferred, counter, cost, trial, declared, False)
     model = _resolve_shapes(inferred, declared)
     counter = _MacCounter(notes, user_dims, _opset(model), model.ir_version)
-    return model, counter, counter.graph(model.graph, None, None), notes
+    return _Shaped(model, counter, counter.graph(model.graph, None, None), notes, declared, True)
 
 
 def _resolve_shapes(model, declared: set[str]):
@@ -837,6 +899,9 @@ class _MacCounter:
         self.ir_version = ir_version
         self.uncounted: Counter = Counter()  # ops of other domains, by name
         self.unsupported = 0  # ops with a formula that does not apply to this node
+        # The branches of each If (by its first output) that can run with these input shapes:
+        # the static memory walk follows the same ones.
+        self.branches: dict[str, list[str]] = {}
 
     def graph(self, graph, outer_shapes, outer_values) -> _Cost:
         shapes = _Chain(_ScopeShapes(graph), outer_shapes)
@@ -877,11 +942,15 @@ class _MacCounter:
     def if_node(self, node, shapes, values) -> _Cost:
         branches = {a.name: a.g for a in node.attribute if a.name in ("then_branch", "else_branch")}
         cond = values.get(node.input[0])
+        key = node.output[0] if node.output else ""
         if cond is not None and cond.size == 1:  # known, but could not be inlined
-            taken = branches.get("then_branch" if bool(cond.reshape(-1)[0]) else "else_branch")
+            name = "then_branch" if bool(cond.reshape(-1)[0]) else "else_branch"
+            self.branches[key] = [name]
+            taken = branches.get(name)
             return _Cost() if taken is None else self.graph(taken, shapes, values)
         costs = {name: self.graph(g, shapes, values) for name, g in branches.items()}
         runnable = {name: c for name, c in costs.items() if not c.invalid}
+        self.branches[key] = list(runnable)
         if not runnable:
             return _Cost(invalid=[i for c in costs.values() for i in c.invalid])
         for name, cost in costs.items():

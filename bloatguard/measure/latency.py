@@ -51,6 +51,7 @@ class _Side:
     path: Path
     plan: "FeedPlan"
     nbytes: int  # the model's bytes, external data included: they set the memory limit
+    facts: "ModelFacts | None" = None  # where this side's peak memory is stored
 
 
 @dataclass
@@ -67,6 +68,8 @@ class _Job:
     p_value: float | None = None  # Holm-adjusted, in the direction of the ratio
     comparisons: int = 0  # models compared in this run (the Holm family)
     notes: list[str] = field(default_factory=list)
+    time: bool = True  # False: only peak memory is due (same bytes as the base, no latency budget)
+    memory_sides: list[_Side] = field(default_factory=list)  # each measured in a child of its own
 
 
 def attach_latency(results: list["ModelResult"], config: "Config",
@@ -77,14 +80,17 @@ def attach_latency(results: list["ModelResult"], config: "Config",
     `progress(index, total, text)` hears of each model as it is timed."""
     settings = config.latency
     jobs = _plan_jobs(results, config)
-    for index, job in enumerate(jobs):
+    timed = [job for job in jobs if job.time]
+    for index, job in enumerate(timed):
         if progress:
             what = "vs base" if job.base else "absolute"
-            progress(index, len(jobs), f"latency: {job.result.path} ({what})")
+            progress(index, len(timed), f"latency: {job.result.path} ({what})")
         _run_job(job, settings)
     _decide(jobs, settings, progress)
     for job in jobs:
-        _store(job, settings)
+        if job.time:
+            _store(job, settings)
+    _attach_peak_memory(jobs, settings, progress)
 
 
 def _plan_jobs(results: list["ModelResult"], config: "Config") -> list[_Job]:
@@ -102,13 +108,18 @@ def _plan_jobs(results: list["ModelResult"], config: "Config") -> list[_Job]:
             continue
         settings_path = result.settings_path or Path(result.path)
         resolved = config.resolve(settings_path)
-        if result.same_bytes and "max-latency" not in resolved.budgets:
+        memory_budget = "max-peak-memory" in resolved.budgets
+        if result.same_bytes and "max-latency" not in resolved.budgets and not memory_budget:
             continue  # same bytes as the base: nothing to compare and no budget to check
         head = _side(result.path, result.head_file or facts.file, facts, config, settings_path)
         if isinstance(head, str):
             _fail(facts, head)
+            if memory_budget:  # BG005 says why it cannot check the budget
+                facts.measured["peak_memory"] = None
+                facts.note(f"peak memory not measured: {head}")
             continue
-        job = _Job(result=result, head=head)
+        job = _Job(result=result, head=head, memory_sides=[head],
+                   time=not result.same_bytes or "max-latency" in resolved.budgets)
         base_facts = result.base
         if (result.status in ("modified", "renamed") and not result.same_bytes and base_facts is not None
                 and not base_facts.unreadable and base_facts.format == "onnx"):
@@ -127,6 +138,7 @@ def _plan_jobs(results: list["ModelResult"], config: "Config") -> list[_Job]:
                     job.notes.append(f"latency not compared with the base: {base}")
             else:
                 job.base = base
+                job.memory_sides.append(base)
         jobs.append(job)
     return jobs
 
@@ -151,7 +163,7 @@ def _side(label: str, path: Path | None, facts: "ModelFacts", config: "Config",
     for note in plan.notes:
         if note not in facts.notes:  # the MAC count may have said the same (batch 1)
             facts.note(f"latency: {note}")
-    return _Side(label=label, path=Path(path), plan=plan, nbytes=facts.file_size)
+    return _Side(label=label, path=Path(path), plan=plan, nbytes=facts.file_size, facts=facts)
 
 
 def _fail(facts: "ModelFacts", reason: str) -> None:
@@ -410,19 +422,8 @@ def _ort_failure(job: dict[str, Any], what: str, exc: BaseException) -> _ChildFa
     return _ChildFailure(f"{what}: {text[:400]}")
 
 
-def _child_measure(job: dict[str, Any], started: float) -> dict[str, Any]:
-    import gc
-    import random
-    import statistics
-
-    import numpy as np
-
-    from bloatguard.measure.feeds import Feed, materialize
-
-    stage("importing onnxruntime")
-    import onnxruntime as ort
-
-    rng = random.Random(job["seed"])
+def _session_options(ort, job: dict[str, Any]):
+    """The session options of every measurement (latency and peak memory alike)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = job["threads"]
     options.inter_op_num_threads = job["inter_op_threads"]
@@ -438,6 +439,23 @@ def _child_measure(job: dict[str, Any], started: float) -> dict[str, Any]:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.log_severity_level = 3
+    return options
+
+
+def _child_measure(job: dict[str, Any], started: float) -> dict[str, Any]:
+    import gc
+    import random
+    import statistics
+
+    import numpy as np
+
+    from bloatguard.measure.feeds import Feed, materialize
+
+    stage("importing onnxruntime")
+    import onnxruntime as ort
+
+    rng = random.Random(job["seed"])
+    options = _session_options(ort, job)
 
     models = job["models"]
     sessions: list[Any] = [None] * len(models)
@@ -539,6 +557,167 @@ def _child_measure(job: dict[str, Any], started: float) -> dict[str, Any]:
         "blocks": blocks, "stopped": stopped, "elapsed_s": round(time.perf_counter() - started, 3),
         "machine": machine(), "onnxruntime": ort.__version__,
     }
+
+
+# --- peak memory (BG005) ------------------------------------------------------------------------
+
+# Session creation and inference runs whose high-water mark is the peak: the first run sizes
+# onnxruntime's arena and memory patterns, the second shows whether they keep growing.
+PEAK_MEMORY_RUNS = 2
+# A one-Relu model (IR 8, opset 17) that the child loads and runs before its baseline, so that
+# the code pages, allocator set-up and thread pools every session pays once are not charged to
+# the model. Built with onnx.helper; kept as bytes so the child need not import onnx.
+_WARMUP_MODEL = (b'\x08\x08\x12\x00:3\n\x0c\n\x01x\x12\x01y"\x04Relu\x12\x01wZ\x0f\n\x01x\x12\n\n\x08\x08'
+                 b'\x01\x12\x04\n\x02\x08\x01b\x0f\n\x01y\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01B\x04\n\x00\x10\x11')
+
+
+def _attach_peak_memory(jobs: list[_Job], settings: "LatencyConfig",
+                        progress: Callable[[int, int, str], None] | None) -> None:
+    """Measure each side's peak memory in a fresh process of its own (the base's allocations
+    must not inflate the head's high-water mark, nor the other way round) and store it in that
+    side's facts as measured["peak_memory"], None with a note when it cannot be measured."""
+    sides = [side for job in jobs for side in job.memory_sides if side.facts is not None]
+    for index, side in enumerate(sides):
+        if progress:
+            progress(index, len(sides), f"peak memory: {side.label}")
+        try:
+            side.facts.measured["peak_memory"] = measure_peak_memory(side, settings)
+        except MeasurementError as exc:
+            side.facts.measured["peak_memory"] = None
+            side.facts.note(f"peak memory not measured: {exc}")
+
+
+def measure_peak_memory(side: _Side, settings: "LatencyConfig") -> int:
+    """The resident memory (bytes) that creating one onnxruntime session of `side` and running
+    it PEAK_MEMORY_RUNS times costs a fresh process beyond its baseline (interpreter, numpy and
+    onnxruntime imported, a warm-up session created and dropped), with latency's session
+    options. Raises MeasurementError with a readable reason."""
+    from bloatguard.isolate import IsolationError, run_fresh
+    from bloatguard.units import human_bytes
+
+    memory = settings.memory_limit
+    if memory is None:  # room for the weights, the feeds, and what the graph computes from them
+        activation = side.facts.measured.get("activation_memory") if side.facts else None
+        memory = (_MEMORY_HEADROOM + 3 * side.nbytes + 2 * side.plan.nbytes
+                  + 2 * (activation if isinstance(activation, int) else 0))
+    timeout_s = (settings.timeout_ms / 1000 if settings.timeout_ms is not None
+                 else 2 * settings.time_budget_ms / 1000 + 60)
+    job = {"path": str(side.path), "label": side.label,
+           "feeds": [feed.to_json() for feed in side.plan.feeds],
+           "threads": settings.threads, "inter_op_threads": settings.inter_op_threads,
+           "graph_optimization": settings.graph_optimization, "runs": PEAK_MEMORY_RUNS,
+           "memory_limit": memory}
+    try:
+        answer = run_fresh("bloatguard.measure.latency:_memory_child", job, timeout=timeout_s,
+                           memory=memory, env={"OMP_NUM_THREADS": str(settings.threads)})
+    except IsolationError as exc:
+        while_stage = f" while {exc.stage or 'starting'}"
+        tail = f": {exc.stderr}" if exc.stderr and not str(exc).startswith("crashed") else ""
+        raise MeasurementError(f"the measuring process {exc}{while_stage}{tail} (memory limit "
+                               f"{human_bytes(memory)})") from None
+    if "error" in answer:
+        raise MeasurementError(answer["error"])
+    return int(answer["result"]["peak_bytes"])
+
+
+def _memory_child(job: dict[str, Any]) -> dict[str, Any]:
+    """The peak-memory child's work: {"result": {...}} or {"error": why}."""
+    try:
+        return {"result": _child_peak(job)}
+    except MemoryError:
+        return {"error": _out_of_memory(job)}
+    except _ChildFailure as exc:
+        return {"error": str(exc)}
+
+
+def _child_peak(job: dict[str, Any]) -> dict[str, Any]:
+    import gc
+
+    from bloatguard.measure.feeds import Feed, materialize
+
+    stage("importing onnxruntime")
+    import numpy as np
+    import onnxruntime as ort
+
+    options = _session_options(ort, job)
+    stage("warming up onnxruntime")
+    try:
+        warmup = ort.InferenceSession(_WARMUP_MODEL, sess_options=options,
+                                      providers=["CPUExecutionProvider"])
+        warmup.run(None, {"x": np.zeros(1, dtype=np.float32)})
+        del warmup
+    except Exception:  # noqa: BLE001 - only a warm-up: the baseline is then a little lower
+        pass
+    gc.collect()
+    reset = _reset_high_water_mark()
+    before = _resident()
+    label = job["label"]
+    stage(f"loading {label}")
+    try:
+        session = ort.InferenceSession(job["path"], sess_options=_session_options(ort, job),
+                                       providers=["CPUExecutionProvider"])
+    except MemoryError:
+        raise
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise _ort_failure(job, f"onnxruntime cannot load {label}", exc) from None
+    stage(f"preparing inputs of {label}")
+    try:
+        feeds = materialize([Feed.from_json(feed) for feed in job["feeds"]])
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise _ChildFailure(f"cannot build the inputs of {label}: {type(exc).__name__}: {exc}") from None
+    stage("running")
+    for _ in range(job["runs"]):
+        try:
+            session.run(None, feeds)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise _ort_failure(job, f"inference failed on {label} with generated inputs (pin "
+                               "meaningful values in [tool.bloatguard.latency.values] or give a "
+                               "samples file)", exc) from None
+    peak = _high_water_mark()
+    if peak is None or before is None:
+        raise _ChildFailure("this system reports no resident memory high-water mark "
+                            "(/proc/self/status VmHWM)")
+    if not reset:
+        # The mark could not be reset: the imports' transient peak may hide part of the
+        # session's, so the figure is a lower bound; say so rather than guess.
+        raise _ChildFailure("the resident memory high-water mark cannot be reset on this system "
+                            "(/proc/self/clear_refs), so the session's own peak cannot be told "
+                            "from the process's start-up")
+    return {"peak_bytes": max(0, peak - before), "baseline_bytes": before, "high_water_bytes": peak}
+
+
+def _proc_status(field_name: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _resident() -> int | None:
+    return _proc_status("VmRSS")
+
+
+def _high_water_mark() -> int | None:
+    return _proc_status("VmHWM")
+
+
+def _reset_high_water_mark() -> bool:
+    """Set VmHWM to the current VmRSS (Linux >= 4.0: writing 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+    except OSError:
+        return False
+    peak, now = _high_water_mark(), _resident()
+    return peak is not None and now is not None and peak <= now + 64 * 1024
 
 
 # --- comparing model files (bloatguard fix) ------------------------------------------------------

@@ -30,10 +30,15 @@ def _cell(result: ModelResult, key: str, kind: str) -> str:
     return f"{format_amount(before, kind)} → **{format_amount(after, kind)}**{percent}"
 
 
-def _latency_cell(result: ModelResult) -> str:
+def _measured(result: ModelResult, key: str) -> bool:
+    return any(facts is not None and facts.metrics().get(key) is not None
+               for facts in (result.facts, result.base))
+
+
+def _latency_cell(result: ModelResult, key: str = "latency_ms", kind: str = "ms") -> str:
     """The head's median and, against a base, the paired ratio: "1.2 ms ×1.12 [1.08, 1.16]
     regression". The ratio comes from interleaved rounds, not from the two medians."""
-    cell = _cell(result, "latency_ms", "ms")
+    cell = _cell(result, key, kind)
     comparison = result.facts.latency_comparison if result.facts else None
     if comparison:
         from bloatguard.measure.latency import describe_comparison
@@ -42,6 +47,10 @@ def _latency_cell(result: ModelResult) -> str:
         cell = f"{format_amount(comparison['head_median_ms'], 'ms')} " + (
             f"**{described}**" if comparison["verdict"] == "regression" else described)
     return cell
+
+
+# Metrics whose cell says more than base → head.
+_CELLS = {"latency_ms": _latency_cell}
 
 
 def _icon(result: ModelResult) -> str:
@@ -91,16 +100,15 @@ def render(results: list[ModelResult], *, unmatched=(), **_: Any) -> str:
     if not results:
         return "\n".join(lines + ["No model files found.", ""])
     show_status = any(result.status for result in results)
-    show_latency = any(r.facts is not None and r.facts.measured.get("latency_ms") is not None
-                       for r in results)
-    header = ["", "model", *(["status"] if show_status else []), *(metric.label for metric in COLUMNS),
-              *(["latency"] if show_latency else [])]
+    # Optional metrics (latency, peak memory) get a column only when some model has them.
+    columns = [metric for metric in COLUMNS
+               if not metric.optional or any(_measured(result, metric.key) for result in results)]
+    header = ["", "model", *(["status"] if show_status else []), *(metric.label for metric in columns)]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for result in results:
         row = [_icon(result), code(result.path), *([result.status or ""] if show_status else []),
-               *(_cell(result, metric.key, metric.kind) for metric in COLUMNS),
-               *([_latency_cell(result)] if show_latency else [])]
+               *(_CELLS.get(metric.key, _cell)(result, metric.key, metric.kind) for metric in columns)]
         lines.append("| " + " | ".join(row) + " |")
     standing = [(result, [f for f in result.findings if f.accepted is None]) for result in results]
     with_findings = [result for result, findings in standing if findings]
