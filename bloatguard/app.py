@@ -44,8 +44,8 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
                        help="fetch the base commit from origin when a shallow clone lacks it")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the metric cache")
     parser.add_argument("--latency", action=argparse.BooleanOptionalAction, default=None,
-                       help="measure onnxruntime CPU latency (default: on with --base, off "
-                            "otherwise and in the pre-commit hook)")
+                       help="measure onnxruntime CPU latency and peak memory (default: on with "
+                            "--base, off otherwise and in the pre-commit hook)")
     parser.add_argument("--select", action="append", metavar="CODES",
                        help="only these rules (codes, prefixes or names; comma-separated)")
     parser.add_argument("--ignore", action="append", metavar="CODES",

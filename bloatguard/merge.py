@@ -87,6 +87,8 @@ def model_result(entry: dict[str, Any]) -> ModelResult:
             opsets=dict(entry.get("opsets", {})),
             unreadable=(unreadable.details.get("cause") or unreadable.message) if unreadable else None,
             remedy=(unreadable.details.get("remedy") or "") if unreadable else "")
+        if (entry.get("memory") or {}).get("peak"):  # undo report.json: where the static peak is
+            facts.extra["activation_memory"] = entry["memory"]["peak"]
     return ModelResult(
         path=entry["path"], facts=facts, status=entry.get("status"),
         base=ReportedFacts(base["path"], entry.get("format", "unknown"), base["metrics"])

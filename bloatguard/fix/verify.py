@@ -857,6 +857,8 @@ def to_json(evaluation: Evaluation, original: ModelFacts) -> dict[str, Any]:
         "file_size": facts.file_size if facts else None,
         "size_ratio": round(facts.file_size / original.file_size, 4) if facts and original.file_size else None,
         "params": facts.params if facts else None, "macs": facts.macs if facts else None,
+        "activation_memory": facts.metrics().get("activation_memory") if facts else None,
+        "peak_memory": facts.metrics().get("peak_memory") if facts else None,
         "latency": evaluation.latency, "fidelity": evaluation.fidelity,
         "fidelity_summary": evaluation.fidelity_summary,
         "verdict": ("skipped" if evaluation.skipped else "winner" if evaluation.winner
