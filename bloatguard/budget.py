@@ -44,6 +44,8 @@ class MetricBudget:
         yield from self.limit(rule, ctx, value)
         if ctx.base is not None and not ctx.base.unreadable:
             yield from self.growth(rule, ctx, ctx.base.metrics().get(self.metric), value)
+        if ctx.reference is not None and not ctx.reference.unreadable:
+            yield from self.drift(rule, ctx, ctx.reference.metrics().get(self.metric), value)
 
     def unknown_reason(self, ctx: RuleContext) -> str:
         notes = ctx.facts.notes
@@ -88,6 +90,26 @@ class MetricBudget:
             details={"metric": self.metric, "before": before, "after": after, "delta": delta,
                      "limit": allowed, "allowed_increase": growth.describe(self.kind),
                      "key": key})
+
+
+    def drift(self, rule: Rule, ctx: RuleContext, before: float | None,
+              after: float | None) -> Iterator[Finding]:
+        """Cumulative growth since the drift reference: many changes that each stayed under
+        max-<stem>-increase can still add up to more than a team meant to allow."""
+        key = f"max-{self.stem}-drift"
+        drift = ctx.budgets.get(key)
+        if drift is None or before is None or after is None or after <= drift.limit_for(before):
+            return
+        delta = after - before
+        percent = f" ({delta / before * 100:+.1f}%)" if before else ""
+        yield rule.finding(
+            ctx,
+            f"{self.noun} drifted from {self.fmt(before)} at {ctx.reference_name} to "
+            f"{self.fmt(after)}{percent}: more than the allowed drift of "
+            f"{drift.describe(self.kind)} since {ctx.reference_name} ({source(ctx, key)})",
+            details={"metric": self.metric, "reference": ctx.reference_name, "before": before,
+                     "after": after, "delta": delta, "limit": drift.limit_for(before),
+                     "allowed_drift": drift.describe(self.kind), "key": key})
 
 
 class BudgetRule(Rule):

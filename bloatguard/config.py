@@ -35,14 +35,16 @@ CONFIG_NAMES = ("bloatguard.toml", "pyproject.toml")
 class BudgetKey:
     metric: str  # the key in ModelFacts.metrics()
     kind: str  # "bytes" | "count" | "ms": how values are parsed and printed
-    role: str  # "limit" (absolute) | "increase" (against --base) | "floor" (noise floor)
+    # "limit" (absolute) | "increase" (against --base) | "floor" (noise floor) | "drift" (growth
+    # since [drift] reference, whatever the base)
+    role: str
 
 
 # Every metric with a stem has three budget keys: the limit, the growth against --base, and the
 # noise floor under which growth is never a regression ("fail only if +5% AND > 1 MB").
 BUDGET_KEYS: dict[str, BudgetKey] = {
     metric.budget_key(role): BudgetKey(metric.key, metric.kind, role)
-    for metric in WITH_BUDGETS for role in ("limit", "increase", "floor")}
+    for metric in WITH_BUDGETS for role in ("limit", "increase", "floor", "drift")}
 
 
 def _parse_nonnegative(value: Any) -> float:
@@ -93,7 +95,7 @@ def _parse_output_slices(value: Any) -> dict[str, Any]:
 
 def _parse_budget(key: str, value: Any) -> Any:
     spec = BUDGET_KEYS[key]
-    if spec.role == "increase":
+    if spec.role in ("increase", "drift"):
         return parse_growth(value, spec.kind)
     return PARSERS[spec.kind](value)
 
@@ -268,6 +270,7 @@ class Config:
     cache_dir: str | None = None
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     accept: list[Waiver] = field(default_factory=list)  # [[accept]] waivers, in file order
+    drift_reference: str | None = None  # [drift] reference: the commit-ish drift is measured from
 
     def relpath(self, model_path: Path) -> str | None:
         """The model's path relative to the config's directory, as globs see it."""
@@ -415,7 +418,7 @@ class _Validator:
             "inputs": self._inputs, "samples": self._samples, "rules": self._rules,
             "per-file-ignores": self._per_file_ignores, "select": self._select,
             "ignore": self._ignore, "cache-dir": self._cache_dir, "latency": self._latency,
-            "fix": self._fix, "accept": self._accept,
+            "fix": self._fix, "accept": self._accept, "drift": self._drift,
         }
         for key, value in table.items():
             handler = handlers.get(key)
@@ -509,6 +512,14 @@ class _Validator:
                 else:
                     parsed[key] = self.parse(full_key, raw, FIX_THRESHOLDS[key])
             config.fix.append((pattern, parsed))
+
+    def _drift(self, config: Config, value: Any) -> None:
+        """[drift] reference = "v1.0": the version every model's max-<metric>-drift budget is
+        measured from, whatever the base of a run."""
+        for key, raw in self.table(self.key("drift"), value).items():
+            if key != "reference":
+                raise self.fail(self.key("drift", key), _unknown("key", key, ["reference"]))
+            config.drift_reference = self.parse(self.key("drift", key), raw, _nonempty_string)
 
     def _accept(self, config: Config, value: Any) -> None:
         """[[accept]]: waivers with a path glob, codes, a reason, an expiry and optional bounds."""

@@ -219,14 +219,16 @@ class RuleOutcome:
 
 
 def run_rules(facts: ModelFacts, base: ModelFacts | None, path: Path, config: Config,
-              rules: list[Rule]) -> list[RuleOutcome]:
+              rules: list[Rule], reference: ModelFacts | None = None,
+              reference_name: str | None = None) -> list[RuleOutcome]:
     """Each rule's outcome on one model, in the rules' order.
 
     The notes a rule leaves are taken back out of the facts into its outcome, so that the
     caller adds every rule's notes in the rules' order whether an outcome was computed here, in
     a worker or restored from the cache: the report is the same either way."""
     settings = config.resolve(path)
-    context = RuleContext(facts=facts, base=base, settings=settings, config=config)
+    context = RuleContext(facts=facts, base=base, settings=settings, config=config,
+                          reference=reference, reference_name=reference_name)
     kept = len(facts.notes)
     outcomes = []
     try:
@@ -317,7 +319,8 @@ class _ModelRules:
 
             fresh = read_model(facts.blob.write(), facts.path)
             facts.file, facts.handle = fresh.file, fresh.handle
-        return (facts, self.result.base, self.path, self.config, self.to_run)
+        return (facts, self.result.base, self.path, self.config, self.to_run,
+                self.result.reference, self.result.reference_name)
 
     def finish(self, ran: list[RuleOutcome]) -> None:
         """Report every rule's outcome in the rules' order, and cache the fresh ones."""
@@ -356,6 +359,33 @@ def check(paths: list[Path], config: Config, selection: Selection,
     macs.run()
     _finish(results, config, selection, latency, jobs, progress=progress)
     return results
+
+
+def _attach_reference(results: list[ModelResult], config: Config) -> None:
+    """Each model as it was at the config's drift reference ([drift] reference = "v1.0"), for
+    its max-<metric>-drift budgets: measured from git, through the metric cache."""
+    from bloatguard.errors import BloatguardError
+    from bloatguard.gitbase import GitRepo
+
+    reference = config.drift_reference
+    checked = [result for result in results if result.facts is not None]
+    if not checked:
+        return
+    repo = GitRepo(checked[0].settings_path or Path(checked[0].path))
+    commit = repo.commit_of(reference)
+    if commit is None:
+        raise BloatguardError(f"[drift] reference {reference!r} in {config.path}: no such commit "
+                              "here (in CI, fetch it: `fetch-depth: 0` on actions/checkout, or "
+                              "fetch the tag)")
+    wanted = []
+    for result in checked:
+        real_path = result.settings_path or Path(result.path)
+        blob = repo.tree_blob(commit, repo.relpath(real_path))
+        if blob is not None:  # a model added since the reference has no drift to judge
+            wanted.append((result, (blob, commit, f"{result.path}@{reference}", real_path)))
+    measured = measure_blobs(repo, [blob for _, blob in wanted], config)
+    for (result, _), facts in zip(wanted, measured):
+        result.reference, result.reference_name = facts, reference
 
 
 def _check_input_shapes(results: list[ModelResult], config: Config) -> None:
@@ -409,6 +439,8 @@ def _finish(results: list[ModelResult], config: Config, selection: Selection, la
     work that grows with model size, so `jobs` runs them for several models at once; latency
     stays serial, since parallel timing would measure the contention."""
     _check_input_shapes(results, config)
+    if config.drift_reference:
+        _attach_reference(results, config)
     if latency:
         from bloatguard.measure.latency import attach_latency
 

@@ -93,6 +93,9 @@ def model_result(entry: dict[str, Any]) -> ModelResult:
         path=entry["path"], facts=facts, status=entry.get("status"),
         base=ReportedFacts(base["path"], entry.get("format", "unknown"), base["metrics"])
         if base else None,
+        reference=ReportedFacts(entry["path"], entry.get("format", "unknown"),
+                                entry["reference"]["metrics"]) if entry.get("reference") else None,
+        reference_name=(entry.get("reference") or {}).get("ref"),
         base_path=base["path"] if base else None, findings=findings)
 
 

@@ -39,10 +39,11 @@ class Metric:
         return self.derive(facts) if self.derive else facts.measured.get(self.key)
 
     def budget_key(self, role: str) -> str:
-        """The config key of this metric's budget: role "limit", "increase" or "floor"."""
+        """The config key of this metric's budget: role "limit", "increase", "floor" or "drift"
+        (growth since the config's drift reference)."""
         assert self.stem is not None, self.key
         return {"limit": f"max-{self.stem}", "increase": f"max-{self.stem}-increase",
-                "floor": f"min-{self.stem}-increase"}[role]
+                "floor": f"min-{self.stem}-increase", "drift": f"max-{self.stem}-drift"}[role]
 
 
 METRICS: tuple[Metric, ...] = (

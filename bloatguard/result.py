@@ -27,6 +27,9 @@ class ModelResult:
     same_bytes: bool = False  # head and base are the same blob (unchanged, or a pure rename)
     head_file: Path | None = None
     base_file: Callable[[], Path | None] | None = field(default=None, repr=False)
+    # The model at the config's drift reference ([drift] reference), for max-<metric>-drift.
+    reference: ModelFacts | None = None
+    reference_name: str | None = None
 
 
 def summarize(results: list[ModelResult]) -> dict[str, int]:

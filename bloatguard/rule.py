@@ -106,6 +106,9 @@ class RuleContext:
     base: ModelFacts | None
     settings: ResolvedSettings
     config: RuleConfig
+    # The model at the config's drift reference, and that reference's name ("v1.0").
+    reference: ModelFacts | None = None
+    reference_name: str | None = None
     _values: Any = field(default=None, repr=False)
     _samples: Any = field(default=None, repr=False)
 
@@ -176,7 +179,7 @@ class Rule:
     options: ClassVar[dict[str, Option]] = {}
     # What the findings depend on besides the model's facts, the rule's options and the settings
     # for the model's path: "model" (its bytes: weights, graph, samples run through it), "base"
-    # (the base version's facts) and "latency" (this run's timings). The engine caches the
+    # (the base version's facts, and the drift reference's) and "latency" (this run's timings). The engine caches the
     # findings of a built-in rule that reads at most "model", keyed by the model's git blob, and
     # reads the model again for it when they are not cached. A rule that declares nothing is
     # taken to read everything: never cached, never handed facts without their model.

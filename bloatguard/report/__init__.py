@@ -39,6 +39,26 @@ def _work_tree_root(directory: Path) -> Path | None:
     return None
 
 
+def drift(result) -> str:
+    """"params 676 → 844 (+24.9%), file size ...": how the model moved since the config's drift
+    reference, for the metrics that have budgets; empty without a reference."""
+    from bloatguard.metrics import WITH_BUDGETS
+    from bloatguard.units import format_amount
+
+    if result.reference is None or result.facts is None:
+        return ""
+    before, after = result.reference.metrics(), result.facts.metrics()
+    parts = []
+    for metric in WITH_BUDGETS:
+        old, new = before.get(metric.key), after.get(metric.key)
+        if old is None or new is None or metric.optional:
+            continue
+        percent = f" ({(new - old) / old * 100:+.1f}%)" if old else ""
+        parts.append(f"{metric.label} {format_amount(old, metric.kind)} → "
+                     f"{format_amount(new, metric.kind)}{percent}")
+    return ", ".join(parts)
+
+
 def doc_section(rule, heading: str) -> str:
     """The first paragraph of one `## heading` section of a rule's docstring (the ruff-style
     rule docs) on one line; empty when there is no such section or it opens with code."""

@@ -32,6 +32,8 @@ def model_json(result: ModelResult) -> dict[str, Any]:
         entry["latency"] = latency
     if result.base is not None:
         entry["base"] = {"path": result.base_path or result.path, "metrics": result.base.metrics()}
+    if result.reference is not None:  # [drift] reference: the model at that commit
+        entry["reference"] = {"ref": result.reference_name, "metrics": result.reference.metrics()}
     return entry
 
 

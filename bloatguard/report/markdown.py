@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from bloatguard.metrics import METRICS
+from bloatguard.report import drift
 from bloatguard.result import ModelResult, summarize
 from bloatguard.rule import Severity
 from bloatguard.units import format_amount
@@ -110,6 +111,10 @@ def render(results: list[ModelResult], *, unmatched=(), **_: Any) -> str:
         row = [_icon(result), code(result.path), *([result.status or ""] if show_status else []),
                *(_CELLS.get(metric.key, _cell)(result, metric.key, metric.kind) for metric in columns)]
         lines.append("| " + " | ".join(row) + " |")
+    drifted = [(result, line) for result in results if (line := drift(result))]
+    if drifted:  # the config's drift reference: cumulative growth, whatever this change's base
+        lines += ["", f"Drift since {code(str(drifted[0][0].reference_name))}:", ""]
+        lines += [f"- {code(result.path)}: {line}" for result, line in drifted]  # our own figures
     standing = [(result, [f for f in result.findings if f.accepted is None]) for result in results]
     with_findings = [result for result, findings in standing if findings]
     lines += _finding_section("Findings", [(r, f) for r, f in standing if f])

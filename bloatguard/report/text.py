@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bloatguard.metrics import METRICS
+from bloatguard.report import drift
 from bloatguard.result import ModelResult, summarize
 from bloatguard.units import format_amount
 from bloatguard.untrusted import one_line
@@ -126,6 +127,8 @@ def render(results: list[ModelResult], *, budgets_for=None, unmatched=(), **_: A
         if facts is None or not facts.unreadable:
             budgets = budgets_for(result) if budgets_for and facts else {}
             out.extend("  " + line for line in model_table(result, budgets).splitlines())
+            if (line := drift(result)):
+                out.append(one_line(f"  drift since {result.reference_name}: {line}"))
             if facts and (line := _dtype_line(result)):
                 out.append("  " + line)
             if facts and (line := _latency_line(facts)):
