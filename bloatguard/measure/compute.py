@@ -68,6 +68,9 @@ class MacsResult:
     macs: int | None
     notes: list[str] = field(default_factory=list)
     by_op: dict[str, int] = field(default_factory=dict)
+    # MACs of each counted node, by its first output's name (unique in an ONNX model), for the
+    # per-node profile (`bloatguard show`); a Loop body's nodes times the trip count.
+    by_node: dict[str, int] = field(default_factory=dict, compare=False)
 
 
 def count_macs(model_proto: onnx.ModelProto,
@@ -105,23 +108,58 @@ def _macs_result(shaped: "_Shaped") -> MacsResult:
     counter, cost, notes = shaped.counter, shaped.cost, shaped.notes
     notes.add_uncounted_ops(counter.uncounted)
     by_op = dict(sorted(cost.by_op.items(), key=lambda item: (-item[1], item[0])))
+    by_node = dict(cost.by_node)
     if cost.macs == 0 and (counter.uncounted or counter.unsupported):
         # Nothing was counted because nothing could be, not because nothing costs: unknown, not 0.
         notes.add("MACs unknown: every op that computes in this model lacks a MAC convention")
-        return MacsResult(None, notes.items, by_op)
+        return MacsResult(None, notes.items, by_op, by_node)
     if cost.invalid:
         notes.add(f"MACs not counted: the model cannot run with these input shapes "
                   f"({cost.invalid[0]})")
-        return MacsResult(None, notes.items, by_op)
+        return MacsResult(None, notes.items, by_op, by_node)
     if cost.unknown:
         notes.flush_unknown()
         _note_unknown_inputs(shaped.model.graph, notes)
-        return MacsResult(None, notes.items, by_op)
+        return MacsResult(None, notes.items, by_op, by_node)
     if cost.macs > MAX_MACS:
         notes.add(f"MACs not reported: the count {cost.macs:.3e} exceeds 10^18, which no real "
                   "model reaches; check the input shapes and the model's dims")
-        return MacsResult(None, notes.items, by_op)
-    return MacsResult(cost.macs, notes.items, by_op)
+        return MacsResult(None, notes.items, by_op, by_node)
+    return MacsResult(cost.macs, notes.items, by_op, by_node)
+
+
+def node_key(node) -> str:
+    """How a node is named in MacsResult.by_node: its first output (outputs are unique in a
+    model), else its name."""
+    return next((name for name in node.output if name), node.name)
+
+
+def profile(model_proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None
+            ) -> tuple[MacsResult, dict[str, int | None]]:
+    """MACs (per node too), and the bytes of every value the graph computes (None where a dim
+    stays unknown), from one shape inference: what `bloatguard show` lists per node."""
+    notes = _Notes()
+    try:
+        model = _working_copy(model_proto, notes)
+        _fix_inputs(model, dict(input_shapes or {}), notes)
+        shaped = _count_fast_or_folded(model, _input_dim_names(model.graph), notes)
+    except _InferenceFailed as exc:
+        notes.add(f"MACs not counted: shape inference failed ({exc})")
+        return MacsResult(None, notes.items), {}
+    sizes: dict[str, int | None] = {}
+    for graph in _graphs(shaped.model.graph):
+        for value in [*graph.value_info, *graph.output]:
+            tensor = value.type.tensor_type
+            dims = _dims(tensor) if value.type.HasField("tensor_type") else None
+            size = _ELEMENT_BYTES.get(tensor.elem_type)
+            sizes[value.name] = (math.prod(dims) * size if dims is not None and size is not None
+                                 and all(isinstance(d, int) for d in dims) else None)
+    return _macs_result(shaped), sizes
+
+
+# Bytes per element of ONNX tensor types with a fixed size (TensorProto.DataType numbers).
+_ELEMENT_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8,
+                  14: 8, 15: 16, 16: 2, 17: 1, 18: 1, 19: 1, 20: 1}
 
 
 def _memory(shaped: "_Shaped", user_dims: set[str]) -> MemoryResult:
@@ -831,6 +869,7 @@ class _Cost:
     unknown: bool = False
     invalid: list[str] = field(default_factory=list)
     by_op: Counter = field(default_factory=Counter)
+    by_node: Counter = field(default_factory=Counter)
 
     def add(self, other: "_Cost", times: int = 1) -> None:
         self.macs += other.macs * times
@@ -838,6 +877,8 @@ class _Cost:
         self.invalid += other.invalid
         for op, macs in other.by_op.items():
             self.by_op[op] += macs * times
+        for node, macs in other.by_node.items():
+            self.by_node[node] += macs * times
 
 
 class _UnknownShape(Exception):
@@ -931,7 +972,8 @@ class _MacCounter:
                 return _Cost()
             except _InvalidShape as exc:
                 return _Cost(invalid=[f"{_label(node)} {exc}"])
-            cost = _Cost(macs, by_op=Counter({node.op_type: macs}))
+            cost = _Cost(macs, by_op=Counter({node.op_type: macs}),
+                         by_node=Counter({node_key(node): macs}))
         elif domain and not _is_pointwise(domain, node.op_type):
             self.uncounted[f"{domain}:{node.op_type}"] += 1
         for sub in subgraphs(node):  # e.g. an onnxruntime contrib op with a body: count once
