@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypedDict
+from typing import Any, Callable, NamedTuple, TypedDict
 
 from bloatguard.metrics import METRICS, STATIC_MEASURED
 
@@ -120,6 +120,75 @@ class BlobSource:
     write: Callable[[], Any] = field(repr=False)
 
 
+# --- where weights go: the neutral view the weight rules read ------------------------------------
+
+# What a layer does with a weight, in no format's terms. Readers map their operators onto these
+# (ONNX Conv with one input channel per group -> depthwise, TFLite FULLY_CONNECTED -> matmul, a
+# GGUF token_embd table -> embedding, ...), so that BG101, BG103, BG105 and BG106 never branch on
+# a file format.
+LAYER_KINDS = ("conv", "depthwise", "matmul", "embedding", "recurrent")
+
+
+@dataclass(frozen=True)
+class WeightUse:
+    """A layer that takes a stored weight as (one of) its weights."""
+
+    kind: str  # one of LAYER_KINDS
+    op: str  # the layer's operator in the format's own terms: Conv, FULLY_CONNECTED, ...
+    layer: str | None = None  # where the layer is (a node label); None when recognised by name
+    index: int = 1  # the layer input the weight arrives at
+    via: tuple[str, ...] = ()  # layout and type ops on the way (Cast, Transpose, DEQUANTIZE, ...)
+    channel_axis: int | None = None  # the weight's axis of output channels; None: none to prune
+
+
+@dataclass
+class DeadCode:
+    """Operators whose results reach no output, and what only they use."""
+
+    nodes: list[str]  # labels of the dead operators
+    node_count: int  # with the operators of their subgraphs
+    weights: list[str]  # labels of the weights only they read
+    wasted_bytes: int
+
+
+@dataclass
+class WeightView:
+    """Where a model's stored weights go: the format-neutral view BG101, BG103, BG105 and BG106
+    read. A reader fills it from the model's graph (ONNX, TFLite), or, for formats without one,
+    from the weights' names and shapes (PyTorch state dicts, safetensors, GGUF).
+
+    `toolchain` names what rewrites models of this format ("onnxruntime", "torch", "litert",
+    "llama.cpp"): advice such as how to quantize is keyed by it, never by the file format.
+    """
+
+    toolchain: str
+    from_graph: bool  # uses come from a graph; False: recognised by names and shapes
+    # (where, name) of a stored tensor (as in ModelFacts.tensors) -> the layers it feeds.
+    uses: dict[tuple[str, str], list[WeightUse]] = field(default_factory=dict)
+    # Already quantized (quantized operators, int8/int4 layer weights): the float layers left
+    # are taken to be kept on purpose.
+    quantized: bool = False
+    stored_noun: str = "initializer"  # what the format calls a stored tensor, for messages
+    # (where, name, bytes) of stored tensors nothing reads; None: the format cannot tell.
+    unused: list[tuple[str, str, int]] | None = None
+    dead: DeadCode | None = None  # operators that reach no output; None: none, or no graph
+    float64_ops: list[str] = field(default_factory=list)  # labels of operators producing float64
+
+    def __call__(self, where: str, name: str) -> list[WeightUse]:
+        return self.uses.get((where, name), [])
+
+
+class RawTensor(NamedTuple):
+    """A tensor whose value lies in the model file as a little-endian array: `offset` bytes from
+    the start, validated by the reader against the file's size (bloatguard.values reads it)."""
+
+    name: str
+    where: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+
+
 @dataclass
 class ModelFacts:
     """What one model file is made of.
@@ -153,8 +222,9 @@ class ModelFacts:
     remedy: str = ""
     # Where the bytes were read from (a temporary copy for git blobs); not serialized.
     file: Any = field(default=None, repr=False, compare=False)
-    # The format-specific handle for rules that need more than counts (e.g. the ONNX graph).
-    # Never serialized; may be None for a cached or unreadable model.
+    # The format-specific handle for rules that need more than counts (e.g. the ONNX graph), and
+    # the source of the weight view: `handle.weight_view(facts)` builds it. Never serialized;
+    # may be None for a cached or unreadable model.
     handle: Any = field(default=None, repr=False, compare=False)
     # Set for facts measured from a git blob; never serialized.
     blob: BlobSource | None = field(default=None, repr=False, compare=False)
@@ -196,6 +266,14 @@ class ModelFacts:
             if metric.key == "params":
                 values["params_by_dtype"] = self.params_by_dtype if not self.unreadable else {}
         return values
+
+    def weight_view(self) -> WeightView | None:
+        """Where the stored weights go (WeightView), built by the reader's handle on first use
+        (the handle keeps it); None for an unreadable model, or facts restored without their
+        model."""
+        if self.unreadable or self.handle is None or not hasattr(self.handle, "weight_view"):
+            return None
+        return self.handle.weight_view(self)
 
     def note(self, text: str) -> None:
         if text not in self.notes:
