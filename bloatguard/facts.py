@@ -22,6 +22,18 @@ DTYPE_SIZES: dict[str, float] = {
     "uint64": 8, "uint32": 4, "uint16": 2, "uint8": 1, "uint4": 0.5, "uint2": 0.25,
     "bool": 1, "complex64": 8, "complex128": 16,
 }
+# llama.cpp's block-quantized GGML types (GGUF files), by their GGML names: (weights per block,
+# bytes per block). A tensor's row length is a whole number of blocks, so its bytes are exact.
+GGML_BLOCKS: dict[str, tuple[int, int]] = {
+    "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34),
+    "Q8_1": (32, 40), "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144),
+    "Q5_K": (256, 176), "Q6_K": (256, 210), "Q8_K": (256, 292), "IQ2_XXS": (256, 66),
+    "IQ2_XS": (256, 74), "IQ3_XXS": (256, 98), "IQ1_S": (256, 50), "IQ4_NL": (32, 18),
+    "IQ3_S": (256, 110), "IQ2_S": (256, 82), "IQ4_XS": (256, 136), "IQ1_M": (256, 56),
+    "TQ1_0": (256, 54), "TQ2_0": (256, 66), "MXFP4": (32, 17), "NVFP4": (64, 36),
+    "Q1_0": (128, 18),
+}
+DTYPE_SIZES.update({name: size / block for name, (block, size) in GGML_BLOCKS.items()})
 
 
 # Dtypes numpy has natively: raw little-endian bytes can be viewed as them, and samples and
@@ -49,6 +61,9 @@ class TensorInfo:
     shape: tuple[int, ...]
     where: str = "initializer"
     external: bool = False
+    # Elements actually stored, when the format stores fewer than the shape holds (a TFLite
+    # sparse tensor keeps its nonzero values): `numel` is the dense count, `nbytes` what is stored.
+    stored: int | None = None
 
     @property
     def numel(self) -> int:
@@ -56,7 +71,7 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int | None:
-        return dtype_nbytes(self.dtype, self.numel)
+        return dtype_nbytes(self.dtype, self.numel if self.stored is None else self.stored)
 
 
 @dataclass
@@ -215,6 +230,9 @@ class ModelFacts:
     notes: list[str] = field(default_factory=list)
     # Globals a pickle refers to that are not on the allowlist (BG900 reports them).
     unsafe_globals: list[str] = field(default_factory=list)
+    # Jinja chat templates a runtime renders (GGUF `tokenizer.chat_template`, by metadata key);
+    # BG901 checks them.
+    chat_templates: dict[str, str] = field(default_factory=dict)
     # Set when the weights were deliberately not read (an unsafe pickle): counts are unknown.
     weights_unknown: bool = False
     # Set when the file could not be read at all; BG000 reports it.
@@ -265,6 +283,10 @@ class ModelFacts:
             values[metric.key] = metric.value(self)
             if metric.key == "params":
                 values["params_by_dtype"] = self.params_by_dtype if not self.unreadable else {}
+        if not self.unreadable:
+            # What only some formats have (bits per weight, stored params of sparse tensors, an
+            # LLM's architecture): informational, after the declared metrics.
+            values.update(self.extra.get("format_metrics", {}))
         return values
 
     def weight_view(self) -> WeightView | None:
@@ -284,7 +306,8 @@ def facts_to_dict(facts: ModelFacts) -> dict[str, Any]:
     """Everything but the format handle, for the metric cache."""
     return {
         "format": facts.format, "file_size": facts.file_size,
-        "tensors": [[t.name, t.dtype, list(t.shape), t.where, t.external] for t in facts.tensors],
+        "tensors": [[t.name, t.dtype, list(t.shape), t.where, t.external]
+                    + ([t.stored] if t.stored is not None else []) for t in facts.tensors],
         "ops": dict(facts.ops),
         "inputs": [v.to_json() for v in facts.inputs],
         "outputs": [v.to_json() for v in facts.outputs],
@@ -293,6 +316,7 @@ def facts_to_dict(facts: ModelFacts) -> dict[str, Any]:
         "measured": {key: facts.measured.get(key) for key in STATIC_MEASURED},
         "macs_by_op": facts.macs_by_op,
         "notes": facts.notes, "unsafe_globals": facts.unsafe_globals,
+        "chat_templates": facts.chat_templates,
         "unreadable": facts.unreadable, "remedy": facts.remedy, "extra": facts.extra,
         "weights_unknown": facts.weights_unknown,
     }
@@ -308,8 +332,7 @@ def facts_from_dict(path: str, data: dict[str, Any]) -> ModelFacts:
 
     return ModelFacts(
         path=path, format=str(data["format"]), file_size=int(data["file_size"]),
-        tensors=[TensorInfo(str(n), str(d), tuple(int(x) for x in s), str(w), bool(e))
-                 for n, d, s, w, e in data["tensors"]],
+        tensors=[_tensor_from_list(entry) for entry in data["tensors"]],
         ops=Counter({str(k): int(v) for k, v in data["ops"].items()}),
         inputs=[value_info(v) for v in data["inputs"]],
         outputs=[value_info(v) for v in data["outputs"]],
@@ -319,6 +342,13 @@ def facts_from_dict(path: str, data: dict[str, Any]) -> ModelFacts:
                   if key in STATIC_MEASURED and (value is None or isinstance(value, (int, float)))},
         macs_by_op={str(k): int(v) for k, v in dict(data["macs_by_op"]).items()},
         notes=list(data["notes"]), unsafe_globals=list(data["unsafe_globals"]),
+        chat_templates={str(k): str(v) for k, v in dict(data.get("chat_templates", {})).items()},
         unreadable=data["unreadable"], remedy=str(data["remedy"]), extra=dict(data["extra"]),
         weights_unknown=bool(data.get("weights_unknown", False)),
     )
+
+
+def _tensor_from_list(entry: list) -> TensorInfo:
+    name, dtype, shape, where, external, *stored = entry
+    return TensorInfo(str(name), str(dtype), tuple(int(x) for x in shape), str(where), bool(external),
+                      int(stored[0]) if stored else None)
