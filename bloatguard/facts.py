@@ -102,6 +102,7 @@ class LatencyInfo(TypedDict, total=False):
     graph_optimization: str
     machine: str
     onnxruntime: str | None
+    runtime: str  # what timed it when not onnxruntime ("ai-edge-litert 2.3.0")
     error: str  # not measured, and why
     comparison_error: str  # measured, but not compared with the base, and why
 

@@ -67,6 +67,7 @@ def model(path: Path, tensors: list[T], ops: list[Op], inputs: list[int], output
     tflite.ModelAddDescription(b, description)
     tflite.ModelAddSignatureDefs(b, signatures_vector)
     b.Finish(tflite.ModelEnd(b), file_identifier=b"TFL3")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(bytes(b.Output()))
     return path
 

@@ -378,6 +378,8 @@ def _count_macs(facts: ModelFacts, model: _Model) -> None:
         facts.note(f"MACs not measured: {unknown[0]}" + (f" (and {len(unknown) - 1} more)"
                                                            if len(unknown) > 1 else ""))
         facts.macs = None
+    elif not by_op and any(op.custom for i in entries for op in model.subgraphs[i].ops):
+        facts.macs = None  # custom ops only: their cost is unknown, not zero
     else:
         facts.macs = sum(by_op.values())
         facts.macs_by_op = dict(sorted(by_op.items()))
