@@ -3,6 +3,7 @@ convert_hf_to_gguf.py uses), so the tests read the format as llama.cpp produces 
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,45 @@ def llama(path: Path, *, dtype=np.float32, output="Q8_0", template: str | None =
 
 def llama_params(embd=EMBD, ff=FF, blocks=BLOCKS) -> int:
     return VOCAB * embd * 2 + blocks * (4 * embd * embd + 2 * ff * embd + embd)
+
+
+def _string(text: bytes) -> bytes:
+    return struct.pack("<Q", len(text)) + text
+
+
+def _header(tensors: int = 0, kvs: int = 0, body: bytes = b"", version: int = 3) -> bytes:
+    """Padded, so that the counts alone do not give the file away."""
+    return b"GGUF" + struct.pack("<IQQ", version, tensors, kvs) + body + bytes(32)
+
+
+def _tensor(name: bytes, dims, kind: int = 0, offset: int = 0) -> bytes:
+    return (_string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+            + struct.pack("<IQ", kind, offset))
+
+
+# name -> (bytes, what the reader must say); the fuzz corpus writes them too.
+HOSTILE = {
+    "counts beyond the file": (_header(2**40, 2**40), "cannot fit"),
+    "key longer than the file": (_header(0, 1, struct.pack("<Q", 2**62)), "at most"),
+    "string past the end": (_header(0, 1, _string(b"k") + struct.pack("<IQ", 8, 2**40)), "past the end"),
+    "array of 2^60 strings": (_header(0, 1, _string(b"k") + struct.pack("<IIQ", 9, 8, 2**60)),
+                              "more than the file can hold"),
+    "array of 2^60 floats": (_header(0, 1, _string(b"k") + struct.pack("<IIQ", 9, 6, 2**60)),
+                             "past the end"),
+    "nested arrays": (_header(0, 1, _string(b"k") + struct.pack("<IIQ", 9, 9, 1) + struct.pack("<IQ", 9, 1) * 6),
+                      "nests arrays"),
+    "unknown value type": (_header(0, 1, _string(b"k") + struct.pack("<I", 77)), "unknown type 77"),
+    "duplicate key": (_header(0, 2, (_string(b"k") + struct.pack("<IB", 0, 1)) * 2), "duplicate key"),
+    "five dims": (_header(1, 0, _tensor(b"t", [1] * 5)), "5 dims"),
+    "2^64 elements": (_header(1, 0, _tensor(b"t", [2**40, 2**40])), "beyond 2^63"),
+    "data past the end": (_header(1, 0, _tensor(b"t", [1024, 1024])), "past the end"),
+    "misaligned offset": (_header(1, 0, _tensor(b"t", [1], offset=3)), "not a multiple"),
+    "partial block": (_header(1, 0, _tensor(b"t", [33], kind=8)), "whole number"),
+    "overlapping tensors": (_header(2, 0, _tensor(b"a", [8]) + _tensor(b"b", [8])) + bytes(32),
+                            "overlaps"),
+    "duplicate tensor": (_header(2, 0, _tensor(b"a", [8]) + _tensor(b"a", [8], offset=32)) + bytes(96),
+                         "duplicate tensor name"),
+    "version 1": (_header(version=1), "version 1 is not supported"),
+    "bad alignment": (_header(1, 1, _string(b"general.alignment") + struct.pack("<II", 4, 3)
+                              + _tensor(b"t", [1])) + bytes(64), "power of two"),
+}

@@ -99,7 +99,7 @@ def test_unknown_type_is_counted_with_a_note(tmp_path):
     data = bytearray(gguf_models.llama(tmp_path / "m.gguf").read_bytes())
     # The output head (last tensor info) gets type 99, a quantization type newer than us.
     name = b"output.weight"
-    at = data.index(_string(name) + struct.pack("<I", 2)) + 8 + len(name) + 4 + 16
+    at = data.index(gguf_models._string(name) + struct.pack("<I", 2)) + 8 + len(name) + 4 + 16
     assert struct.unpack_from("<I", data, at)[0] == 8  # Q8_0
     struct.pack_into("<I", data, at, 99)
     (tmp_path / "new.gguf").write_bytes(data)
@@ -209,45 +209,7 @@ def test_llama_cpp_vocab_files():
 
 # --- hostile headers ----------------------------------------------------------------------------
 
-def _string(text: bytes) -> bytes:
-    return struct.pack("<Q", len(text)) + text
-
-
-def _header(tensors: int = 0, kvs: int = 0, body: bytes = b"", version: int = 3) -> bytes:
-    """Padded, so that the counts alone do not give the file away."""
-    return b"GGUF" + struct.pack("<IQQ", version, tensors, kvs) + body + bytes(32)
-
-
-def _tensor(name: bytes, dims, kind: int = 0, offset: int = 0) -> bytes:
-    return (_string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
-            + struct.pack("<IQ", kind, offset))
-
-
-HOSTILE = {
-    "counts beyond the file": (_header(2**40, 2**40), "cannot fit"),
-    "key longer than the file": (_header(0, 1, struct.pack("<Q", 2**62)), "at most"),
-    "string past the end": (_header(0, 1, _string(b"k") + struct.pack("<IQ", 8, 2**40)), "past the end"),
-    "array of 2^60 strings": (_header(0, 1, _string(b"k") + struct.pack("<IIQ", 9, 8, 2**60)),
-                              "more than the file can hold"),
-    "array of 2^60 floats": (_header(0, 1, _string(b"k") + struct.pack("<IIQ", 9, 6, 2**60)),
-                             "past the end"),
-    "nested arrays": (_header(0, 1, _string(b"k") + struct.pack("<IIQ", 9, 9, 1) + struct.pack("<IQ", 9, 1) * 6),
-                      "nests arrays"),
-    "unknown value type": (_header(0, 1, _string(b"k") + struct.pack("<I", 77)), "unknown type 77"),
-    "duplicate key": (_header(0, 2, (_string(b"k") + struct.pack("<IB", 0, 1)) * 2), "duplicate key"),
-    "five dims": (_header(1, 0, _tensor(b"t", [1] * 5)), "5 dims"),
-    "2^64 elements": (_header(1, 0, _tensor(b"t", [2**40, 2**40])), "beyond 2^63"),
-    "data past the end": (_header(1, 0, _tensor(b"t", [1024, 1024])), "past the end"),
-    "misaligned offset": (_header(1, 0, _tensor(b"t", [1], offset=3)), "not a multiple"),
-    "partial block": (_header(1, 0, _tensor(b"t", [33], kind=8)), "whole number"),
-    "overlapping tensors": (_header(2, 0, _tensor(b"a", [8]) + _tensor(b"b", [8])) + bytes(32),
-                            "overlaps"),
-    "duplicate tensor": (_header(2, 0, _tensor(b"a", [8]) + _tensor(b"a", [8], offset=32)) + bytes(96),
-                         "duplicate tensor name"),
-    "version 1": (_header(version=1), "version 1 is not supported"),
-    "bad alignment": (_header(1, 1, _string(b"general.alignment") + struct.pack("<II", 4, 3)
-                              + _tensor(b"t", [1])) + bytes(64), "power of two"),
-}
+HOSTILE = gguf_models.HOSTILE
 
 
 @pytest.mark.parametrize("case", HOSTILE)

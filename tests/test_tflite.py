@@ -13,7 +13,7 @@ import pytest
 
 import published
 import tflite_models as tm
-from tflite_models import Op, T, randn
+from tflite_models import Op, T, every_layer, randn
 
 pytestmark = pytest.mark.usefixtures("debug_mode")
 
@@ -37,37 +37,6 @@ def run_rule(path: Path, code: str, **options):
     assert result.facts.unreadable is None, result.facts.unreadable
     apply_rules(result, path, config, [rule])
     return result.findings
-
-
-def every_layer(path: Path) -> Path:
-    """One of each counted op, shapes consistent (not meant to run)."""
-    tensors = [
-        T("x", [1, 8, 8, 3]),
-        T("conv/w", [16, 3, 3, 3], data=randn(16, 3, 3, 3)),
-        T("conv/out", [1, 6, 6, 16]),
-        T("dw/w", [1, 3, 3, 16], data=randn(1, 3, 3, 16)),
-        T("dw/out", [1, 4, 4, 16]),
-        T("tconv/shape", [4], "int32", np.array([1, 5, 5, 8], np.int32)),
-        T("tconv/w", [8, 2, 2, 16], data=randn(8, 2, 2, 16)),
-        T("tconv/out", [1, 5, 5, 8]),
-        T("flat", [1, 200]),
-        T("fc/w", [10, 200], data=randn(10, 200)),
-        T("fc/out", [1, 10]),
-        T("a", [2, 5, 4]),
-        T("bmm/b", [2, 5, 3], data=randn(2, 5, 3)),
-        T("bmm/out", [2, 4, 3]),
-        T("seq", [1, 7, 4]),
-        *[T(f"lstm/i{k}", [8, 4], data=randn(8, 4, seed=k)) for k in range(4)],
-        *[T(f"lstm/r{k}", [8, 8], data=randn(8, 8, seed=k)) for k in range(4)],
-        T("lstm/out", [1, 7, 8]),
-    ]
-    lstm_inputs = [14, *range(15, 23)]
-    ops = [Op("CONV_2D", [0, 1, -1], [2]), Op("DEPTHWISE_CONV_2D", [2, 3, -1], [4]),
-           Op("TRANSPOSE_CONV", [5, 6, 4], [7]), Op("RESHAPE", [7], [8]),
-           Op("FULLY_CONNECTED", [8, 9, -1], [10]),
-           Op("BATCH_MATMUL", [11, 12], [13], {"adj_x": True}),
-           Op("UNIDIRECTIONAL_SEQUENCE_LSTM", lstm_inputs, [23])]
-    return tm.model(path, tensors, ops, [0, 11, 14], [10, 13, 23])
 
 
 EVERY_LAYER_MACS = {
@@ -234,58 +203,27 @@ def test_bg106_zero_output_channels_in_tflite_layouts(tmp_path):
 
 # --- hostile files ------------------------------------------------------------------------------
 
+# What each hostile file of tflite_models.hostile() must be refused for.
+HOSTILE_CAUSES = {
+    "tflite_root_beyond.tflite": "the root table points outside the file",
+    "tflite_vtable_beyond.tflite": "the vtable of the root table points outside the file",
+    "tflite_amplified.tflite": "more than 4000000 steps",
+    "tflite_buffers_2g.tflite": "buffers points outside the file",
+    "tflite_subgraphs_2g.tflite": "subgraphs points outside the file",
+    "tflite_missing_tensor.tflite": "names tensor 7 of 2",
+    "tflite_missing_buffer.tflite": "names buffer 40 of 1",
+    "tflite_shape_lies.tflite": "declares shape [1000, 1000] (float32, 4000000 bytes) but its buffer "
+                                "holds 128 bytes",
+    "tflite_external_beyond.tflite": "a buffer's external data points outside the file",
+}
+
+
 def _hostile_cases(tmp_path: Path) -> dict[str, tuple[bytes, str]]:
-    import struct
-
     good = tm.mlp(tmp_path / "seed.tflite").read_bytes()
-    cases = {
-        "truncated": (good[:len(good) // 2], "points outside the file"),
-        "root offset beyond the file": (struct.pack("<I", 2**31) + b"TFL3" + bytes(8), "outside the file"),
-        "vtable beyond the file": (struct.pack("<I", 8) + b"TFL3" + struct.pack("<i", -(2**30)) + bytes(4),
-                                   "outside the file"),
-    }
-    bad_index = tm.model(tmp_path / "i.tflite", [T("x", [1, 4]), T("y", [1, 4])],
-                         [Op("RELU", [0], [7])], [0], [1]).read_bytes()
-    cases["operator names a missing tensor"] = (bad_index, "names tensor 7 of 2")
-    bad_buffer = tm.model(tmp_path / "b.tflite", [T("x", [1, 4], buffer_number=40), T("y", [1, 4])],
-                          [Op("RELU", [0], [1])], [0], [1]).read_bytes()
-    cases["tensor names a missing buffer"] = (bad_buffer, "names buffer 40 of 1")
-    lying = tm.model(tmp_path / "l.tflite", [T("x", [1, 4]), T("w", [1000, 1000], data=np.ones(4, np.float32)),
-                                             T("y", [1, 4])], [Op("ADD", [0, 1], [2])], [0], [2]).read_bytes()
-    cases["shape larger than its buffer"] = (lying, "declares shape [1000, 1000] (float32, 4000000 bytes) "
-                                                    "but its buffer holds 16 bytes")
-    cases["a table referenced 60,000 times"] = (_amplified(), "more than 4000000 steps")
+    cases = {"truncated": (good[:len(good) // 2], "points outside the file")}
+    for name, data in tm.hostile(tmp_path).items():
+        cases[name] = (data, HOSTILE_CAUSES[name])
     return cases
-
-
-def _amplified() -> bytes:
-    """One tensor table with a 60,000-element shape, referenced 60,000 times: 240 KB on disk,
-    3.6 billion shape elements for a reader that follows every reference."""
-    import flatbuffers
-    import tflite
-
-    b = flatbuffers.Builder(1024)
-    tflite.TensorStartShapeVector(b, 60_000)
-    b.head -= 4 * 60_000
-    b.vectorNumElems = 60_000
-    shape = b.EndVector()
-    tflite.TensorStart(b)
-    tflite.TensorAddShape(b, shape)
-    tensor = tflite.TensorEnd(b)
-    tflite.SubGraphStartTensorsVector(b, 60_000)
-    for _ in range(60_000):
-        b.PrependUOffsetTRelative(tensor)
-    tensors = b.EndVector()
-    tflite.SubGraphStart(b)
-    tflite.SubGraphAddTensors(b, tensors)
-    subgraph = tflite.SubGraphEnd(b)
-    tflite.ModelStartSubgraphsVector(b, 1)
-    b.PrependUOffsetTRelative(subgraph)
-    graphs = b.EndVector()
-    tflite.ModelStart(b)
-    tflite.ModelAddSubgraphs(b, graphs)
-    b.Finish(tflite.ModelEnd(b), file_identifier=b"TFL3")
-    return bytes(b.Output())
 
 
 def test_hostile_files_are_unreadable_with_the_cause(tmp_path, run_cli):

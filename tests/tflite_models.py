@@ -36,9 +36,11 @@ class Op:
 
 def model(path: Path, tensors: list[T], ops: list[Op], inputs: list[int], outputs: list[int], *,
           extra_buffers: list[bytes] = (), more_subgraphs: list[tuple] = (),
-          signatures: list[tuple[str, int]] = (), raw_buffers: dict[int, bytes] | None = None) -> Path:
+          signatures: list[tuple[str, int]] = (), raw_buffers: dict[int, bytes] | None = None,
+          external: dict[int, tuple[int, int]] | None = None) -> Path:
     """One subgraph (plus `more_subgraphs`, each (tensors, ops, inputs, outputs)) over shared
-    buffers; `extra_buffers` are stored but named by no tensor."""
+    buffers; `extra_buffers` are stored but named by no tensor; `external` gives buffers an
+    (offset, size) outside the flatbuffer, as converters write models over 2 GB."""
     import flatbuffers
     import tflite
 
@@ -48,7 +50,8 @@ def model(path: Path, tensors: list[T], ops: list[Op], inputs: list[int], output
     buffers += list(extra_buffers)
     for number, data in (raw_buffers or {}).items():
         buffers[number] = data
-    buffer_offsets = [_buffer(b, data) for data in buffers]
+    buffer_offsets = [_buffer(b, data, (external or {}).get(number))
+                      for number, data in enumerate(buffers)]
     codes = list(dict.fromkeys(op.op for _, graph_ops, *_ in graphs for op in graph_ops))
     code_offsets = [_opcode(b, name) for name in codes]
     graph_offsets = [_subgraph(b, index, graph, tensor_buffers[index], codes)
@@ -106,7 +109,7 @@ def _offsets(b, start, values):
     return b.EndVector()
 
 
-def _buffer(b, data: bytes):
+def _buffer(b, data: bytes, external: tuple[int, int] | None = None):
     import tflite
 
     vector = None
@@ -118,6 +121,9 @@ def _buffer(b, data: bytes):
     tflite.BufferStart(b)
     if vector is not None:
         tflite.BufferAddData(b, vector)
+    if external is not None:
+        tflite.BufferAddOffset(b, external[0])
+        tflite.BufferAddSize(b, external[1])
     return tflite.BufferEnd(b)
 
 
@@ -307,3 +313,104 @@ def mlp(path: Path, sizes=(64, 256, 10), *, dtype="float32", seed=0) -> Path:
         ops.append(Op("FULLY_CONNECTED", [current, w, len(tensors) - 2], [len(tensors) - 1]))
         current = len(tensors) - 1
     return model(path, tensors, ops, [0], [current])
+
+
+def amplified(count: int = 60_000) -> bytes:
+    """One tensor table with a `count`-element shape, referenced `count` times: 240 KB on disk,
+    3.6 billion shape elements for a reader that follows every reference."""
+    import flatbuffers
+    import tflite
+
+    b = flatbuffers.Builder(1024)
+    tflite.TensorStartShapeVector(b, count)
+    b.head -= 4 * count
+    b.vectorNumElems = count
+    shape = b.EndVector()
+    tflite.TensorStart(b)
+    tflite.TensorAddShape(b, shape)
+    tensor = tflite.TensorEnd(b)
+    tflite.SubGraphStartTensorsVector(b, count)
+    for _ in range(count):
+        b.PrependUOffsetTRelative(tensor)
+    tensors = b.EndVector()
+    tflite.SubGraphStart(b)
+    tflite.SubGraphAddTensors(b, tensors)
+    subgraph = tflite.SubGraphEnd(b)
+    tflite.ModelStartSubgraphsVector(b, 1)
+    b.PrependUOffsetTRelative(subgraph)
+    graphs = b.EndVector()
+    tflite.ModelStart(b)
+    tflite.ModelAddSubgraphs(b, graphs)
+    b.Finish(tflite.ModelEnd(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def with_vector_length(data: bytes, field: int, length: int) -> bytes:
+    """The model with the length of one of its root table's vectors (by vtable slot: 12 is
+    `buffers`, 8 `subgraphs`) overwritten: a liar's vector of `length` elements."""
+    import struct
+
+    import tflite
+
+    root = tflite.Model.GetRootAs(data, 0)
+    position = root._tab.Vector(root._tab.Offset(field)) - 4
+    return data[:position] + struct.pack("<I", length) + data[position + 4:]
+
+
+def hostile(work: Path) -> dict[str, bytes]:
+    """TFLite files that must be BG000 (the fuzz corpus and tests/test_tflite.py share them)."""
+    import struct
+
+    good = mlp(work / "hostile_seed.tflite", (16, 32, 4)).read_bytes()
+    weights = randn(8, 4)
+    cases = {
+        "tflite_root_beyond.tflite": struct.pack("<I", 2**31) + b"TFL3" + bytes(8),
+        "tflite_vtable_beyond.tflite": struct.pack("<I", 8) + b"TFL3" + struct.pack("<i", -(2**30)) + bytes(4),
+        "tflite_amplified.tflite": amplified(),
+        "tflite_buffers_2g.tflite": with_vector_length(good, 12, 2**31 - 1),
+        "tflite_subgraphs_2g.tflite": with_vector_length(good, 8, 2**31 - 1),
+        "tflite_missing_tensor.tflite": model(work / "h1.tflite", [T("x", [1, 4]), T("y", [1, 4])],
+                                              [Op("RELU", [0], [7])], [0], [1]).read_bytes(),
+        "tflite_missing_buffer.tflite": model(work / "h2.tflite", [T("x", [1, 4], buffer_number=40),
+                                                                   T("y", [1, 4])],
+                                              [Op("RELU", [0], [1])], [0], [1]).read_bytes(),
+        "tflite_shape_lies.tflite": model(work / "h3.tflite", [T("x", [1, 4]), T("w", [1000, 1000], data=weights),
+                                                               T("y", [1, 4])],
+                                          [Op("ADD", [0, 1], [2])], [0], [2]).read_bytes(),
+        "tflite_external_beyond.tflite": model(work / "h4.tflite", [T("x", [1, 4]), T("w", [8, 4], data=weights),
+                                                                    T("y", [1, 8])],
+                                               [Op("FULLY_CONNECTED", [0, 1, -1], [2])], [0], [2],
+                                               external={1: (2**40, 128)}).read_bytes(),
+    }
+    return cases
+
+
+def every_layer(path: Path) -> Path:
+    """One of each counted op, shapes consistent (not meant to run)."""
+    tensors = [
+        T("x", [1, 8, 8, 3]),
+        T("conv/w", [16, 3, 3, 3], data=randn(16, 3, 3, 3)),
+        T("conv/out", [1, 6, 6, 16]),
+        T("dw/w", [1, 3, 3, 16], data=randn(1, 3, 3, 16)),
+        T("dw/out", [1, 4, 4, 16]),
+        T("tconv/shape", [4], "int32", np.array([1, 5, 5, 8], np.int32)),
+        T("tconv/w", [8, 2, 2, 16], data=randn(8, 2, 2, 16)),
+        T("tconv/out", [1, 5, 5, 8]),
+        T("flat", [1, 200]),
+        T("fc/w", [10, 200], data=randn(10, 200)),
+        T("fc/out", [1, 10]),
+        T("a", [2, 5, 4]),
+        T("bmm/b", [2, 5, 3], data=randn(2, 5, 3)),
+        T("bmm/out", [2, 4, 3]),
+        T("seq", [1, 7, 4]),
+        *[T(f"lstm/i{k}", [8, 4], data=randn(8, 4, seed=k)) for k in range(4)],
+        *[T(f"lstm/r{k}", [8, 8], data=randn(8, 8, seed=k)) for k in range(4)],
+        T("lstm/out", [1, 7, 8]),
+    ]
+    lstm_inputs = [14, *range(15, 23)]
+    ops = [Op("CONV_2D", [0, 1, -1], [2]), Op("DEPTHWISE_CONV_2D", [2, 3, -1], [4]),
+           Op("TRANSPOSE_CONV", [5, 6, 4], [7]), Op("RESHAPE", [7], [8]),
+           Op("FULLY_CONNECTED", [8, 9, -1], [10]),
+           Op("BATCH_MATMUL", [11, 12], [13], {"adj_x": True}),
+           Op("UNIDIRECTIONAL_SEQUENCE_LSTM", lstm_inputs, [23])]
+    return model(path, tensors, ops, [0, 11, 14], [10, 13, 23])
