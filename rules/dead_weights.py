@@ -20,6 +20,11 @@ class DeadWeights(Rule):
     - identical tensors stored more than once (same dtype, shape and bytes; hashed one tensor at
       a time, so large models need no extra memory).
 
+    The same for TFLite, from the reader's weight view: buffers no tensor names (metadata buffers
+    aside) or only tensors no operator reads, operators whose results reach no output of their
+    subgraph, and byte-identical buffers. Formats without a graph (state dicts, safetensors,
+    GGUF) cannot say what is read, and are not checked.
+
     ## Why is this bad?
     Every unused byte is downloaded, loaded and kept in memory by every user of the model, and
     it hides the model's real size from budgets and reviews. Leftovers of training graphs,

@@ -36,8 +36,9 @@ class PrunableWeights(Rule):
 
     It reports layers whose (near-)zero share reaches `min-zero-share`, every whole zero channel,
     and what pruning would save. Works on ONNX (initializers, `Constant` nodes, subgraphs,
-    external data) and safetensors; PyTorch checkpoints are never unpickled, so their values
-    are not read.
+    external data), safetensors, TFLite (CONV_2D's axis 0, DEPTHWISE_CONV_2D's axis 3,
+    FULLY_CONNECTED's axis 0) and GGUF float matrices (axis 0), from the reader's weight view;
+    PyTorch checkpoints are never unpickled, so their values are not read.
 
     ## Why is this bad?
     A zero output channel still costs its weights, its multiply-accumulates and the next

@@ -61,6 +61,15 @@ class UnquantizedLayers(Rule):
     PyTorch checkpoints and safetensors (no graph), 2-D+ tensors named `*weight*`/`*kernel` are
     judged by shape, and an int8/int4 state dict passes.
 
+    The rule reads the format-neutral weight view its reader fills, so the same check covers
+    TFLite (float32 or float16-behind-DEQUANTIZE weights of CONV_2D, DEPTHWISE_CONV_2D,
+    FULLY_CONNECTED, TRANSPOSE_CONV, BATCH_MATMUL and the LSTM/RNN ops; int8 layer weights mean
+    the model is quantized) and GGUF (2-D+ float32/float16/bfloat16 `*.weight` matrices; any
+    block-quantized matrix means the model is quantized). The advice follows the toolchain that
+    rewrites the format: onnxruntime's quantizers for ONNX, full-integer or dynamic-range
+    post-training quantization for TFLite, `llama-quantize` to Q8_0 or Q4_K_M (with the file
+    size each would give) for GGUF.
+
     ## Why is this bad?
     float32 weights take four times the bytes of int8 and eight times those of 4-bit weights,
     in the repository, in every download and in memory, and int8 kernels are usually faster on
@@ -91,7 +100,8 @@ class UnquantizedLayers(Rule):
     for the remaining layers (`also`) and `convert-fp16` as an alternative. Static quantization
     needs calibration inputs: add the model to `[tool.bloatguard.samples]`. PyTorch checkpoints
     and safetensors files get no fix hint (there is no graph to quantize): the message says how
-    to quantize where the model is built, or to store float16/bfloat16.
+    to quantize where the model is built, or to store float16/bfloat16. TFLite and GGUF files get
+    no fix hint either: their converters quantize them.
 
     ## Options
     """

@@ -23,7 +23,8 @@ class WideDtypes(Rule):
 
     PyTorch checkpoints are never unpickled, so their values are not read: float64 is reported
     from the dtype alone, and large int64 tensors get an informational note that they were not
-    checked.
+    checked. TFLite buffers and GGUF tensors (F64, I64) are read like safetensors; TFLite
+    operators with a float64 output are reported like ONNX nodes.
 
     ## Why is this bad?
     float64 doubles the bytes of every weight and runs slower everywhere: most accelerators and
