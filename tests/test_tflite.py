@@ -306,3 +306,14 @@ def test_mediapipe_face_models():
     assert bg101.details["bytes_saved"] == bg101.details["weights"][0]["bytes"] * 3 // 4 == 1213056
     assert run_rule(files["face_landmark.tflite"], "BG103") == []
     assert run_rule(files["face_landmark.tflite"], "BG105") == []
+
+
+def test_following_weights_to_their_layers_is_bounded(tmp_path, monkeypatch):
+    """Many weights sharing one long chain of layout ops would cost weights x chain length:
+    the walk has a budget, and running out is an error the rule reports, not a hang."""
+    from bloatguard.formats import tflite
+
+    monkeypatch.setattr(tflite, "FOLLOW_BUDGET", 3)
+    facts = read(tm.mlp(tmp_path / "m.tflite", dtype="float16"))  # weights behind DEQUANTIZE
+    with pytest.raises(ValueError, match="more than 3 steps"):
+        facts.weight_view()

@@ -429,13 +429,19 @@ def _consumers(graph: _Subgraph) -> dict[int, list[tuple[_Op, int]]]:
     return table
 
 
+# Tensors visited while following weights to their layers, over the whole model: many weights
+# sharing one long chain of layout ops would otherwise cost weights x chain length.
+FOLLOW_BUDGET = 4_000_000
+
+
 def _view(model: _Model, stored: dict[int, _Stored]) -> WeightView:
     view = WeightView(toolchain="litert", from_graph=True, stored_noun="buffer")
     consumers = {graph.index: _consumers(graph) for graph in model.subgraphs}
+    budget = [FOLLOW_BUDGET]
     for entry in stored.values():
         key = (entry.info.where, entry.info.name)
         for graph, tensor in entry.readers:
-            for use in _follow(graph, tensor, consumers[graph.index]):
+            for use in _follow(graph, tensor, consumers[graph.index], budget):
                 view.uses.setdefault(key, []).append(use)
                 if entry.info.dtype in _INTEGER_WEIGHTS:
                     view.quantized = True
@@ -445,13 +451,17 @@ def _view(model: _Model, stored: dict[int, _Stored]) -> WeightView:
     return view
 
 
-def _follow(graph: _Subgraph, tensor: _Tensor, consumers) -> list[WeightUse]:
+def _follow(graph: _Subgraph, tensor: _Tensor, consumers, budget: list[int]) -> list[WeightUse]:
     uses, stack, seen = [], [(tensor.index, ())], set()
     while stack:
         index, via = stack.pop()
         if index in seen:
             continue
         seen.add(index)
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ValueError(f"following the weights to their layers takes more than "
+                             f"{FOLLOW_BUDGET} steps (weights sharing very long chains of layout ops)")
         for op, position in consumers.get(index, ()):
             if op.name in _PASS_THROUGH and position == 0:
                 stack += [(out, (*via, op.name)) for out in op.outputs[:1] if out >= 0]
