@@ -208,6 +208,7 @@ HOSTILE_CAUSES = {
     "tflite_root_beyond.tflite": "the root table points outside the file",
     "tflite_vtable_beyond.tflite": "the vtable of the root table points outside the file",
     "tflite_amplified.tflite": "more than 4000000 steps",
+    "tflite_rank_1000.tflite": "the shape of 'x' has 1000 elements (at most 64 expected)",
     "tflite_buffers_2g.tflite": "buffers points outside the file",
     "tflite_subgraphs_2g.tflite": "subgraphs points outside the file",
     "tflite_missing_tensor.tflite": "names tensor 7 of 2",

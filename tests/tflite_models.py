@@ -316,30 +316,34 @@ def mlp(path: Path, sizes=(64, 256, 10), *, dtype="float32", seed=0) -> Path:
 
 
 def amplified(count: int = 60_000) -> bytes:
-    """One tensor table with a `count`-element shape, referenced `count` times: 240 KB on disk,
-    3.6 billion shape elements for a reader that follows every reference."""
+    """One operator table whose inputs vector holds `count` elements, referenced `count` times:
+    480 KB on disk, 3.6 billion input indices for a reader that follows every reference."""
     import flatbuffers
     import tflite
 
     b = flatbuffers.Builder(1024)
-    tflite.TensorStartShapeVector(b, count)
-    b.head -= 4 * count
+    tflite.OperatorStartInputsVector(b, count)
+    b.head -= 4 * count  # zeros: tensor 0, valid every time
     b.vectorNumElems = count
-    shape = b.EndVector()
-    tflite.TensorStart(b)
-    tflite.TensorAddShape(b, shape)
-    tensor = tflite.TensorEnd(b)
-    tflite.SubGraphStartTensorsVector(b, count)
+    inputs = b.EndVector()
+    tflite.OperatorStart(b)
+    tflite.OperatorAddInputs(b, inputs)
+    operator = tflite.OperatorEnd(b)
+    tflite.SubGraphStartOperatorsVector(b, count)
     for _ in range(count):
-        b.PrependUOffsetTRelative(tensor)
-    tensors = b.EndVector()
+        b.PrependUOffsetTRelative(operator)
+    operators = b.EndVector()
+    tflite.TensorStart(b)
+    tensor = tflite.TensorEnd(b)
+    tensors = _offsets(b, tflite.SubGraphStartTensorsVector, [tensor])
     tflite.SubGraphStart(b)
     tflite.SubGraphAddTensors(b, tensors)
+    tflite.SubGraphAddOperators(b, operators)
     subgraph = tflite.SubGraphEnd(b)
-    tflite.ModelStartSubgraphsVector(b, 1)
-    b.PrependUOffsetTRelative(subgraph)
-    graphs = b.EndVector()
+    graphs = _offsets(b, tflite.ModelStartSubgraphsVector, [subgraph])
+    codes = _offsets(b, tflite.ModelStartOperatorCodesVector, [_opcode(b, "ADD")])
     tflite.ModelStart(b)
+    tflite.ModelAddOperatorCodes(b, codes)
     tflite.ModelAddSubgraphs(b, graphs)
     b.Finish(tflite.ModelEnd(b), file_identifier=b"TFL3")
     return bytes(b.Output())
@@ -367,6 +371,8 @@ def hostile(work: Path) -> dict[str, bytes]:
         "tflite_root_beyond.tflite": struct.pack("<I", 2**31) + b"TFL3" + bytes(8),
         "tflite_vtable_beyond.tflite": struct.pack("<I", 8) + b"TFL3" + struct.pack("<i", -(2**30)) + bytes(4),
         "tflite_amplified.tflite": amplified(),
+        "tflite_rank_1000.tflite": model(work / "h0.tflite", [T("x", [1] * 1000), T("y", [1, 4])],
+                                         [Op("RELU", [0], [1])], [0], [1]).read_bytes(),
         "tflite_buffers_2g.tflite": with_vector_length(good, 12, 2**31 - 1),
         "tflite_subgraphs_2g.tflite": with_vector_length(good, 8, 2**31 - 1),
         "tflite_missing_tensor.tflite": model(work / "h1.tflite", [T("x", [1, 4]), T("y", [1, 4])],

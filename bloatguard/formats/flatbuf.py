@@ -104,11 +104,15 @@ class Table:
         self.buf.check(target + 4, count * element_size, what)
         return target + 4, count
 
-    def scalars(self, index: int, fmt: str, what: str) -> list:
+    def scalars(self, index: int, fmt: str, what: str, limit: int | None = None) -> list:
+        """The elements of a vector of scalars; more than `limit` of them is an error (a
+        tensor's shape has a handful of dims, whatever the vector's length claims)."""
         found = self.vector(index, struct.calcsize("<" + fmt), what)
         if found is None:
             return []
         start, count = found
+        if limit is not None and count > limit:
+            raise FlatbufferError(f"{what} has {count} elements (at most {limit} expected)")
         self.buf.charge(count)
         return list(struct.unpack_from(f"<{count}{fmt}", self.buf.data, start))
 

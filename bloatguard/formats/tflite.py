@@ -69,6 +69,7 @@ BUILTIN_OPS = """
 """.split()
 CUSTOM = 32
 BATCH_MATMUL_OPTIONS = 101  # BuiltinOptions union member
+MAX_RANK = 64  # LiteRT's kernels stop at rank 6 or 8; a longer shape is corrupt or hostile
 # Layers and the inputs that hold their weights: (kind, output-channel axis of the weight as a
 # function of its rank, or None). Recurrent ops take every 2-D weight input.
 _LAYERS: dict[str, dict[int, tuple[str, object]]] = {
@@ -235,8 +236,8 @@ def _tensor(index: int, table: Table, buffers: int) -> _Tensor:
     buffer = table.scalar(2, "I")
     if buffer >= max(buffers, 1):
         raise FlatbufferError(f"tensor {name!r} names buffer {buffer} of {buffers}")
-    shape = tuple(table.scalars(0, "i", f"the shape of {name!r}"))
-    signature = tuple(table.scalars(7, "i", f"the shape signature of {name!r}"))
+    shape = tuple(table.scalars(0, "i", f"the shape of {name!r}", MAX_RANK))
+    signature = tuple(table.scalars(7, "i", f"the shape signature of {name!r}", MAX_RANK))
     sparse = table.table(6, f"the sparsity of {name!r}") is not None
     return _Tensor(index, name, table.scalar(1, "b"), shape, signature, buffer, sparse)
 
