@@ -243,12 +243,27 @@ def _value(cursor: _Cursor, kind: int, key: str, keep: bool, depth: int = 0) -> 
             # Every element needs at least 8 bytes (a length or a header): check, then walk.
             if count * 8 > cursor.size - cursor.pos:
                 raise _Corrupt(f"{key!r} declares {count} elements, more than the file can hold")
-            for _ in range(count):
-                _value(cursor, element, key, keep=False, depth=depth + 1)
+            if element == _STRING:
+                _skip_strings(cursor, count, key)
+            else:
+                for _ in range(count):
+                    _value(cursor, element, key, keep=False, depth=depth + 1)
         else:
             raise _Corrupt(f"{key!r} has elements of unknown type {element}")
         return count
     raise _Corrupt(f"{key!r} has a value of unknown type {kind}")
+
+
+def _skip_strings(cursor: _Cursor, count: int, key: str) -> None:
+    """Walk past `count` strings (a tokenizer's vocabulary) without building them."""
+    data, size, pos, unpack = cursor.data, cursor.size, cursor.pos, struct.unpack_from
+    for _ in range(count):
+        if pos + 8 > size:
+            raise _Corrupt(f"the elements of {key!r} run past the end of the file")
+        pos += 8 + unpack("<Q", data, pos)[0]
+    if pos > size:
+        raise _Corrupt(f"the elements of {key!r} run past the end of the file")
+    cursor.pos = pos
 
 
 def _check_tensors(tensors: list[_Tensor], alignment: int, data_start: int, size: int) -> None:
