@@ -32,8 +32,9 @@ from bloatguard.facts import ModelFacts, facts_from_dict, facts_to_dict
 
 # Under the repository's git directory (`git rev-parse --git-common-dir`).
 GIT_SUBDIR = "bloatguard-cache"
-# Formats whose facts may come from the cache: reading them decides no BG900/BG000 verdict.
-CACHEABLE_FORMATS = frozenset({"onnx", "safetensors"})
+# Formats whose facts may come from the cache: reading them decides no security verdict (BG000,
+# BG900; GGUF's chat templates decide BG901, so GGUF is read every time, like pickles).
+CACHEABLE_FORMATS = frozenset({"onnx", "safetensors", "tflite"})
 MAX_ENTRY_BYTES = 64 * 2**20
 
 

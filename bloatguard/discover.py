@@ -11,7 +11,7 @@ from bloatguard.config import Config
 from bloatguard.errors import BloatguardError
 from bloatguard.formats import read_head, sniff
 
-MODEL_SUFFIXES = {".onnx", ".pt", ".pth", ".ckpt", ".safetensors", ".bin", ".jit"}
+MODEL_SUFFIXES = {".onnx", ".pt", ".pth", ".ckpt", ".safetensors", ".bin", ".jit", ".tflite", ".gguf"}
 # Suffixes that also name non-model files: such files count only when their bytes say model.
 AMBIGUOUS_SUFFIXES = {".bin"}
 # What a `.bin` must be to count: anything torch.load would load (a zip, a tar or a pickle of

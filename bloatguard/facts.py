@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypedDict
+from typing import Any, Callable, NamedTuple, TypedDict
 
 from bloatguard.metrics import METRICS, STATIC_MEASURED
 
@@ -22,6 +22,18 @@ DTYPE_SIZES: dict[str, float] = {
     "uint64": 8, "uint32": 4, "uint16": 2, "uint8": 1, "uint4": 0.5, "uint2": 0.25,
     "bool": 1, "complex64": 8, "complex128": 16,
 }
+# llama.cpp's block-quantized GGML types (GGUF files), by their GGML names: (weights per block,
+# bytes per block). A tensor's row length is a whole number of blocks, so its bytes are exact.
+GGML_BLOCKS: dict[str, tuple[int, int]] = {
+    "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34),
+    "Q8_1": (32, 40), "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144),
+    "Q5_K": (256, 176), "Q6_K": (256, 210), "Q8_K": (256, 292), "IQ2_XXS": (256, 66),
+    "IQ2_XS": (256, 74), "IQ3_XXS": (256, 98), "IQ1_S": (256, 50), "IQ4_NL": (32, 18),
+    "IQ3_S": (256, 110), "IQ2_S": (256, 82), "IQ4_XS": (256, 136), "IQ1_M": (256, 56),
+    "TQ1_0": (256, 54), "TQ2_0": (256, 66), "MXFP4": (32, 17), "NVFP4": (64, 36),
+    "Q1_0": (128, 18),
+}
+DTYPE_SIZES.update({name: size / block for name, (block, size) in GGML_BLOCKS.items()})
 
 
 # Dtypes numpy has natively: raw little-endian bytes can be viewed as them, and samples and
@@ -49,6 +61,9 @@ class TensorInfo:
     shape: tuple[int, ...]
     where: str = "initializer"
     external: bool = False
+    # Elements actually stored, when the format stores fewer than the shape holds (a TFLite
+    # sparse tensor keeps its nonzero values): `numel` is the dense count, `nbytes` what is stored.
+    stored: int | None = None
 
     @property
     def numel(self) -> int:
@@ -56,7 +71,7 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int | None:
-        return dtype_nbytes(self.dtype, self.numel)
+        return dtype_nbytes(self.dtype, self.numel if self.stored is None else self.stored)
 
 
 @dataclass
@@ -87,6 +102,7 @@ class LatencyInfo(TypedDict, total=False):
     graph_optimization: str
     machine: str
     onnxruntime: str | None
+    runtime: str  # what timed it when not onnxruntime ("ai-edge-litert 2.3.0")
     error: str  # not measured, and why
     comparison_error: str  # measured, but not compared with the base, and why
 
@@ -120,6 +136,75 @@ class BlobSource:
     write: Callable[[], Any] = field(repr=False)
 
 
+# --- where weights go: the neutral view the weight rules read ------------------------------------
+
+# What a layer does with a weight, in no format's terms. Readers map their operators onto these
+# (ONNX Conv with one input channel per group -> depthwise, TFLite FULLY_CONNECTED -> matmul, a
+# GGUF token_embd table -> embedding, ...), so that BG101, BG103, BG105 and BG106 never branch on
+# a file format.
+LAYER_KINDS = ("conv", "depthwise", "matmul", "embedding", "recurrent")
+
+
+@dataclass(frozen=True)
+class WeightUse:
+    """A layer that takes a stored weight as (one of) its weights."""
+
+    kind: str  # one of LAYER_KINDS
+    op: str  # the layer's operator in the format's own terms: Conv, FULLY_CONNECTED, ...
+    layer: str | None = None  # where the layer is (a node label); None when recognised by name
+    index: int = 1  # the layer input the weight arrives at
+    via: tuple[str, ...] = ()  # layout and type ops on the way (Cast, Transpose, DEQUANTIZE, ...)
+    channel_axis: int | None = None  # the weight's axis of output channels; None: none to prune
+
+
+@dataclass
+class DeadCode:
+    """Operators whose results reach no output, and what only they use."""
+
+    nodes: list[str]  # labels of the dead operators
+    node_count: int  # with the operators of their subgraphs
+    weights: list[str]  # labels of the weights only they read
+    wasted_bytes: int
+
+
+@dataclass
+class WeightView:
+    """Where a model's stored weights go: the format-neutral view BG101, BG103, BG105 and BG106
+    read. A reader fills it from the model's graph (ONNX, TFLite), or, for formats without one,
+    from the weights' names and shapes (PyTorch state dicts, safetensors, GGUF).
+
+    `toolchain` names what rewrites models of this format ("onnxruntime", "torch", "litert",
+    "llama.cpp"): advice such as how to quantize is keyed by it, never by the file format.
+    """
+
+    toolchain: str
+    from_graph: bool  # uses come from a graph; False: recognised by names and shapes
+    # (where, name) of a stored tensor (as in ModelFacts.tensors) -> the layers it feeds.
+    uses: dict[tuple[str, str], list[WeightUse]] = field(default_factory=dict)
+    # Already quantized (quantized operators, int8/int4 layer weights): the float layers left
+    # are taken to be kept on purpose.
+    quantized: bool = False
+    stored_noun: str = "initializer"  # what the format calls a stored tensor, for messages
+    # (where, name, bytes) of stored tensors nothing reads; None: the format cannot tell.
+    unused: list[tuple[str, str, int]] | None = None
+    dead: DeadCode | None = None  # operators that reach no output; None: none, or no graph
+    float64_ops: list[str] = field(default_factory=list)  # labels of operators producing float64
+
+    def __call__(self, where: str, name: str) -> list[WeightUse]:
+        return self.uses.get((where, name), [])
+
+
+class RawTensor(NamedTuple):
+    """A tensor whose value lies in the model file as a little-endian array: `offset` bytes from
+    the start, validated by the reader against the file's size (bloatguard.values reads it)."""
+
+    name: str
+    where: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+
+
 @dataclass
 class ModelFacts:
     """What one model file is made of.
@@ -146,6 +231,9 @@ class ModelFacts:
     notes: list[str] = field(default_factory=list)
     # Globals a pickle refers to that are not on the allowlist (BG900 reports them).
     unsafe_globals: list[str] = field(default_factory=list)
+    # Jinja chat templates a runtime renders (GGUF `tokenizer.chat_template`, by metadata key);
+    # BG901 checks them.
+    chat_templates: dict[str, str] = field(default_factory=dict)
     # Set when the weights were deliberately not read (an unsafe pickle): counts are unknown.
     weights_unknown: bool = False
     # Set when the file could not be read at all; BG000 reports it.
@@ -153,8 +241,9 @@ class ModelFacts:
     remedy: str = ""
     # Where the bytes were read from (a temporary copy for git blobs); not serialized.
     file: Any = field(default=None, repr=False, compare=False)
-    # The format-specific handle for rules that need more than counts (e.g. the ONNX graph).
-    # Never serialized; may be None for a cached or unreadable model.
+    # The format-specific handle for rules that need more than counts (e.g. the ONNX graph), and
+    # the source of the weight view: `handle.weight_view(facts)` builds it. Never serialized;
+    # may be None for a cached or unreadable model.
     handle: Any = field(default=None, repr=False, compare=False)
     # Set for facts measured from a git blob; never serialized.
     blob: BlobSource | None = field(default=None, repr=False, compare=False)
@@ -195,7 +284,19 @@ class ModelFacts:
             values[metric.key] = metric.value(self)
             if metric.key == "params":
                 values["params_by_dtype"] = self.params_by_dtype if not self.unreadable else {}
+        if not self.unreadable:
+            # What only some formats have (bits per weight, stored params of sparse tensors, an
+            # LLM's architecture): informational, after the declared metrics.
+            values.update(self.extra.get("format_metrics", {}))
         return values
+
+    def weight_view(self) -> WeightView | None:
+        """Where the stored weights go (WeightView), built by the reader's handle on first use
+        (the handle keeps it); None for an unreadable model, or facts restored without their
+        model."""
+        if self.unreadable or self.handle is None or not hasattr(self.handle, "weight_view"):
+            return None
+        return self.handle.weight_view(self)
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -206,7 +307,8 @@ def facts_to_dict(facts: ModelFacts) -> dict[str, Any]:
     """Everything but the format handle, for the metric cache."""
     return {
         "format": facts.format, "file_size": facts.file_size,
-        "tensors": [[t.name, t.dtype, list(t.shape), t.where, t.external] for t in facts.tensors],
+        "tensors": [[t.name, t.dtype, list(t.shape), t.where, t.external]
+                    + ([t.stored] if t.stored is not None else []) for t in facts.tensors],
         "ops": dict(facts.ops),
         "inputs": [v.to_json() for v in facts.inputs],
         "outputs": [v.to_json() for v in facts.outputs],
@@ -215,6 +317,7 @@ def facts_to_dict(facts: ModelFacts) -> dict[str, Any]:
         "measured": {key: facts.measured.get(key) for key in STATIC_MEASURED},
         "macs_by_op": facts.macs_by_op,
         "notes": facts.notes, "unsafe_globals": facts.unsafe_globals,
+        "chat_templates": facts.chat_templates,
         "unreadable": facts.unreadable, "remedy": facts.remedy, "extra": facts.extra,
         "weights_unknown": facts.weights_unknown,
     }
@@ -230,8 +333,7 @@ def facts_from_dict(path: str, data: dict[str, Any]) -> ModelFacts:
 
     return ModelFacts(
         path=path, format=str(data["format"]), file_size=int(data["file_size"]),
-        tensors=[TensorInfo(str(n), str(d), tuple(int(x) for x in s), str(w), bool(e))
-                 for n, d, s, w, e in data["tensors"]],
+        tensors=[_tensor_from_list(entry) for entry in data["tensors"]],
         ops=Counter({str(k): int(v) for k, v in data["ops"].items()}),
         inputs=[value_info(v) for v in data["inputs"]],
         outputs=[value_info(v) for v in data["outputs"]],
@@ -241,6 +343,13 @@ def facts_from_dict(path: str, data: dict[str, Any]) -> ModelFacts:
                   if key in STATIC_MEASURED and (value is None or isinstance(value, (int, float)))},
         macs_by_op={str(k): int(v) for k, v in dict(data["macs_by_op"]).items()},
         notes=list(data["notes"]), unsafe_globals=list(data["unsafe_globals"]),
+        chat_templates={str(k): str(v) for k, v in dict(data.get("chat_templates", {})).items()},
         unreadable=data["unreadable"], remedy=str(data["remedy"]), extra=dict(data["extra"]),
         weights_unknown=bool(data.get("weights_unknown", False)),
     )
+
+
+def _tensor_from_list(entry: list) -> TensorInfo:
+    name, dtype, shape, where, external, *stored = entry
+    return TensorInfo(str(name), str(dtype), tuple(int(x) for x in shape), str(where), bool(external),
+                      int(stored[0]) if stored else None)

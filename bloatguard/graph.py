@@ -410,3 +410,148 @@ class WeightUses:
                 else:
                     found.append(WeightUse(node, index, reader_scope, via))
         return found
+
+
+# --- the neutral weight view (bloatguard.facts.WeightView) of an ONNX model -------------------------
+
+# Layers whose weights quantization and pruning act on, the input positions holding those
+# weights (Conv's bias, Gemm's C and the LSTM bias B are not matrices of the layer), and what
+# kind of layer each is.
+WEIGHT_INPUTS = {"MatMul": (0, 1), "Gemm": (0, 1), "Conv": (1,), "ConvTranspose": (1,),
+                 "Gather": (0,), "LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2)}
+LAYER_KINDS = {"MatMul": "matmul", "Gemm": "matmul", "Conv": "conv", "ConvTranspose": "conv",
+               "Gather": "embedding", "LSTM": "recurrent", "GRU": "recurrent", "RNN": "recurrent"}
+# Any of these marks a model as quantized on purpose: the float layers left are kept so.
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "MatMulInteger", "ConvInteger",
+                 "MatMulNBits", "QGemm", "QAttention", "MatMulBnb4", "GatherBlockQuantized"}
+_DOUBLE = 11  # onnx.TensorProto.DOUBLE
+# Ops whose `dtype` attribute names the type they produce.
+_DTYPE_ATTR_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                   "EyeLike", "Multinomial", "Bernoulli"}
+
+
+def is_quantized_op(op: str) -> bool:
+    return op in QUANTIZED_OPS or op.startswith(("QLinear", "DynamicQuantize"))
+
+
+def layer_uses(uses: list[WeightUse]) -> list[WeightUse]:
+    """The uses where a weight enters a layer as its weight."""
+    return [u for u in uses if u.node.domain in STANDARD_DOMAINS
+            and u.index in WEIGHT_INPUTS.get(u.op, ())]
+
+
+def weight_view(facts, model):
+    """The WeightView of an ONNX model (facts from formats.onnx, `model` its OnnxModel)."""
+    from bloatguard.facts import WeightView
+
+    graph: ModelGraph = model.graph
+    uses: WeightUses = model.weight_uses
+    view = WeightView(toolchain="onnxruntime", from_graph=True, stored_noun="initializer",
+                      quantized=any(is_quantized_op(op) for op in facts.ops))
+    for tensor in facts.tensors:
+        layers = layer_uses(uses(tensor.where, tensor.name))
+        if layers:
+            view.uses[(tensor.where, tensor.name)] = [_neutral_use(use, tensor.shape) for use in layers]
+    view.unused = unused_initializers(graph)
+    view.dead = dead_code(graph)
+    view.float64_ops = double_nodes(graph)
+    return view
+
+
+def _neutral_use(use: WeightUse, shape: tuple[int, ...]):
+    from bloatguard.facts import WeightUse as NeutralUse
+
+    kind = LAYER_KINDS[use.op]
+    if use.op == "Conv" and attribute(use.node, "group", 1) > 1 and len(shape) > 1 and shape[1] == 1:
+        kind = "depthwise"
+    return NeutralUse(kind=kind, op=use.op, layer=use.label, index=use.index, via=use.via,
+                      channel_axis=channel_axis(use, len(shape)))
+
+
+def channel_axis(use: WeightUse, ndim: int) -> int | None:
+    """The axis of a weight that indexes the layer's output channels, when the weight reaches
+    the layer unchanged (a Transpose or Reshape on the way would move it)."""
+    if set(use.via) - {"Cast", "Identity"} or ndim < 2:
+        return None
+    op, index = use.op, use.index
+    if op == "Conv":
+        return 0
+    if op == "ConvTranspose":
+        return 1 if attribute(use.node, "group", 1) == 1 else None
+    if op == "MatMul":
+        return ndim - 1 if index == 1 else ndim - 2
+    if op == "Gemm" and ndim == 2:
+        transposed = attribute(use.node, "transB" if index == 1 else "transA", 0)
+        return (0 if transposed else 1) if index == 1 else (1 if transposed else 0)
+    return None  # Gather rows are tokens, recurrent weights stack gates: no channel to prune
+
+
+def unused_initializers(graph: ModelGraph) -> list[tuple[str, str, int]]:
+    """(where, name, bytes) of initializers nothing reads, in scopes that can run at all."""
+    unused = []
+    for scope in graph.live_scopes():
+        read = graph.names_read(scope)
+        for name, tensor in scope.initializers.items():
+            if name not in read:
+                unused.append((f"{scope.prefix}initializer", name, tensor_nbytes(tensor)))
+    return unused
+
+
+def dead_code(graph: ModelGraph):
+    """Dead nodes per live scope, uncalled functions' bodies, and the weights only they hold;
+    None when every node is live."""
+    from bloatguard.facts import DeadCode
+
+    dead: list[tuple[Scope, object]] = []
+    weights: list[str] = []
+    wasted = 0
+    scopes = list(graph.live_scopes())
+    for root in graph.roots[1:]:
+        if root not in scopes:
+            dead += [(root, node) for node in root.nodes]
+    for scope in scopes:
+        live = graph.live_nodes(scope)
+        dead += [(scope, node) for node in scope.nodes if id(node) not in live]
+        # Initializers read, but only by dead nodes, go with them.
+        readers = graph.consumers(scope)
+        for name, tensor in scope.initializers.items():
+            if readers.get(name) and all(id(n) not in live for n in readers[name]) \
+                    and name not in scope.outputs:
+                weights.append(f"{scope.prefix}initializer:{name}")
+                wasted += tensor_nbytes(tensor)
+    for scope, node in dead:
+        for tensor in _node_tensors(node):
+            weights.append(f"{scope.prefix}{node_label(node)}")
+            wasted += tensor_nbytes(tensor)
+    if not dead:
+        return None
+    return DeadCode(nodes=[f"{scope.prefix}{node_label(node)}" for scope, node in dead],
+                    node_count=sum(count_nodes(node) for _, node in dead),
+                    weights=weights, wasted_bytes=wasted)
+
+
+def _node_tensors(node) -> Iterator[object]:
+    """Tensors stored in a node's attributes and in its subgraphs (initializers and Constants)."""
+    for attr in node.attribute:
+        if attr.HasField("t"):
+            yield attr.t
+        yield from attr.tensors
+    for sub in subgraphs(node):
+        yield from sub.initializer
+        for inner in sub.node:
+            yield from _node_tensors(inner)
+
+
+def double_nodes(graph: ModelGraph) -> list[str]:
+    """Labels of the nodes that produce float64: Cast to DOUBLE, random/EyeLike nodes with a
+    double `dtype`, ConstantOfShape with a double value."""
+    return [f"{scope.prefix}{node_label(node)}" for scope in graph.scopes() for node in scope.nodes
+            if any(_makes_double(node, attr) for attr in node.attribute)]
+
+
+def _makes_double(node, attr) -> bool:
+    if node.op_type == "Cast" and attr.name == "to":
+        return attr.i == _DOUBLE
+    if node.op_type in _DTYPE_ATTR_OPS and attr.name == "dtype":
+        return attr.i == _DOUBLE
+    return node.op_type == "ConstantOfShape" and attr.name == "value" and attr.t.data_type == _DOUBLE

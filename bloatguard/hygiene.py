@@ -60,26 +60,13 @@ def percent(part: float, whole: float) -> str:
     return f"{share:.0f}%" if share >= 1 or share == 0 else f"{share:.1g}%"
 
 
-# --- which tensors are layer weights -------------------------------------------------------------
-
-# Layers whose weights quantization and pruning act on, and the input positions holding those
-# weights (Conv's bias, Gemm's C and the LSTM bias B are not matrices of the layer).
-WEIGHT_INPUTS = {"MatMul": (0, 1), "Gemm": (0, 1), "Conv": (1,), "ConvTranspose": (1,),
-                 "Gather": (0,), "LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2)}
+# --- which tensors of a state dict are layer weights ---------------------------------------------
 
 # State dicts have no graph: a layer weight is a 2-D+ tensor named like one, minus the tables
 # that are not matrix products (position embeddings, rotary frequencies).
 _WEIGHT_NAME = re.compile(r"(^|\.)(weight\w*|kernel)$", re.IGNORECASE)
 _NOT_A_LAYER = re.compile(r"(^|[._])(pos|positions?|positional|rel_pos|rotary\w*|inv_freq|wpe)"
                           r"(_|\.|$|emb)", re.IGNORECASE)
-
-
-def layer_uses(uses) -> list:
-    """The uses (bloatguard.graph.WeightUse) where a weight enters a layer as its weight."""
-    from bloatguard.graph import STANDARD_DOMAINS
-
-    return [u for u in uses if u.node.domain in STANDARD_DOMAINS
-            and u.index in WEIGHT_INPUTS.get(u.op, ())]
 
 
 def named_like_layer_weight(name: str, shape: tuple[int, ...]) -> bool:

@@ -11,7 +11,7 @@ from bloatguard.settings import ResolvedSettings
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from bloatguard.facts import ModelFacts
+    from bloatguard.facts import ModelFacts, WeightView
 
 
 class RuleConfig(Protocol):
@@ -133,11 +133,12 @@ class RuleContext:
             return None
         return facts.handle.graph
 
-    def weight_uses(self):
-        """Where each stored weight goes (bloatguard.graph.WeightUses: the layers reading it,
-        through layout ops); None for formats without a graph."""
-        graph_model = self.onnx_graph()
-        return None if graph_model is None else self.facts.handle.weight_uses
+    def weight_uses(self) -> WeightView | None:
+        """Where the stored weights go, in no format's terms (bloatguard.facts.WeightView: the
+        layers each weight feeds and their kind, what nothing reads, dead operators), from the
+        graph or, without one, from the weights' names; None when the model's reader left none
+        (an unreadable model, or facts restored without their model)."""
+        return self.facts.weight_view()
 
     def samples(self):
         """The configured sample inputs of this model (bloatguard.samples.Samples), loaded once;

@@ -8,7 +8,6 @@ offsets and lengths, safetensors header ranges.
 
 from __future__ import annotations
 
-import json
 import mmap
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,16 +57,21 @@ class TensorValues:
         return self._maps[path]
 
     @property
+    def _raw(self):
+        """The reader's list of tensors stored as plain arrays (facts.RawTensor), or None."""
+        return getattr(self.facts.handle, "raw_tensors", None)
+
+    @property
     def available(self) -> bool:
-        return self.path is not None and self.facts.format in ("onnx", "safetensors")
+        return self.path is not None and (self.facts.format == "onnx" or self._raw is not None)
 
     def __iter__(self) -> Iterator[Tensor]:
         if self.path is None:
             return
         if self.facts.format == "onnx":
             yield from self._onnx()
-        elif self.facts.format == "safetensors":
-            yield from self._safetensors()
+        elif self._raw is not None:
+            yield from self._arrays(self._raw)
 
     # ONNX ------------------------------------------------------------------------------------
 
@@ -130,18 +134,11 @@ class TensorValues:
         except Exception:
             return None
 
-    # safetensors -----------------------------------------------------------------------------
+    # formats that store plain little-endian arrays (safetensors, TFLite buffers, GGUF) ---------
 
-    def _safetensors(self) -> Iterator[Tensor]:
-        from bloatguard.formats.safetensors import DTYPES
-
+    def _arrays(self, raw) -> Iterator[Tensor]:
         mapped = self._map(self.path)
-        header_len = int.from_bytes(mapped[:8], "little")
-        header = json.loads(bytes(mapped[8:8 + header_len]))
-        header.pop("__metadata__", None)
-        for name, entry in header.items():
-            dtype = DTYPES[entry["dtype"]][0]
-            if dtype not in _DIRECT:
-                continue
-            begin = 8 + header_len + entry["data_offsets"][0]
-            yield Tensor(name, "safetensors", dtype, self._view(mapped, begin, dtype, tuple(entry["shape"])))
+        for tensor in raw:
+            if tensor.dtype in _DIRECT:
+                yield Tensor(tensor.name, tensor.where, tensor.dtype,
+                             self._view(mapped, tensor.offset, tensor.dtype, tensor.shape))

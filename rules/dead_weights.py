@@ -4,7 +4,6 @@ import hashlib
 from collections import defaultdict
 from typing import Iterator
 
-from bloatguard.graph import ModelGraph, Scope, count_nodes, node_label, subgraphs, tensor_nbytes
 from bloatguard.hygiene import capped, listing
 from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext
 from bloatguard.units import human_bytes, parse_size
@@ -20,6 +19,11 @@ class DeadWeights(Rule):
       initializers that only they read;
     - identical tensors stored more than once (same dtype, shape and bytes; hashed one tensor at
       a time, so large models need no extra memory).
+
+    The same for TFLite, from the reader's weight view: buffers no tensor names (metadata buffers
+    aside) or only tensors no operator reads, operators whose results reach no output of their
+    subgraph, and byte-identical buffers. Formats without a graph (state dicts, safetensors,
+    GGUF) cannot say what is read, and are not checked.
 
     ## Why is this bad?
     Every unused byte is downloaded, loaded and kept in memory by every user of the model, and
@@ -50,30 +54,28 @@ class DeadWeights(Rule):
     reads = frozenset({"model"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
-        graph = ctx.onnx_graph()
-        if graph is None:
-            return
-        unused = _unused_initializers(graph)
+        view = ctx.weight_uses()
+        if view is None or not view.from_graph:
+            return  # without a graph, nothing says what is read
+        unused = view.unused or []
         if unused:
             wasted = sum(nbytes for _, _, nbytes in unused)
             names = [name for _, name, _ in unused]
             yield self.finding(
-                ctx, f"{len(unused)} initializer(s) are never used ({human_bytes(wasted)}): "
+                ctx, f"{len(unused)} {view.stored_noun}(s) are never used ({human_bytes(wasted)}): "
                 f"{listing(names)}",
                 details={"initializers": capped([{"name": n, "where": w, "bytes": b}
                                                   for w, n, b in unused]),
                          "count": len(unused), "wasted_bytes": wasted},
                 fix=Fix("remove-dead-weights", safe=True, details={"initializers": names}))
-        dead, dead_bytes, dead_weights = _dead_nodes(graph)
-        if dead:
-            count = sum(count_nodes(node) for _, node in dead)
-            labels = [f"{scope.prefix}{node_label(node)}" for scope, node in dead]
+        dead = view.dead
+        if dead is not None:
             yield self.finding(
-                ctx, f"{count} node(s) compute values that reach no output "
-                f"({human_bytes(dead_bytes)} of weights only they use): {listing(labels)}",
-                details={"nodes": capped(labels), "node_count": count,
-                         "weights": capped(dead_weights), "wasted_bytes": dead_bytes},
-                fix=Fix("remove-dead-weights", safe=True, details={"nodes": labels}))
+                ctx, f"{dead.node_count} node(s) compute values that reach no output "
+                f"({human_bytes(dead.wasted_bytes)} of weights only they use): {listing(dead.nodes)}",
+                details={"nodes": capped(dead.nodes), "node_count": dead.node_count,
+                         "weights": capped(dead.weights), "wasted_bytes": dead.wasted_bytes},
+                fix=Fix("remove-dead-weights", safe=True, details={"nodes": dead.nodes}))
         yield from self._duplicates(ctx)
 
     def _duplicates(self, ctx: RuleContext) -> Iterator[Finding]:
@@ -108,51 +110,3 @@ class DeadWeights(Rule):
             fix=Fix("deduplicate-weights", safe=True,
                     details={"duplicates": [names for _, names in copies]}))
 
-
-def _unused_initializers(graph: ModelGraph) -> list[tuple[str, str, int]]:
-    """(where, name, bytes) of initializers nothing reads, in scopes that can run at all."""
-    unused = []
-    for scope in graph.live_scopes():
-        read = graph.names_read(scope)
-        for name, tensor in scope.initializers.items():
-            if name not in read:
-                unused.append((f"{scope.prefix}initializer", name, tensor_nbytes(tensor)))
-    return unused
-
-
-def _dead_nodes(graph: ModelGraph) -> tuple[list, int, list[str]]:
-    """Dead nodes per live scope, uncalled functions' bodies, and the weights only they hold."""
-    dead: list[tuple[Scope, object]] = []
-    weights: list[str] = []
-    wasted = 0
-    scopes = list(graph.live_scopes())
-    for root in graph.roots[1:]:
-        if root not in scopes:
-            dead += [(root, node) for node in root.nodes]
-    for scope in scopes:
-        live = graph.live_nodes(scope)
-        dead += [(scope, node) for node in scope.nodes if id(node) not in live]
-        # Initializers read, but only by dead nodes, go with them.
-        readers = graph.consumers(scope)
-        for name, tensor in scope.initializers.items():
-            if readers.get(name) and all(id(n) not in live for n in readers[name]) \
-                    and name not in scope.outputs:
-                weights.append(f"{scope.prefix}initializer:{name}")
-                wasted += tensor_nbytes(tensor)
-    for scope, node in dead:
-        for tensor in _node_tensors(node):
-            weights.append(f"{scope.prefix}{node_label(node)}")
-            wasted += tensor_nbytes(tensor)
-    return dead, wasted, weights
-
-
-def _node_tensors(node) -> Iterator[object]:
-    """Tensors stored in a node's attributes and in its subgraphs (initializers and Constants)."""
-    for attribute in node.attribute:
-        if attribute.HasField("t"):
-            yield attribute.t
-        yield from attribute.tensors
-    for sub in subgraphs(node):
-        yield from sub.initializer
-        for inner in sub.node:
-            yield from _node_tensors(inner)

@@ -3,13 +3,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
-from bloatguard.facts import DTYPE_SIZES, ModelFacts, TensorInfo
+from bloatguard.facts import DTYPE_SIZES, ModelFacts, TensorInfo, WeightView
 from bloatguard.hygiene import (
     capped,
-    guess_layer_op,
-    layer_uses,
     listing,
-    named_like_layer_weight,
     parse_fraction,
     parse_tolerance,
     percent,
@@ -39,8 +36,9 @@ class PrunableWeights(Rule):
 
     It reports layers whose (near-)zero share reaches `min-zero-share`, every whole zero channel,
     and what pruning would save. Works on ONNX (initializers, `Constant` nodes, subgraphs,
-    external data) and safetensors; PyTorch checkpoints are never unpickled, so their values
-    are not read.
+    external data), safetensors, TFLite (CONV_2D's axis 0, DEPTHWISE_CONV_2D's axis 3,
+    FULLY_CONNECTED's axis 0) and GGUF float matrices (axis 0), from the reader's weight view;
+    PyTorch checkpoints are never unpickled, so their values are not read.
 
     ## Why is this bad?
     A zero output channel still costs its weights, its multiply-accumulates and the next
@@ -90,8 +88,8 @@ class PrunableWeights(Rule):
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         facts = ctx.facts
-        uses = ctx.weight_uses()
-        if facts.unreadable or (facts.format == "onnx" and uses is None):
+        view = ctx.weight_uses()
+        if facts.unreadable or view is None:
             return
         values = ctx.values()
         if not values.available:
@@ -99,7 +97,7 @@ class PrunableWeights(Rule):
         tolerance = self.option(ctx, "tolerance")
         min_share = self.option(ctx, "min-zero-share")
         min_elements = self.option(ctx, "min-elements")
-        layers = _layer_weights(facts, uses)
+        layers = _layer_weights(facts, view)
         sparse: list[Layer] = []
         channels: list[Layer] = []
         checked = zeros = 0
@@ -249,41 +247,14 @@ def _chunks(array: np.ndarray) -> Iterator[np.ndarray]:
         yield array[start:start + step]
 
 
-def _layer_weights(facts: ModelFacts, uses) -> dict[tuple[str, str], Layer]:
-    """(where, name) -> Layer for every tensor that is a layer weight; `uses` (where weights
-    go) when the format has a graph, else layers are recognised by name and shape."""
+def _layer_weights(facts: ModelFacts, view: WeightView) -> dict[tuple[str, str], Layer]:
+    """(where, name) -> Layer for every tensor that feeds a layer as its weight."""
     found = {}
-    if uses is not None:
-        for info in facts.tensors:
-            layers = layer_uses(uses(info.where, info.name))
-            if layers:
-                axes = {_channel_axis(use, len(info.shape)) for use in layers}
-                # A weight shared by layers that disagree on its channel axis has none.
-                axis = axes.pop() if len(axes) == 1 else None
-                found[(info.where, info.name)] = Layer(info, layers[0].op, axis)
-    else:
-        for info in facts.tensors:
-            if named_like_layer_weight(info.name, info.shape):
-                op = guess_layer_op(info.name, info.shape)
-                found[(info.where, info.name)] = Layer(info, op, 0 if op in ("Conv", "MatMul") else None)
+    for info in facts.tensors:
+        layers = view(info.where, info.name)
+        if layers:
+            axes = {use.channel_axis for use in layers}
+            # A weight shared by layers that disagree on its channel axis has none.
+            axis = axes.pop() if len(axes) == 1 else None
+            found[(info.where, info.name)] = Layer(info, layers[0].op, axis)
     return found
-
-
-def _channel_axis(use, ndim: int) -> int | None:
-    """The axis of a weight that indexes the layer's output channels, when the weight reaches
-    the layer unchanged (a Transpose or Reshape on the way would move it)."""
-    from bloatguard.graph import attribute
-
-    if set(use.via) - {"Cast", "Identity"} or ndim < 2:
-        return None
-    op, index = use.op, use.index
-    if op == "Conv":
-        return 0
-    if op == "ConvTranspose":
-        return 1 if attribute(use.node, "group", 1) == 1 else None
-    if op == "MatMul":
-        return ndim - 1 if index == 1 else ndim - 2
-    if op == "Gemm" and ndim == 2:
-        transposed = attribute(use.node, "transB" if index == 1 else "transA", 0)
-        return (0 if transposed else 1) if index == 1 else (1 if transposed else 0)
-    return None  # Gather rows are tokens, recurrent weights stack gates: no channel to prune

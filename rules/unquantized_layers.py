@@ -3,25 +3,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from bloatguard.facts import DTYPE_SIZES, ModelFacts, TensorInfo
-from bloatguard.hygiene import (
-    capped,
-    guess_layer_op,
-    layer_uses,
-    listing,
-    named_like_layer_weight,
-    parse_fraction,
-    percent,
-    tensor_label,
-)
+from bloatguard.facts import DTYPE_SIZES, TensorInfo, WeightView
+from bloatguard.hygiene import capped, listing, parse_fraction, percent, tensor_label
 from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext
 from bloatguard.units import human_bytes, parse_count, parse_size
 
 FLOAT_WEIGHTS = {"float32", "float16", "bfloat16"}  # float64 is BG105's business first
-QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "MatMulInteger", "ConvInteger",
-                 "MatMulNBits", "QGemm", "QAttention", "MatMulBnb4", "GatherBlockQuantized"}
-LOW_BIT = {"int8", "uint8", "int4", "uint4", "int2", "uint2", "float8e4m3fn", "float8e4m3fnuz",
-           "float8e5m2", "float8e5m2fnuz", "float4e2m1"}
 
 # What each fix does, and what `bloatguard fix` (onnxruntime's quantizers) needs for it.
 KINDS = {
@@ -32,15 +19,12 @@ KINDS = {
 NBITS_BLOCK = 128  # onnxruntime's MatMulNBitsQuantizer default: one scale per 128 weights
 
 
-def is_quantized_op(op: str) -> bool:
-    return op in QUANTIZED_OPS or op.startswith(("QLinear", "DynamicQuantize"))
-
-
 @dataclass
 class Candidate:
     tensor: TensorInfo
-    op: str  # the ONNX op type of the layer (guessed from name and shape for state dicts)
+    op: str  # the layer's operator (for state dicts, the ONNX op guessed from name and shape)
     layer: str | None  # node label, None without a graph
+    kind_of_layer: str  # facts.LAYER_KINDS
     matmul_b: bool = False  # a 2-D MatMul B stored as is: what MatMulNBits can replace
     kind: str | None = None  # the fix that fits it; None without a graph (nothing to fix)
 
@@ -77,6 +61,15 @@ class UnquantizedLayers(Rule):
     PyTorch checkpoints and safetensors (no graph), 2-D+ tensors named `*weight*`/`*kernel` are
     judged by shape, and an int8/int4 state dict passes.
 
+    The rule reads the format-neutral weight view its reader fills, so the same check covers
+    TFLite (float32 or float16-behind-DEQUANTIZE weights of CONV_2D, DEPTHWISE_CONV_2D,
+    FULLY_CONNECTED, TRANSPOSE_CONV, BATCH_MATMUL and the LSTM/RNN ops; int8 layer weights mean
+    the model is quantized) and GGUF (2-D+ float32/float16/bfloat16 `*.weight` matrices; any
+    block-quantized matrix means the model is quantized). The advice follows the toolchain that
+    rewrites the format: onnxruntime's quantizers for ONNX, full-integer or dynamic-range
+    post-training quantization for TFLite, `llama-quantize` to Q8_0 or Q4_K_M (with the file
+    size each would give) for GGUF.
+
     ## Why is this bad?
     float32 weights take four times the bytes of int8 and eight times those of 4-bit weights,
     in the repository, in every download and in memory, and int8 kernels are usually faster on
@@ -107,7 +100,8 @@ class UnquantizedLayers(Rule):
     for the remaining layers (`also`) and `convert-fp16` as an alternative. Static quantization
     needs calibration inputs: add the model to `[tool.bloatguard.samples]`. PyTorch checkpoints
     and safetensors files get no fix hint (there is no graph to quantize): the message says how
-    to quantize where the model is built, or to store float16/bfloat16.
+    to quantize where the model is built, or to store float16/bfloat16. TFLite and GGUF files get
+    no fix hint either: their converters quantize them.
 
     ## Options
     """
@@ -129,35 +123,24 @@ class UnquantizedLayers(Rule):
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         facts = ctx.facts
-        if facts.unreadable or _already_quantized(facts):
+        view = ctx.weight_uses()
+        if facts.unreadable or view is None or view.quantized:
             return
-        if facts.format == "onnx":
-            uses = ctx.weight_uses()
-            if uses is None:
-                return
-            candidates = _graph_candidates(facts, uses)
-        else:
-            candidates = _named_candidates(facts)
+        candidates = _candidates(facts.tensors, view)
         min_bytes = self.option(ctx, "min-weight-bytes")
         candidates = [c for c in candidates if c.tensor.nbytes > min_bytes]
         model_bytes = facts.weight_bytes or facts.file_size
         total = sum(c.tensor.nbytes for c in candidates)
         if not candidates or total < self.option(ctx, "min-share") * model_bytes:
             return
-        nbits_min = self.option(ctx, "nbits-min-elements")
-        for candidate in candidates:
-            # Without a graph there is nothing for `bloatguard fix` to quantize: no kind.
-            candidate.kind = _kind(candidate, nbits_min) if facts.format == "onnx" else None
-        if facts.format == "onnx":
-            yield self._finding(ctx, candidates, total, model_bytes)
-        else:
-            yield self._weights_file_finding(ctx, candidates, total, model_bytes)
+        candidates.sort(key=lambda c: -c.tensor.nbytes)
+        advice = TOOLCHAINS.get(view.toolchain, UnquantizedLayers._generic_finding)
+        yield advice(self, ctx, candidates, total, model_bytes)
 
     def _weights_file_finding(self, ctx: RuleContext, candidates: list[Candidate], total: int,
                               model_bytes: int) -> Finding:
         """A state dict or safetensors file has no graph to quantize: no `bloatguard fix` and no
         calibration samples, but what the team can do where the model is built."""
-        candidates.sort(key=lambda c: -c.tensor.nbytes)
         wide = sum(c.tensor.nbytes // 2 for c in candidates if c.tensor.dtype == "float32")
         message = (
             f"{_weights_phrase(candidates, total, model_bytes)}, recognised by name and shape. "
@@ -167,11 +150,15 @@ class UnquantizedLayers(Rule):
             f"about {human_bytes(sum(c.saved() for c in candidates))})"
             + (f", or store the weights as float16/bfloat16 (saves {human_bytes(wide)})"
                if wide else ""))
-        return self.finding(ctx, message, details=self._details(ctx, candidates, total, model_bytes))
+        return self.finding(ctx, message, details=self._details(ctx, candidates, total, model_bytes,
+                                                                _notes(candidates)))
 
-    def _finding(self, ctx: RuleContext, candidates: list[Candidate], total: int,
-                 model_bytes: int) -> Finding:
-        candidates.sort(key=lambda c: -c.tensor.nbytes)
+    def _onnxruntime_finding(self, ctx: RuleContext, candidates: list[Candidate], total: int,
+                             model_bytes: int) -> Finding:
+        """onnxruntime's quantizers, which `bloatguard fix` can apply: a fix hint per kind."""
+        nbits_min = self.option(ctx, "nbits-min-elements")
+        for candidate in candidates:
+            candidate.kind = _onnxruntime_kind(candidate, nbits_min)
         groups: dict[str, list[Candidate]] = {}
         for candidate in candidates:
             groups.setdefault(candidate.kind, []).append(candidate)
@@ -197,11 +184,50 @@ class UnquantizedLayers(Rule):
                       "needs_samples": k == "quantize-static"} for k, group in ranked[1:]],
             "alternatives": [{"kind": "convert-fp16", "bytes_saved": float32 // 2}] if float32 else [],
         })
-        return self.finding(ctx, message, details=self._details(ctx, candidates, total, model_bytes),
-                            fix=fix)
+        return self.finding(ctx, message, details=self._details(ctx, candidates, total, model_bytes,
+                                                                _notes(candidates)), fix=fix)
+
+    def _litert_finding(self, ctx: RuleContext, candidates: list[Candidate], total: int,
+                        model_bytes: int) -> Finding:
+        """A TFLite/LiteRT model is quantized by the converter that wrote it."""
+        saved = sum(c.saved() for c in candidates)
+        message = (
+            f"{_weights_phrase(candidates, total, model_bytes)}. Full-integer post-training "
+            "quantization (TFLiteConverter with optimizations=[tf.lite.Optimize.DEFAULT], a "
+            "representative_dataset and TFLITE_BUILTINS_INT8 ops) would store them as int8 and "
+            f"save about {human_bytes(saved)}, with integer kernels for CPUs, microcontrollers and "
+            "NPUs; dynamic-range quantization (Optimize.DEFAULT without a dataset) saves the same "
+            "weight bytes and keeps float activations")
+        return self.finding(ctx, message, details=self._details(
+            ctx, candidates, total, model_bytes, [], bytes_saved=saved))
+
+    def _llama_cpp_finding(self, ctx: RuleContext, candidates: list[Candidate], total: int,
+                           model_bytes: int) -> Finding:
+        """A GGUF file is quantized by llama.cpp's llama-quantize: name a type and the size the
+        file would have."""
+        numel = sum(c.tensor.numel for c in candidates)
+        estimates = {name: int(ctx.facts.file_size - total + numel * bits / 8)
+                     for name, bits in LLAMA_CPP_TYPES.items()}
+        message = (
+            f"{_weights_phrase(candidates, total, model_bytes)}. llama.cpp's llama-quantize "
+            f"would make the file about {human_bytes(estimates['Q8_0'])} as Q8_0 (8.5 bits per "
+            f"weight, near-lossless) or about {human_bytes(estimates['Q4_K_M'])} as Q4_K_M "
+            f"(about {LLAMA_CPP_TYPES['Q4_K_M']} bits per weight), instead of "
+            f"{human_bytes(ctx.facts.file_size)}: `llama-quantize model.gguf model-Q4_K_M.gguf "
+            "Q4_K_M`")
+        return self.finding(ctx, message, details=self._details(
+            ctx, candidates, total, model_bytes, [], estimated_file_size=estimates))
+
+    def _generic_finding(self, ctx: RuleContext, candidates: list[Candidate], total: int,
+                         model_bytes: int) -> Finding:
+        saved = sum(c.saved() for c in candidates)
+        message = (f"{_weights_phrase(candidates, total, model_bytes)}. int8 weights would save "
+                   f"about {human_bytes(saved)}")
+        return self.finding(ctx, message, details=self._details(
+            ctx, candidates, total, model_bytes, [], bytes_saved=saved))
 
     def _details(self, ctx: RuleContext, candidates: list[Candidate], total: int,
-                 model_bytes: int) -> dict:
+                 model_bytes: int, notes: list[str], **extra) -> dict:
         return {
             "bytes": total, "share": round(total / model_bytes, 4) if model_bytes else None,
             "by_op": _bytes_by(candidates, lambda c: c.op),
@@ -212,8 +238,24 @@ class UnquantizedLayers(Rule):
                                 "bytes": c.tensor.nbytes, "op": c.op, "layer": c.layer,
                                 "fix": c.kind} for c in candidates]),
             "samples_configured": ctx.settings.samples is not None,
-            "notes": _notes(candidates, ctx.facts),
+            "notes": notes,
+            **extra,
         }
+
+
+# The advice of each toolchain that rewrites models (facts.WeightView.toolchain): how its users
+# quantize, and whether `bloatguard fix` can do it for them. Keyed by toolchain, never by format.
+TOOLCHAINS = {
+    "onnxruntime": UnquantizedLayers._onnxruntime_finding,
+    "torch": UnquantizedLayers._weights_file_finding,
+    "litert": UnquantizedLayers._litert_finding,
+    "llama.cpp": UnquantizedLayers._llama_cpp_finding,
+}
+# llama.cpp types BG101 names, with their bits per weight: Q8_0 stores 32 int8 weights and one
+# float16 scale in 34 bytes; Q4_K_M stores most tensors as Q4_K (144 bytes per 256 weights, 4.5
+# bits) and some (attn_v, half of ffn_down, output) as Q6_K (6.56 bits): about 4.8 overall on
+# llama-style models, the figure used for the estimate.
+LLAMA_CPP_TYPES = {"Q8_0": 8.5, "Q4_K_M": 4.8}
 
 
 def _weights_phrase(candidates: list[Candidate], total: int, model_bytes: int) -> str:
@@ -228,46 +270,30 @@ def _weights_phrase(candidates: list[Candidate], total: int, model_bytes: int) -
             + listing([f"{c.label} ({human_bytes(c.tensor.nbytes)}, {c.op})" for c in candidates]))
 
 
-def _already_quantized(facts: ModelFacts) -> bool:
-    if any(is_quantized_op(op) for op in facts.ops):
-        return True
-    # Without a graph, low-bit matrices are what a quantized state dict looks like.
-    return facts.format != "onnx" and any(t.dtype in LOW_BIT and len(t.shape) >= 2
-                                           for t in facts.tensors)
-
-
-def _graph_candidates(facts: ModelFacts, uses) -> list[Candidate]:
+def _candidates(tensors: list[TensorInfo], view: WeightView) -> list[Candidate]:
     found = []
-    for tensor in facts.tensors:
+    for tensor in tensors:
         if tensor.dtype not in FLOAT_WEIGHTS:
             continue
-        layers = layer_uses(uses(tensor.where, tensor.name))
+        layers = view(tensor.where, tensor.name)
         if layers:
+            # A 2-D MatMul B stored as is: what MatMulNBits can replace.
             b = next((u for u in layers if u.op == "MatMul" and u.index == 1 and not u.via), None)
             use = b or layers[0]
-            found.append(Candidate(tensor, use.op, use.label,
+            found.append(Candidate(tensor, use.op, use.layer, use.kind,
                                    matmul_b=b is not None and len(tensor.shape) == 2))
     return found
 
 
-def _named_candidates(facts: ModelFacts) -> list[Candidate]:
-    found = []
-    for tensor in facts.tensors:
-        if tensor.dtype in FLOAT_WEIGHTS and named_like_layer_weight(tensor.name, tensor.shape):
-            op = guess_layer_op(tensor.name, tensor.shape)
-            found.append(Candidate(tensor, op, None, matmul_b=op == "MatMul" and len(tensor.shape) == 2))
-    return found
-
-
-def _kind(candidate: Candidate, nbits_min: int) -> str:
-    if candidate.op in ("Conv", "ConvTranspose"):
+def _onnxruntime_kind(candidate: Candidate, nbits_min: int) -> str:
+    if candidate.kind_of_layer in ("conv", "depthwise"):
         return "quantize-static"
     if candidate.matmul_b and candidate.tensor.numel >= nbits_min:
         return "quantize-matmulnbits"
     return "quantize-dynamic"
 
 
-def _notes(candidates: list[Candidate], facts: ModelFacts) -> list[str]:
+def _notes(candidates: list[Candidate]) -> list[str]:
     notes = []
     ops = {c.op for c in candidates}
     if "Gemm" in ops:

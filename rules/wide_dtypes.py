@@ -7,11 +7,7 @@ from bloatguard.hygiene import capped, listing, tensor_label
 from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext, Severity
 from bloatguard.units import human_bytes, parse_count
 
-_DOUBLE = 11  # onnx.TensorProto.DOUBLE
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-# Ops whose `dtype` attribute names the type they produce.
-_DTYPE_ATTR_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                   "EyeLike", "Multinomial", "Bernoulli"}
 
 
 class WideDtypes(Rule):
@@ -27,7 +23,8 @@ class WideDtypes(Rule):
 
     PyTorch checkpoints are never unpickled, so their values are not read: float64 is reported
     from the dtype alone, and large int64 tensors get an informational note that they were not
-    checked.
+    checked. TFLite buffers and GGUF tensors (F64, I64) are read like safetensors; TFLite
+    operators with a float64 output are reported like ONNX nodes.
 
     ## Why is this bad?
     float64 doubles the bytes of every weight and runs slower everywhere: most accelerators and
@@ -77,8 +74,8 @@ class WideDtypes(Rule):
     def _float64(self, ctx: RuleContext) -> Finding | None:
         facts = ctx.facts
         weights = sorted((t for t in facts.tensors if t.dtype == "float64"), key=lambda t: -t.numel)
-        graph = ctx.onnx_graph()
-        nodes = _double_nodes(graph) if graph is not None else []
+        view = ctx.weight_uses()
+        nodes = list(view.float64_ops) if view is not None else []
         inputs = [v.name for v in facts.inputs if v.dtype == "float64"]
         outputs = [v.name for v in facts.outputs if v.dtype == "float64"]
         if not (weights or nodes or inputs or outputs):
@@ -141,21 +138,6 @@ class WideDtypes(Rule):
 def _fits_int32(array) -> bool:
     # min/max stream over the mmap without a copy; an empty tensor fits trivially.
     return array.size == 0 or (int(array.min()) >= INT32_MIN and int(array.max()) <= INT32_MAX)
-
-
-def _double_nodes(graph) -> list[str]:
-    from bloatguard.graph import node_label
-
-    return [f"{scope.prefix}{node_label(node)}" for scope in graph.scopes() for node in scope.nodes
-            if any(_makes_double(node, attr) for attr in node.attribute)]
-
-
-def _makes_double(node, attr) -> bool:
-    if node.op_type == "Cast" and attr.name == "to":
-        return attr.i == _DOUBLE
-    if node.op_type in _DTYPE_ATTR_OPS and attr.name == "dtype":
-        return attr.i == _DOUBLE
-    return node.op_type == "ConstantOfShape" and attr.name == "value" and attr.t.data_type == _DOUBLE
 
 
 def _bytes(tensors) -> int:

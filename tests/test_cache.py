@@ -17,6 +17,7 @@ from onnx import TensorProto, helper
 
 import factories
 import fix_models
+import gguf_models
 from factories import build, info, init
 from gitrepo import Repo
 
@@ -73,6 +74,7 @@ def kitchen(root: Path) -> None:
     np.savez(root / "samples.npz", x=samples)
     (models / "pointer.onnx").write_bytes(factories.LFS_POINTER)  # BG000
     (models / "unsafe.pt").write_bytes(pickle.dumps({"w": _Payload()}))  # BG900
+    gguf_models.llama(models / "chat.gguf", template=gguf_models.HOSTILE_TEMPLATE)  # BG901
     (root / "bloatguard.toml").write_text(CONFIG)
 
 

@@ -13,12 +13,13 @@ RULES = Path(__file__).resolve().parent.parent / "rules"
 
 # --- metrics -------------------------------------------------------------------------------------
 
-def test_every_budgeted_metric_has_its_three_config_keys():
+def test_every_budgeted_metric_has_its_config_keys():
     from bloatguard.config import BUDGET_KEYS
     from bloatguard.metrics import METRICS
 
     expected = {f"{prefix}-{m.stem}{suffix}" for m in METRICS if m.stem
-                for prefix, suffix in (("max", ""), ("max", "-increase"), ("min", "-increase"))}
+                for prefix, suffix in (("max", ""), ("max", "-increase"), ("min", "-increase"),
+                                       ("max", "-drift"))}
     assert set(BUDGET_KEYS) == expected
     for key, spec in BUDGET_KEYS.items():
         assert spec.metric in {m.key for m in METRICS}, key

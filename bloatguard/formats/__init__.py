@@ -14,6 +14,8 @@ from bloatguard.lfs import LFS_POINTER_PREFIX, lfs_object_path, lfs_oid
 
 ZIP_MAGIC = b"PK\x03\x04"
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
+GGUF_MAGIC = b"GGUF"
+TFLITE_MAGIC = b"TFL3"
 
 
 def sniff(head: bytes, suffix: str) -> str:
@@ -22,6 +24,10 @@ def sniff(head: bytes, suffix: str) -> str:
         return "lfs-pointer"
     if head.startswith((ZIP_MAGIC, EMPTY_ZIP_MAGIC)):
         return "zip"
+    if head.startswith(GGUF_MAGIC):
+        return "gguf"
+    if head[4:8] == TFLITE_MAGIC:  # the flatbuffer's file identifier, after the root offset
+        return "tflite"
     if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
         # Before pickles: a header length of 640 starts with the bytes of PROTO 2.
         return "safetensors"
@@ -152,8 +158,17 @@ def _read(path: Path, display: str, suffix: str | None = None) -> ModelFacts:
         from bloatguard.formats import safetensors
 
         return safetensors.read(path, display)
+    if kind == "gguf":
+        from bloatguard.formats import gguf
+
+        return gguf.read(path, display)
+    if kind == "tflite":
+        from bloatguard.formats import tflite
+
+        return tflite.read(path, display)
     if kind in ("gzip", "7z", "tar"):
         raise UnreadableModel(f"a {kind} archive, not a model file bloatguard can read",
                               "commit the model itself, not an archive of it")
-    raise UnreadableModel("unsupported format (not ONNX, PyTorch or safetensors by its first bytes)",
+    raise UnreadableModel("unsupported format (not ONNX, PyTorch, safetensors, TFLite or GGUF by "
+                          "its first bytes)",
                           "check the file, or exclude it with `exclude` in the config")

@@ -31,6 +31,7 @@ class OnnxModel:
 
     def __init__(self, proto) -> None:
         self.proto = proto
+        self._view = None
 
     @functools.cached_property
     def graph(self):
@@ -45,6 +46,14 @@ class OnnxModel:
         from bloatguard.graph import WeightUses
 
         return WeightUses(self.graph)
+
+    def weight_view(self, facts: ModelFacts):
+        """bloatguard.facts.WeightView of this model, built once."""
+        if self._view is None:
+            from bloatguard.graph import weight_view
+
+            self._view = weight_view(facts, self)
+        return self._view
 
 
 def read_proto(path: Path):

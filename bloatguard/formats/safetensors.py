@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from bloatguard.errors import UnreadableModel
-from bloatguard.facts import ModelFacts, TensorInfo
+from bloatguard.facts import ModelFacts, RawTensor, TensorInfo
+from bloatguard.formats.named import NamedWeights
 
 # The reference implementation refuses larger headers too.
 MAX_HEADER_BYTES = 100_000_000
@@ -47,13 +48,17 @@ def read(path: Path, display: str) -> ModelFacts:
     if metadata is not None:
         facts.extra["metadata"] = _check_metadata(metadata)
     ranges: list[tuple[int, int, str]] = []
+    raw: list[RawTensor] = []
+    data_start = facts.file_size - data_size
     for name, entry in header.items():
         tensor, begin, end = _tensor(name, entry, data_size)
         facts.tensors.append(tensor)
         ranges.append((begin, end, name))
+        raw.append(RawTensor(name, tensor.where, tensor.dtype, tensor.shape, data_start + begin))
     _check_tiling(ranges, data_size)
     facts.extra["storage_bytes"] = data_size
     facts.note(NO_GRAPH_NOTE)
+    facts.handle = NamedWeights("torch", raw)
     return facts
 
 

@@ -1144,4 +1144,7 @@ def read(path: Path, display: str, kind: str) -> ModelFacts:
                               REMEDY) from None
     # Said here, once for every path (unsafe pickles and plain pickles included).
     facts.note(SCRIPT_NOTE if facts.format == "torchscript" else NO_GRAPH_NOTE)
+    from bloatguard.formats.named import NamedWeights
+
+    facts.handle = NamedWeights("torch")  # layers by name; values are never unpickled
     return facts

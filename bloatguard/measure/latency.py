@@ -1,4 +1,5 @@
-"""onnxruntime CPU latency (BG004): absolute medians and paired base/head comparisons.
+"""CPU latency (BG004): onnxruntime for ONNX, LiteRT for TFLite; absolute medians and paired
+base/head comparisons.
 
 Why the protocol looks like this (docs/architecture.md, "Latency"): CI machines are shared, so an absolute number
 varies by tens of percent between runs and a pull request cannot be judged by comparing today's
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 _MEMORY_HEADROOM = 2 * 2**30  # interpreter, onnxruntime, arenas and thread stacks
 _NOT_RUNNABLE = ("pytorch", "safetensors")
+# The runtime that times each runnable format (TFLite with LiteRT: `pip install bloatguard[tflite]`).
+RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert"}
 
 
 class MeasurementError(Exception):
@@ -52,6 +55,7 @@ class _Side:
     plan: "FeedPlan"
     nbytes: int  # the model's bytes, external data included: they set the memory limit
     facts: "ModelFacts | None" = None  # where this side's peak memory is stored
+    runtime: str = "onnxruntime"  # RUNTIMES
 
 
 @dataclass
@@ -104,7 +108,7 @@ def _plan_jobs(results: list["ModelResult"], config: "Config") -> list[_Job]:
             "this run): they hold weights, not a runnable graph; export to ONNX to time them")
     for result in results:
         facts = result.facts
-        if facts is None or facts.unreadable or facts.format != "onnx" or result.status == "deleted":
+        if facts is None or facts.unreadable or facts.format not in RUNTIMES or result.status == "deleted":
             continue
         settings_path = result.settings_path or Path(result.path)
         resolved = config.resolve(settings_path)
@@ -122,7 +126,7 @@ def _plan_jobs(results: list["ModelResult"], config: "Config") -> list[_Job]:
                    time=not result.same_bytes or "max-latency" in resolved.budgets)
         base_facts = result.base
         if (result.status in ("modified", "renamed") and not result.same_bytes and base_facts is not None
-                and not base_facts.unreadable and base_facts.format == "onnx"):
+                and not base_facts.unreadable and base_facts.format == facts.format):
             job.wants_base = True
             try:
                 base_file = result.base_file() if result.base_file else None
@@ -163,7 +167,8 @@ def _side(label: str, path: Path | None, facts: "ModelFacts", config: "Config",
     for note in plan.notes:
         if note not in facts.notes:  # the MAC count may have said the same (batch 1)
             facts.note(f"latency: {note}")
-    return _Side(label=label, path=Path(path), plan=plan, nbytes=facts.file_size, facts=facts)
+    return _Side(label=label, path=Path(path), plan=plan, nbytes=facts.file_size, facts=facts,
+                 runtime=RUNTIMES[facts.format])
 
 
 def _fail(facts: "ModelFacts", reason: str) -> None:
@@ -300,6 +305,7 @@ def _distribution(model: dict[str, Any], outcome: dict[str, Any],
         "graph_optimization": settings.graph_optimization,
         "machine": outcome.get("machine") or machine(),
         "onnxruntime": outcome.get("onnxruntime"),
+        **({"runtime": outcome["runtime"]} if outcome.get("runtime") else {}),
     }
 
 
@@ -368,6 +374,7 @@ def measure_in_child(sides: list[_Side], settings: "LatencyConfig") -> dict[str,
         "max_rounds": settings.max_rounds, "block_s": settings.block_ms / 1000,
         # Stop timing (with what has been collected) well before the parent's kill.
         "deadline_s": 0.8 * timeout_s, "memory_limit": memory, "seed": secrets.randbits(32),
+        "runtime": sides[0].runtime,
     }
     from bloatguard.isolate import IsolationError, run_fresh
 
@@ -449,40 +456,12 @@ def _child_measure(job: dict[str, Any], started: float) -> dict[str, Any]:
 
     import numpy as np
 
-    from bloatguard.measure.feeds import Feed, materialize
-
-    stage("importing onnxruntime")
-    import onnxruntime as ort
-
     rng = random.Random(job["seed"])
-    options = _session_options(ort, job)
-
+    if job.get("runtime") == "litert":
+        runners, versions = _litert_runners(job, rng)
+    else:
+        runners, versions = _onnxruntime_runners(job, rng)
     models = job["models"]
-    sessions: list[Any] = [None] * len(models)
-    load_order = list(range(len(models)))
-    rng.shuffle(load_order)  # which session gets the fresher memory is left to chance
-    for index in load_order:
-        label = models[index]["label"]
-        stage(f"loading {label}")
-        try:
-            sessions[index] = ort.InferenceSession(models[index]["path"], sess_options=options,
-                                                   providers=["CPUExecutionProvider"])
-        except MemoryError:
-            raise
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise _ort_failure(job, f"onnxruntime cannot load {label}", exc) from None
-
-    runners = []
-    for model, session in zip(models, sessions):
-        stage(f"preparing inputs of {model['label']}")
-        try:
-            feeds = materialize([Feed.from_json(feed) for feed in model["feeds"]])
-        except MemoryError:
-            raise
-        except Exception as exc:  # a bad samples file, a pinned value out of the dtype's range
-            raise _ChildFailure(f"cannot build the inputs of {model['label']}: "
-                                f"{type(exc).__name__}: {exc}") from None
-        runners.append((model["label"], session.run, feeds))
 
     def run(index: int) -> float:
         label, runner, feeds = runners[index]
@@ -555,7 +534,7 @@ def _child_measure(job: dict[str, Any], started: float) -> dict[str, Any]:
         "models": [{"label": model["label"], "round_ms": rounds, "runs": summary(times)}
                    for model, rounds, times in zip(models, round_ms, runs)],
         "blocks": blocks, "stopped": stopped, "elapsed_s": round(time.perf_counter() - started, 3),
-        "machine": machine(), "onnxruntime": ort.__version__,
+        "machine": machine(), **versions,
     }
 
 
@@ -602,7 +581,7 @@ def measure_peak_memory(side: _Side, settings: "LatencyConfig") -> int:
                   + 2 * (activation if isinstance(activation, int) else 0))
     timeout_s = (settings.timeout_ms / 1000 if settings.timeout_ms is not None
                  else 2 * settings.time_budget_ms / 1000 + 60)
-    job = {"path": str(side.path), "label": side.label,
+    job = {"path": str(side.path), "label": side.label, "runtime": side.runtime,
            "feeds": [feed.to_json() for feed in side.plan.feeds],
            "threads": settings.threads, "inter_op_threads": settings.inter_op_threads,
            "graph_optimization": settings.graph_optimization, "runs": PEAK_MEMORY_RUNS,
@@ -635,31 +614,13 @@ def _child_peak(job: dict[str, Any]) -> dict[str, Any]:
 
     from bloatguard.measure.feeds import Feed, materialize
 
-    stage("importing onnxruntime")
-    import numpy as np
-    import onnxruntime as ort
-
-    options = _session_options(ort, job)
-    stage("warming up onnxruntime")
-    try:
-        warmup = ort.InferenceSession(_WARMUP_MODEL, sess_options=options,
-                                      providers=["CPUExecutionProvider"])
-        warmup.run(None, {"x": np.zeros(1, dtype=np.float32)})
-        del warmup
-    except Exception:  # noqa: BLE001 - only a warm-up: the baseline is then a little lower
-        pass
+    load = (_load_litert if job.get("runtime") == "litert" else _load_onnxruntime)(job)
     gc.collect()
     reset = _reset_high_water_mark()
     before = _resident()
     label = job["label"]
     stage(f"loading {label}")
-    try:
-        session = ort.InferenceSession(job["path"], sess_options=_session_options(ort, job),
-                                       providers=["CPUExecutionProvider"])
-    except MemoryError:
-        raise
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise _ort_failure(job, f"onnxruntime cannot load {label}", exc) from None
+    run = load(job)
     stage(f"preparing inputs of {label}")
     try:
         feeds = materialize([Feed.from_json(feed) for feed in job["feeds"]])
@@ -670,7 +631,7 @@ def _child_peak(job: dict[str, Any]) -> dict[str, Any]:
     stage("running")
     for _ in range(job["runs"]):
         try:
-            session.run(None, feeds)
+            run(None, feeds)
         except MemoryError:
             raise
         except Exception as exc:
@@ -688,6 +649,55 @@ def _child_peak(job: dict[str, Any]) -> dict[str, Any]:
                             "(/proc/self/clear_refs), so the session's own peak cannot be told "
                             "from the process's start-up")
     return {"peak_bytes": max(0, peak - before), "baseline_bytes": before, "high_water_bytes": peak}
+
+
+def _load_onnxruntime(job: dict[str, Any]):
+    """Import onnxruntime and warm it up on a one-Relu model (its code pages, allocator and
+    thread pools are not the model's); returns job -> the model's session.run."""
+    stage("importing onnxruntime")
+    import numpy as np
+    import onnxruntime as ort
+
+    stage("warming up onnxruntime")
+    try:
+        warmup = ort.InferenceSession(_WARMUP_MODEL, sess_options=_session_options(ort, job),
+                                      providers=["CPUExecutionProvider"])
+        warmup.run(None, {"x": np.zeros(1, dtype=np.float32)})
+        del warmup
+    except Exception:  # noqa: BLE001 - only a warm-up: the baseline is then a little lower
+        pass
+
+    def load(job: dict[str, Any]):
+        try:
+            return ort.InferenceSession(job["path"], sess_options=_session_options(ort, job),
+                                        providers=["CPUExecutionProvider"]).run
+        except MemoryError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise _ort_failure(job, f"onnxruntime cannot load {job['label']}", exc) from None
+
+    return load
+
+
+def _load_litert(job: dict[str, Any]):
+    """Import LiteRT (before the baseline, like onnxruntime's warm-up); returns job -> the
+    model's interpreter, allocated, as run(None, feeds)."""
+    import random
+
+    stage("importing LiteRT")
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401 - imported now, not charged to the model
+    except ImportError:
+        raise _ChildFailure("LiteRT is not installed: `pip install bloatguard[tflite]` "
+                            "(ai-edge-litert) measures TFLite models") from None
+
+    def load(job: dict[str, Any]):
+        # LiteRT binds the inputs to the interpreter: the runner is built with the job's feeds.
+        model = {"label": job["label"], "path": job["path"], "feeds": job["feeds"]}
+        runners, _ = _litert_runners({**job, "models": [model]}, random.Random(0))
+        return runners[0][1]
+
+    return load
 
 
 def _proc_status(field_name: str) -> int | None:
@@ -718,6 +728,117 @@ def _reset_high_water_mark() -> bool:
         return False
     peak, now = _high_water_mark(), _resident()
     return peak is not None and now is not None and peak <= now + 64 * 1024
+
+
+def _onnxruntime_runners(job: dict[str, Any], rng) -> tuple[list, dict[str, Any]]:
+    """(label, run(None, feeds), feeds) per model, in onnxruntime sessions; and the version."""
+    from bloatguard.measure.feeds import Feed, materialize
+
+    stage("importing onnxruntime")
+    import onnxruntime as ort
+
+    options = _session_options(ort, job)
+
+    models = job["models"]
+    sessions: list[Any] = [None] * len(models)
+    load_order = list(range(len(models)))
+    rng.shuffle(load_order)  # which session gets the fresher memory is left to chance
+    for index in load_order:
+        label = models[index]["label"]
+        stage(f"loading {label}")
+        try:
+            sessions[index] = ort.InferenceSession(models[index]["path"], sess_options=options,
+                                                   providers=["CPUExecutionProvider"])
+        except MemoryError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise _ort_failure(job, f"onnxruntime cannot load {label}", exc) from None
+
+    runners = []
+    for model, session in zip(models, sessions):
+        stage(f"preparing inputs of {model['label']}")
+        try:
+            feeds = materialize([Feed.from_json(feed) for feed in model["feeds"]])
+        except MemoryError:
+            raise
+        except Exception as exc:  # a bad samples file, a pinned value out of the dtype's range
+            raise _ChildFailure(f"cannot build the inputs of {model['label']}: "
+                                f"{type(exc).__name__}: {exc}") from None
+        runners.append((model["label"], session.run, feeds))
+
+    return runners, {"onnxruntime": ort.__version__}
+
+
+def _litert_runners(job: dict[str, Any], rng) -> tuple[list, dict[str, Any]]:
+    """(label, run(None, feeds), feeds) per TFLite model, in LiteRT interpreters with the job's
+    thread count (XNNPACK, as LiteRT runs on CPUs); and the runtime's version. A model whose
+    custom ops the interpreter cannot resolve is a failure with that reason, not a crash."""
+    from importlib import metadata
+
+    from bloatguard.measure.feeds import Feed, materialize
+
+    stage("importing LiteRT")
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise _ChildFailure("LiteRT is not installed: `pip install bloatguard[tflite]` "
+                            "(ai-edge-litert) times TFLite models") from None
+    models = job["models"]
+    interpreters: list[Any] = [None] * len(models)
+    load_order = list(range(len(models)))
+    rng.shuffle(load_order)
+    for index in load_order:
+        label = models[index]["label"]
+        stage(f"loading {label}")
+        try:
+            interpreter = Interpreter(model_path=models[index]["path"], num_threads=job["threads"])
+            interpreter.allocate_tensors()
+        except MemoryError:
+            raise
+        except Exception as exc:  # LiteRT raises RuntimeError/ValueError with its log text
+            text = str(exc)
+            if "custom op" in text.lower():
+                first = next((line for line in text.splitlines() if "custom op" in line.lower()), text)
+                raise _ChildFailure(f"LiteRT cannot run {label}: {first.strip()[:300]} (a custom op "
+                                    "this interpreter does not have)") from None
+            raise _ort_failure(job, f"LiteRT cannot load {label}", exc) from None
+        interpreters[index] = interpreter
+    runners = []
+    for model, interpreter in zip(models, interpreters):
+        stage(f"preparing inputs of {model['label']}")
+        try:
+            feeds = materialize([Feed.from_json(feed) for feed in model["feeds"]])
+            runners.append((model["label"], _litert_run(interpreter, feeds), feeds))
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise _ChildFailure(f"cannot build the inputs of {model['label']}: "
+                                f"{type(exc).__name__}: {exc}") from None
+    return runners, {"onnxruntime": None,
+                     "runtime": f"ai-edge-litert {metadata.version('ai-edge-litert')}"}
+
+
+def _litert_run(interpreter, feeds: dict[str, Any]):
+    """A runner with onnxruntime's call shape: sets the inputs (by tensor name, resizing a
+    dynamic one to the feed's shape) and invokes the interpreter."""
+    details = {detail["name"]: detail for detail in interpreter.get_input_details()}
+    resized = False
+    for name, array in feeds.items():
+        if name not in details:
+            raise ValueError(f"the interpreter has no input {name!r}")
+        if tuple(details[name]["shape"]) != array.shape:
+            interpreter.resize_tensor_input(details[name]["index"], list(array.shape))
+            resized = True
+    if resized:
+        interpreter.allocate_tensors()
+    slots = [(details[name]["index"], array) for name, array in feeds.items()]
+
+    def run(_outputs, _feeds) -> None:
+        for index, array in slots:
+            interpreter.set_tensor(index, array)
+        interpreter.invoke()
+
+    return run
 
 
 # --- comparing model files (bloatguard fix) ------------------------------------------------------

@@ -6,7 +6,8 @@ flips, wrong magic, huge declared dims, deep nesting, LFS pointers, hostile exte
 archives, and malicious pickles that would create a canary file if anything executed them.
 From the second red-team round: zips whose record names collide in case or whose records
 overlap, extra pickles in a zip, legacy checkpoints whose magic pickle starts with LONG1, hash
-bombs, huge-int keys, bzip2 bombs, and models that are symlinks or FIFOs.
+bombs, huge-int keys, bzip2 bombs, and models that are symlinks or FIFOs. Issue 17: TFLite and
+GGUF seeds and attacks.
 """
 
 from __future__ import annotations
@@ -83,7 +84,26 @@ def _seeds(work: Path) -> dict[str, Path]:
         seeds["long1.pt"] = work / "seed_long1.pt"
     except ImportError:
         pass
+    seeds.update(_new_format_seeds(work))
     return seeds
+
+
+def _new_format_seeds(work: Path) -> dict[str, Path]:
+    """A TFLite model with every counted layer, a sparse one, and a small llama GGUF with a
+    chat template (issue 17): their truncations and flips join the corpus."""
+    import gguf_models
+    import tflite_models
+
+    sparse = [tflite_models.T("x", [1, 16]), tflite_models.T("w", [8, 16], data=tflite_models.randn(12),
+                                                              sparse=True),
+              tflite_models.T("d", [8, 16]), tflite_models.T("y", [1, 8])]
+    return {
+        "layers.tflite": tflite_models.every_layer(work / "seed_layers.tflite"),
+        "sparse.tflite": tflite_models.model(work / "seed_sparse.tflite", sparse,
+                                             [tflite_models.Op("DENSIFY", [1], [2]),
+                                              tflite_models.Op("FULLY_CONNECTED", [0, 2, -1], [3])], [0], [3]),
+        "llama.gguf": gguf_models.llama(work / "seed_llama.gguf", embd=32, ff=64, blocks=1),
+    }
 
 
 def _truncations(data: bytes, count: int) -> list[bytes]:
@@ -308,6 +328,20 @@ def _empty_node_flood(nodes: int) -> bytes:
     return b"\x08\x08" + _field(7, graph) + _field(8, b"\x10\x11")  # ir_version 8, graph, opset 17
 
 
+def _new_format_attacks(work: Path) -> dict[str, bytes]:
+    """Hostile TFLite and GGUF files (bad offsets, 2^31-element vectors, a table referenced
+    60,000 times, lying shapes, impossible counts) and a GGUF whose chat template would run code."""
+    import gguf_models
+    import tflite_models
+
+    cases = dict(tflite_models.hostile(work))
+    for name, (data, _) in gguf_models.HOSTILE.items():
+        cases[f"gguf_{name.replace(' ', '_').replace('^', '')}.gguf"] = data
+    cases["gguf_evil_template.gguf"] = gguf_models.llama(
+        work / "evil.gguf", embd=32, ff=64, blocks=1, template=gguf_models.HOSTILE_TEMPLATE).read_bytes()
+    return cases
+
+
 def build(out: Path, canary: Path, *, seed: int = 1234, truncations: int = 24, flips: int = 12) -> list[Path]:
     """Write the corpus into `out` and return the files (one directory per case, because
     external-data cases need their own companions)."""
@@ -362,6 +396,7 @@ def build(out: Path, canary: Path, *, seed: int = 1234, truncations: int = 24, f
     cases["huge_int_key.bin"] = huge_int_key_pickle()
     cases["bzip2_bomb.pt"] = bzip2_bomb_zip()
     cases["empty_node_flood.onnx"] = _empty_node_flood(4_000_000)
+    cases.update(_new_format_attacks(work))
     files: list[Path] = []
     for name, data in sorted(cases.items()):
         directory = out / name.replace(".", "_")
