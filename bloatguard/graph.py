@@ -555,3 +555,33 @@ def _makes_double(node, attr) -> bool:
     if node.op_type in _DTYPE_ATTR_OPS and attr.name == "dtype":
         return attr.i == _DOUBLE
     return node.op_type == "ConstantOfShape" and attr.name == "value" and attr.t.data_type == _DOUBLE
+
+
+# --- layer details the weight view does not carry yet (BG107) ---------------------------------
+
+@dataclass(frozen=True)
+class LayerDetail:
+    """What BG107 needs of a layer beyond facts.WeightUse: the key of its MACs in
+    measure.compute's per-node counts (its first output), and a Conv's `group`."""
+
+    output: str
+    groups: int = 1
+
+
+def layer_details(handle) -> dict[str, LayerDetail]:
+    """Layer label (as facts.WeightUse.layer spells it) -> LayerDetail, for a handle that holds
+    an ONNX graph (formats.onnx.OnnxModel); {} for any other handle, whose layers the caller
+    then takes as ungrouped with unknown MACs. Duck-typed, so a rule calling it names no
+    format."""
+    graph = getattr(handle, "graph", None)
+    if not isinstance(graph, ModelGraph):
+        return {}
+    details: dict[str, LayerDetail] = {}
+    for scope in graph.scopes():
+        for node in scope.nodes:
+            if node.op_type not in WEIGHT_INPUTS or node.domain not in STANDARD_DOMAINS:
+                continue
+            output = next((name for name in node.output if name), node.name)
+            groups = int(attribute(node, "group", 1)) if node.op_type.startswith("Conv") else 1
+            details[f"{scope.prefix}{node_label(node)}"] = LayerDetail(output, groups)
+    return details
