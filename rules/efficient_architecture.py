@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -279,10 +280,7 @@ def _layer_name(weight: Weight) -> str:
     label = weight.use.layer
     if not label:
         return weight.tensor.name
-    scope, _, node = label.rpartition("/")
-    op = weight.use.op + " "
-    node = node[len(op):] if node.startswith(op) else node
-    return f"{scope}/{node}" if scope else node
+    return re.sub(rf"(^|/){re.escape(weight.use.op)} ", r"\1", label, count=1)
 
 
 def _shape(tensor: TensorInfo) -> str:
