@@ -14,7 +14,8 @@ FLOATS = {"float64", "float32", "float16"}
 # channels next to it ([out, in, *kernel]: ONNX Conv, torch); TFLite's CONV_2D stores
 # [out, *kernel, in]. Convs whose weight layout is not known here are not judged.
 CONV_INPUT_AXIS = {"Conv": 1, "CONV_2D": -1}
-# The ALBERT embedding width: a vocabulary table V x H factorized into V x E and E x H.
+# The ALBERT embedding width: a vocabulary table V x H factorized into V x E and E x H (E = 128
+# for H >= 512, a quarter of the width below).
 ALBERT_E = 128
 # A weight counts as dense for the regularization hint when fewer than this share of its values
 # are near zero, and as not prunable when halving it by magnitude leaves a cosine below this.
@@ -66,7 +67,8 @@ class EfficientArchitecture(Rule):
       `energy` of the spectral energy; two factors of that rank r hold `r*(m+n)` weights
       instead of `m*n`, reported when that at least halves the layer;
     - an embedding (vocabulary) table holding at least `embedding-share` of the parameters: its
-      rank where it is low, else the size of an ALBERT-style factorized table (E = 128).
+      rank where it is low, else the size of an ALBERT-style factorized table (E = 128, or a
+      quarter of the width below 512).
 
     Each layer's MACs before and after come from the per-node MAC counts when the facts have
     them; the ratio follows from the shapes either way. Works on every format whose reader fills
@@ -143,7 +145,7 @@ class EfficientArchitecture(Rule):
         for weight in dominant:
             if weight.use.kind == "embedding":
                 if weight.numel >= self.option(ctx, "embedding-share") * total:
-                    weight.entries.append(_embedding(weight, total))
+                    weight.entries.append(_embedding(weight, total, self.option(ctx, "energy")))
                 continue
             lowrank = _lowrank(weight, self.option(ctx, "energy"))
             if lowrank is not None:
@@ -341,7 +343,7 @@ def _separable(weight: Weight, min_channels: int) -> dict[str, Any] | None:
     return entry
 
 
-def _embedding(weight: Weight, total: int) -> dict[str, Any]:
+def _embedding(weight: Weight, total: int, energy: float) -> dict[str, Any]:
     """A dominant vocabulary table V x H: its low rank where the spectrum shows one, else an
     ALBERT-style factorized table V x E + E x H (E = 128), which needs retraining."""
     from bloatguard.measure import lowrank
@@ -352,13 +354,14 @@ def _embedding(weight: Weight, total: int) -> dict[str, Any]:
     if weight.rank is not None and lowrank.worth_factorizing(vocab, width, weight.rank):
         after = lowrank.lowrank_params(vocab, width, weight.rank)
         entry = _base_entry(weight, "low-rank", weight.numel, after, 1.0)
-        entry.update(rank=weight.rank, full_rank=min(vocab, width), share=share)
+        entry.update(rank=weight.rank, full_rank=min(vocab, width), energy=energy, share=share)
     else:
-        e = min(ALBERT_E, max(1, width // 4))
+        e = ALBERT_E if width >= 4 * ALBERT_E else max(1, width // 4)
         after = vocab * e + e * width
         entry = _base_entry(weight, "factorized-embedding", weight.numel, after, 1.0)
         entry.update(embedding_width=e, share=share, rank=weight.rank,
-                     full_rank=min(vocab, width) if weight.rank is not None else None)
+                     full_rank=min(vocab, width) if weight.rank is not None else None,
+                     energy=energy)
     # A lookup costs no MACs; the factorized table adds E x H per token, which the per-model
     # count cannot say without the number of tokens.
     entry["macs_before"] = entry["macs_after"] = None
@@ -412,11 +415,17 @@ def _describe(entry: dict[str, Any], facts: ModelFacts) -> str:
     if entry["suggestion"] == "low-rank":
         head = f"{entry['name']} ({entry['op']} {shape}{_share(entry, facts)})"
         return (f"{head}: rank {entry['rank']} of {entry['full_rank']} keeps "
-                f"{percent(entry.get('energy', 0.99), 1) if 'energy' in entry else '99%'} of the "
-                f"energy, two factors hold {human_count(after)} instead of {human_count(before)} "
-                f"weights ({fewer:.1f}x fewer)")
+                f"{percent(entry['energy'], 1)} of the energy, two factors hold "
+                f"{human_count(after)} instead of {human_count(before)} "
+                f"weights ({fewer:.1f}x fewer" + (
+                    f", MACs {human_count(entry['macs_before'])} -> "
+                    f"{human_count(entry['macs_after'])}" if entry["macs_before"] is not None
+                    else "") + ")")
+    rank = (f"has no low rank (rank {entry['rank']} of {entry['full_rank']} keeps "
+            f"{percent(entry['energy'], 1)} of its energy)" if entry.get("rank") is not None
+            else "was not decomposed (above max-svd-elements)")
     return (f"{entry['name']} ({entry['op']} {shape}, {percent(before, facts.params or 0)} of the "
-            f"params): the vocabulary table dominates the model and is full rank; an ALBERT-style "
+            f"params): the vocabulary table dominates the model and {rank}; an ALBERT-style "
             f"factorized table ({shape.split('x')[0]}x{entry['embedding_width']} + "
             f"{entry['embedding_width']}x{entry['shape'][-1]}) would hold {human_count(after)} "
             f"weights ({fewer:.1f}x fewer) but needs retraining, as does trimming the vocabulary "

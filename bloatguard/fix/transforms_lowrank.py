@@ -39,19 +39,18 @@ def factorize_lowrank(model, params: dict[str, Any]) -> list[str]:
         if rank <= 0 or lowrank_params(k, n, rank) >= k * n:
             continue
         left, right = factors(weight, rank)  # weight ~ left @ right
-        a_name, b_name = namer(f"{name}_lowrank_a"), namer(f"{name}_lowrank_b")
         first = readers[0]
-        edit.store(model, scope.graph, a_name, left, before=first)
-        edit.store(model, scope.graph, b_name, right, before=first)
-        stored: dict[bool, tuple[str, str]] = {False: (a_name, b_name)}
+        stored: dict[bool, tuple[str, str]] = {}
         for node in readers:
             transposed = node.op_type == "Gemm" and bool(attribute(node, "transB", 0))
             if transposed not in stored:
-                # W.T ~ right.T @ left.T: the same factors, transposed.
-                at, bt = namer(f"{name}_lowrank_at"), namer(f"{name}_lowrank_bt")
-                edit.store(model, scope.graph, at, np.ascontiguousarray(right.T), before=first)
-                edit.store(model, scope.graph, bt, np.ascontiguousarray(left.T), before=first)
-                stored[transposed] = (at, bt)
+                # Gemm with transB reads W.T ~ right.T @ left.T: the same factors, transposed.
+                pair = (right.T, left.T) if transposed else (left, right)
+                names = (namer(f"{name}_lowrank_a"), namer(f"{name}_lowrank_b"))
+                for stored_name, array in zip(names, pair):
+                    edit.store(model, scope.graph, stored_name, np.ascontiguousarray(array),
+                               before=first)
+                stored[transposed] = names
             _split(model, scope, node, *stored[transposed], namer)
         removed = edit.drop_if_unread(model, [name])
         energy = _kept_energy(weight, left, right)

@@ -1,0 +1,280 @@
+"""BG107 efficient-architecture and the `factorize-lowrank` fix, on models of known structure:
+a weight of exact rank 8, full-rank weights, a dense 3x3 conv next to its depthwise-separable
+counterpart, and a MiniLM-style encoder whose vocabulary table dominates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import arch_models
+import numpy as np
+import onnx
+import pytest
+from test_hygiene_quant_dtypes_prune import only, run_rule
+
+pytestmark = pytest.mark.usefixtures("debug_mode")
+
+
+def run_with_node_macs(path: Path, code: str = "BG107", **options):
+    """run_rule, with the per-node MAC counts the engine keeps in `facts.macs_by_node` (counted
+    here by measure.compute when the engine does not store them)."""
+    from bloatguard.config import Config
+    from bloatguard.engine import apply_rules, measure
+    from bloatguard.measure.compute import count_macs
+    from bloatguard.registry import find_rule
+    from bloatguard.result import ModelResult
+
+    rule = find_rule(code)
+    parsed = {key.replace("_", "-"): rule.options[key.replace("_", "-")].parse(value)
+              for key, value in options.items()}
+    config = Config(rules={rule.name: parsed})
+    facts = measure(path, config)
+    if not getattr(facts, "macs_by_node", None):
+        facts.macs_by_node = dict(count_macs(onnx.load(str(path))).by_node)
+    result = ModelResult(path=str(path), facts=facts)
+    apply_rules(result, path, config, [rule])
+    return result.findings
+
+
+# --- the rule ----------------------------------------------------------------------------------
+
+def test_a_rank_8_weight_is_reported_at_rank_8(tmp_path):
+    path = arch_models.matmul(tmp_path / "low.onnx", arch_models.low_rank(8))
+    finding = only(run_with_node_macs(path), "factorize-lowrank")
+    [layer] = finding.details["layers"]
+    assert layer["suggestion"] == "low-rank"
+    assert (layer["name"], layer["op"], layer["rank"], layer["full_rank"]) == ("proj", "MatMul", 8, 256)
+    assert (layer["params_before"], layer["params_after"]) == (65536, 8 * 512)
+    # One row of x per inference ([batch, 256] with batch taken as 1): MACs = weight elements.
+    assert (layer["macs_before"], layer["macs_after"]) == (65536, 4096)
+    assert finding.fix.details["weights"] == [{"name": "w", "where": "initializer", "rank": 8,
+                                               "op": "MatMul"}]
+    assert finding.fix.details["params_saved"] == 65536 - 4096
+    assert "proj (MatMul 256x256, 100% of the MACs): rank 8 of 256 keeps 99% of the energy" in finding.message
+    assert "(16.0x fewer, MACs 65.5K -> 4.1K)" in finding.message
+
+
+def test_the_energy_option_sets_the_rank(tmp_path):
+    # Rank 8 plus a rank-2 component 100x weaker: 99.99% of the energy needs all 10.
+    rng = np.random.default_rng(3)
+    weight = arch_models.low_rank(8, noise=0) + 0.01 * arch_models.low_rank(2, noise=0, seed=5)
+    weight += 1e-7 * rng.standard_normal(weight.shape).astype(np.float32)
+    path = arch_models.matmul(tmp_path / "low.onnx", weight)
+    assert only(run_rule(path, "BG107")).details["layers"][0]["rank"] == 8
+    assert only(run_rule(path, "BG107", energy="99.9999%")).details["layers"][0]["rank"] == 10
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (512, 128)])
+def test_a_full_rank_random_weight_is_not_flagged(tmp_path, shape):
+    weight = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    assert run_rule(arch_models.matmul(tmp_path / "full.onnx", weight), "BG107") == []
+
+
+def test_a_gemm_with_transposed_weight_is_measured_the_same(tmp_path):
+    path = arch_models.matmul(tmp_path / "gemm.onnx", arch_models.low_rank(8, 384, 256).T.copy(),
+                              gemm_trans_b=True)
+    [layer] = only(run_rule(path, "BG107"), "factorize-lowrank").details["layers"]
+    assert (layer["op"], layer["rank"], layer["params_after"]) == ("Gemm", 8, 8 * (384 + 256))
+
+
+def test_a_dense_conv_is_flagged_and_its_separable_twin_is_not(tmp_path):
+    dense = run_with_node_macs(arch_models.dense_conv(tmp_path / "dense.onnx"))
+    separable = run_with_node_macs(arch_models.separable_block(tmp_path / "separable.onnx"))
+    assert separable == []
+    finding = only(dense)
+    assert finding.fix is None  # an architecture change: retraining, no fix
+    [layer] = finding.details["layers"]
+    cout = cin = 128
+    positions = 32 * 32
+    before = positions * cout * cin * 9
+    assert layer["suggestion"] == "depthwise-separable"
+    assert (layer["kernel"], layer["in_channels"], layer["out_channels"]) == ([3, 3], cin, cout)
+    assert (layer["params_before"], layer["params_after"]) == (cout * cin * 9, cin * 9 + cin * cout)
+    assert layer["macs_before"] == before == 150_994_944
+    # The formula: 1/Cout + 1/k^2 of the MACs, which is the MACs of the depthwise-separable pair.
+    assert layer["macs_after"] == round(before * (1 / cout + 1 / 9)) == positions * (cin * 9 + cin * cout)
+    assert layer["macs_ratio"] == round(1 / 128 + 1 / 9, 6)
+    assert ("conv (Conv 3x3, 128->128 channels, 100% of the params): depthwise-separable cuts its "
+            "MACs 8.4x (151M -> 18M) and its weights 147K -> 17.5K") in finding.message
+
+
+def test_narrow_convs_and_small_layers_are_not_flagged(tmp_path):
+    narrow = arch_models.dense_conv(tmp_path / "narrow.onnx", channels=32)
+    assert run_rule(narrow, "BG107") == []
+    assert run_rule(narrow, "BG107", min_channels=32) != []
+    path = arch_models.matmul(tmp_path / "low.onnx", arch_models.low_rank(8))
+    # The only layer holds 99.6% of the params (the bias holds the rest): with per-node MACs
+    # unknown, a min-share of 100% leaves it out.
+    assert run_rule(path, "BG107", min_share=1.0) == []
+
+
+def run_configured(path: Path, toml: str):
+    """BG107's findings with a bloatguard.toml next to the model (budgets, rule options)."""
+    from bloatguard.config import loads
+    from bloatguard.engine import apply_rules, measure
+    from bloatguard.registry import find_rule
+    from bloatguard.result import ModelResult
+
+    config = loads(toml, path.parent / "bloatguard.toml")
+    result = ModelResult(path=str(path), facts=measure(path, config))
+    apply_rules(result, path, config, [find_rule("BG107")])
+    return result.findings
+
+
+def test_weights_above_the_svd_cap_are_skipped_with_a_note(tmp_path):
+    path = arch_models.matmul(tmp_path / "low.onnx", arch_models.low_rank(8))
+    assert run_rule(path, "BG107", max_svd_elements=65535) == []
+    # A dominant table above the cap is still reported, by its shape, with the note.
+    path = arch_models.encoder(tmp_path / "enc.onnx", vocab=4000, width=64, layers=4, ffn=256,
+                               heads=4, tokens=16)
+    finding = only(run_rule(path, "BG107", max_svd_elements="100K"))
+    [layer] = finding.details["layers"]
+    assert (layer["suggestion"], layer["rank"], layer["full_rank"]) == ("factorized-embedding", None, None)
+    assert finding.details["notes"] == [
+        "embeddings.word_embeddings.weight (4000x64, 256K elements) was not decomposed: above "
+        "max-svd-elements (100K)"]
+    assert "the vocabulary table dominates the model and was not decomposed (above max-svd-elements)" \
+        in finding.message
+
+
+def test_a_dominant_embedding_table_is_reported(tmp_path):
+    path = arch_models.encoder(tmp_path / "enc.onnx", vocab=4000, width=64, layers=4, ffn=256,
+                               heads=4, tokens=16)
+    finding = only(run_rule(path, "BG107"))
+    [layer] = finding.details["layers"]
+    assert layer["name"] == "/embeddings/word_embeddings/Gather"
+    assert (layer["op"], layer["suggestion"], layer["shape"]) == ("Gather", "factorized-embedding", [4000, 64])
+    assert (layer["params_before"], layer["embedding_width"]) == (256_000, 16)
+    assert layer["params_after"] == 4000 * 16 + 16 * 64
+    assert (layer["rank"], layer["full_rank"]) == (64, 64)  # random: no low rank
+    assert layer["macs_before"] is None and layer["macs_after"] is None  # a lookup
+    assert finding.details["layers"][0]["share"] == round(256_000 / arch_models.encoder_params(
+        4000, 64, 4, 256), 4)
+    # Below the share it takes to dominate, nothing.
+    assert run_rule(path, "BG107", embedding_share="60%") == []
+
+
+def test_tflite_and_state_dict_convs_are_judged_by_their_layout(tmp_path):
+    """The rule reads the neutral weight view: a safetensors conv [out, in, kh, kw] is judged
+    like the ONNX one, with no MACs per node."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    save_file({"features.conv.weight": rng.standard_normal((128, 128, 3, 3)).astype(np.float32),
+               "head.weight": arch_models.low_rank(8, 128, 512)},
+              str(tmp_path / "model.safetensors"))
+    finding = only(run_rule(tmp_path / "model.safetensors", "BG107"))
+    layers = {layer["weight"]: layer for layer in finding.details["layers"]}
+    assert layers["features.conv.weight"]["suggestion"] == "depthwise-separable"
+    assert layers["features.conv.weight"]["macs_before"] is None
+    assert layers["head.weight"]["rank"] == 8
+    assert finding.fix is None  # no graph to factorize
+
+
+# --- the regularization hint ---------------------------------------------------------------------
+
+def test_dense_full_rank_dominant_weights_get_the_regularization_hint_over_budget(tmp_path):
+    rng = np.random.default_rng(0)
+    path = arch_models.matmul(tmp_path / "full.onnx", rng.standard_normal((256, 256)).astype(np.float32))
+    assert run_rule(path, "BG107") == []  # within budget, a dense full-rank layer is just a layer
+    finding = only(run_configured(path, '[budgets."*.onnx"]\nmax-params = "10K"\n'))
+    [dense] = finding.details["incompressible"]
+    assert (dense["name"], dense["weight"], dense["full_rank"], dense["params"]) == ("proj", "w", 256, 65536)
+    assert dense["rank"] == 197  # random: 99% of the energy needs most of the spectrum
+    assert dense["zero_share"] < 0.01
+    # Gaussian weights: zeroing the smaller half removes about 7% of the energy.
+    assert dense["prune_half_cosine"] == 0.9633
+    assert finding.message.startswith(
+        "the model is over max-params, and no layer has a leaner form. w (rank 197 of 256, 0.07% "
+        "near zero) is dense and full rank (65.5K weights): pruning half of it by magnitude would "
+        "keep a weight cosine of only 0.963, so neither pruning nor factorization shrinks it "
+        "after training")
+    assert finding.message.endswith(
+        "distil a smaller student (`bloatguard fix --unsafe-fixes` says how small for max-params)")
+
+
+# --- factorize-lowrank ---------------------------------------------------------------------------
+
+def _fix_json(run_cli, path: Path, *args) -> dict:
+    code, out, err = run_cli("fix", "--unsafe-fixes", "--dry-run", "--no-latency",
+                             "--output-format", "json", *args, str(path))
+    assert code == 0, err
+    return json.loads(out)["models"][0]
+
+
+def test_factorize_lowrank_wins_with_the_accuracy_asked(tmp_path, run_cli):
+    path = arch_models.matmul(tmp_path / "low.onnx", arch_models.low_rank(8))
+    model = _fix_json(run_cli, path, "--only", "factorize-lowrank")
+    [candidate] = model["candidates"]
+    assert candidate["verdict"] == "winner", candidate["reasons"]
+    assert candidate["steps"] == ["factorize-lowrank"]
+    assert candidate["fidelity"]["outputs"]["y"]["cosine"] >= 0.999
+    assert model["original"]["params"] == 65536 + 256
+    assert candidate["params"] == 2 * 8 * 256 + 256  # 16x fewer weights in the layer
+    assert candidate["params"] * 4 <= model["original"]["params"]
+    assert candidate["macs"] == 4096
+    assert candidate["changes"][0].startswith(
+        "factorized w (256x256, MatMul) into rank 8 factors 256x8 and 8x256: 4,096 weights "
+        "instead of 65,536 (16.0x fewer), keeping 100.00% of its energy")
+
+
+def test_factorize_lowrank_on_a_transposed_gemm_keeps_the_outputs(tmp_path, run_cli):
+    path = arch_models.matmul(tmp_path / "gemm.onnx", arch_models.low_rank(8, 384, 256).T.copy(),
+                              gemm_trans_b=True)
+    [candidate] = _fix_json(run_cli, path, "--only", "factorize-lowrank")["candidates"]
+    assert candidate["verdict"] == "winner", candidate["reasons"]
+    assert candidate["fidelity"]["outputs"]["y"]["cosine"] >= 0.999
+    assert candidate["params"] == 8 * (384 + 256) + 256
+
+
+def test_an_unfaithful_factorization_is_rejected_with_its_reason(tmp_path, run_cli):
+    """A rank that drops real signal: the verifier rejects it on fidelity."""
+    from bloatguard.fix.transforms_lowrank import factorize_lowrank
+
+    weight = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
+    path = arch_models.matmul(tmp_path / "full.onnx", weight)
+    model = onnx.load(str(path))
+    [change] = factorize_lowrank(model, {"weights": [{"name": "w", "where": "initializer", "rank": 16}]})
+    assert change.startswith("factorized w (256x256, MatMul) into rank 16 factors")
+    onnx.save(model, str(tmp_path / "cut.onnx"))
+    code, out, _ = run_cli("compare", str(path), str(tmp_path / "cut.onnx"), "--no-latency",
+                           "--output-format", "json")
+    verdict = json.loads(out)
+    assert code == 1 and verdict["verdict"] == "fail"
+    assert any("cos" in reason for reason in verdict["reasons"]), verdict["reasons"]
+
+
+def test_a_weight_read_elsewhere_is_not_factorized(tmp_path):
+    from onnx import helper
+
+    from bloatguard.fix.transforms_lowrank import factorize_lowrank
+
+    from factories import build, info, init
+
+    path = build([helper.make_node("MatMul", ["x", "w"], ["y"]),
+                  helper.make_node("Add", ["x", "w"], ["z"])],
+                 [info("x", [256, 256])], [info("y", [256, 256]), info("z", [256, 256])],
+                 [init("w", arch_models.low_rank(8))], tmp_path / "shared.onnx")
+    model = onnx.load(str(path))
+    assert factorize_lowrank(model, {"weights": [{"name": "w", "where": "initializer", "rank": 8}]}) == []
+
+
+# --- declarations -------------------------------------------------------------------------------
+
+def test_explain_documents_bg107(run_cli):
+    code, out, _ = run_cli("explain", "BG107")
+    assert code == 0
+    for heading in ("## What it does", "## Why is this bad?", "## Example", "## Use instead",
+                    "## Fix safety", "## Options"):
+        assert heading in out
+    for option in ("min-share", "energy", "max-svd-elements", "min-channels", "embedding-share"):
+        assert f"`{option}`" in out
+    assert "factorize-lowrank" in out and "1/Cout + 1/k^2" in out
+
+
+def test_the_check_hint_names_the_unsafe_fix(tmp_path, run_cli):
+    path = arch_models.matmul(tmp_path / "low.onnx", arch_models.low_rank(8))
+    code, out, _ = run_cli("check", "--no-latency", "--select", "BG107", str(path))
+    assert code == 0
+    assert f"fix: bloatguard fix --unsafe-fixes {path}" in out
