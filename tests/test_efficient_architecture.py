@@ -278,3 +278,39 @@ def test_the_check_hint_names_the_unsafe_fix(tmp_path, run_cli):
     code, out, _ = run_cli("check", "--no-latency", "--select", "BG107", str(path))
     assert code == 0
     assert f"fix: bloatguard fix --unsafe-fixes {path}" in out
+
+
+# --- BG106's regularization hint -----------------------------------------------------------------
+
+def test_bg106_says_which_layers_pruning_cannot_help(tmp_path):
+    from onnx import helper
+
+    from factories import build, info, init
+
+    rng = np.random.default_rng(0)
+    pruned = rng.standard_normal((256, 64)).astype(np.float32)
+    pruned[:, [3, 10, 42]] = 0
+    dense = rng.standard_normal((64, 512)).astype(np.float32)
+    path = build([helper.make_node("MatMul", ["x", "pruned"], ["h"]),
+                  helper.make_node("MatMul", ["h", "dense"], ["y"])],
+                 [info("x", ["batch", 256])], [info("y", ["batch", 512])],
+                 [init("pruned", pruned), init("dense", dense)], tmp_path / "m.onnx")
+    finding = only(run_rule(path, "BG106"), "prune-channels")
+    assert finding.details["dense_layers"] == {"count": 1, "weights": 32768, "share": 0.6667,
+                                               "names": ["dense"]}
+    assert finding.message.endswith(
+        "(plus the next layers' matching inputs): pruned (3 of 64 channels, MatMul). The other 1 "
+        "checked layer weight (67% of the checked weights) has under 5% (near-)zero weights: "
+        "pruning it after training would remove real signal, so sparsity there has to be trained "
+        "in (L1 regularization, gradual magnitude pruning while fine-tuning)")
+    # Without a dense layer beside it, no hint.
+    alone = arch_models.matmul(tmp_path / "alone.onnx", pruned)
+    assert "dense_layers" not in only(run_rule(alone, "BG106")).details
+
+
+def test_bg106_on_silero_vad_names_the_dense_trained_layers():
+    from test_hygiene_quant_dtypes_prune import SILERO
+
+    finding = only(run_rule(SILERO / "silero_vad.onnx", "BG106"), "prune-channels")
+    assert finding.details["dense_layers"]["count"] == 12
+    assert finding.details["dense_layers"]["share"] > 0.8
