@@ -185,9 +185,10 @@ class EfficientArchitecture(Rule):
 
         energy = self.option(ctx, "energy")
         for tensor in values:
-            weight = wanted.pop((tensor.where, tensor.name), None)
-            if weight is None:
+            key = (tensor.where, tensor.name)
+            if key not in wanted:
                 continue
+            weight = wanted.pop(key)
             matrix = lowrank.as_matrix(tensor.array, _out_axis(weight))
             weight.energies = lowrank.energies(matrix)
             weight.rank = lowrank.energy_rank(weight.energies, energy)
@@ -437,7 +438,7 @@ def _share(entry: dict[str, Any], facts: ModelFacts) -> str:
     params = entry["params_before"] / facts.params if facts.params else 0
     macs = entry["macs_before"] / facts.macs if entry["macs_before"] and facts.macs else 0
     if macs > params:
-        return f", {percent(entry['macs_before'], facts.macs)} of the MACs"
+        return f", {percent(entry['macs_before'], facts.macs or 0)} of the MACs"
     return f", {percent(entry['params_before'], facts.params or 0)} of the params"
 
 

@@ -183,7 +183,8 @@ def _regularization_hint(finding: Finding, dense: list[Layer], checked: int) -> 
     """Say which layers pruning cannot help: those with almost no (near-)zero weights. Zeroing
     weights that carry signal changes the outputs (BG107 measures which of the large ones are
     also full rank); sparsity there has to come from training."""
-    weights = sum(layer.stats.numel for layer in dense)
+    sizes = {id(layer): layer.stats.numel if layer.stats else 0 for layer in dense}
+    weights = sum(sizes.values())
     several = len(dense) > 1
     finding.message += (
         f". The other {len(dense)} checked layer weight{'s' if several else ''} "
@@ -195,7 +196,7 @@ def _regularization_hint(finding: Finding, dense: list[Layer], checked: int) -> 
     finding.details["dense_layers"] = {
         "count": len(dense), "weights": weights,
         "share": round(weights / checked, 4) if checked else None,
-        "names": [layer.info.name for layer in sorted(dense, key=lambda item: -item.stats.numel)][:50]}
+        "names": [layer.info.name for layer in sorted(dense, key=lambda item: -sizes[id(item)])][:50]}
 
 
 @dataclass

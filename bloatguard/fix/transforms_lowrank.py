@@ -81,7 +81,8 @@ def _reads_as_b(node, name: str) -> bool:
 
 
 def _read_nested(scope: Scope, name: str) -> bool:
-    return any(edit.read_anywhere(sub, name) for node in scope.graph.node for sub in subgraphs(node))
+    graph: Any = scope.graph
+    return any(edit.read_anywhere(sub, name) for node in graph.node for sub in subgraphs(node))
 
 
 def _split(model, scope: Scope, node, a_name: str, b_name: str, namer) -> None:

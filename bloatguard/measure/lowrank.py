@@ -45,7 +45,7 @@ def energy_rank(values: np.ndarray, share: float) -> int:
         return 0
     kept = np.cumsum(values) / total
     # Rounding in the cumulative sum must not cost a rank: compare with a little slack.
-    return int(min(np.searchsorted(kept, share - 1e-12) + 1, len(values)))
+    return min(int(np.searchsorted(kept, share - 1e-12)) + 1, len(values))
 
 
 def lowrank_params(rows: int, cols: int, rank: int) -> int:
