@@ -159,7 +159,7 @@ class EfficientArchitecture(Rule):
         over = _over_budget(ctx)
         if not entries and not (dense and over):
             return
-        yield self._finding(ctx, view, dominant, entries, dense, over, notes)
+        yield self._finding(ctx, view, entries, dense, over, notes)
 
     def _spectra(self, ctx: RuleContext, weights: list[Weight], notes: list[str]) -> None:
         """Squared singular values (and the magnitude profile) of the weights that need them,
@@ -196,9 +196,8 @@ class EfficientArchitecture(Rule):
             if not wanted:
                 break
 
-    def _finding(self, ctx: RuleContext, view: WeightView, dominant: list[Weight],
-                 entries: list[dict[str, Any]], dense: list[Weight], over: list[str],
-                 notes: list[str]) -> Finding:
+    def _finding(self, ctx: RuleContext, view: WeightView, entries: list[dict[str, Any]],
+                 dense: list[Weight], over: list[str], notes: list[str]) -> Finding:
         facts = ctx.facts
         parts = [_describe(entry, facts) for entry in entries]
         if entries:

@@ -112,3 +112,20 @@ def test_a_size_budget_a_verified_candidate_meets_has_no_target(tmp_path, run_cl
     assert target["factor"] == round(150_994_944 / 50e6, 4)
     assert target["width"] == round(math.sqrt(50e6 / 150_994_944), 4)  # MACs scale with width^2
     assert "a student at width x0.58 would fit (MACs scale with width^2)" in target["text"]
+
+
+def test_the_check_hint_for_a_budget_finding(tmp_path):
+    """What `check` can say for a broken budget before any fix is verified (the budget rules
+    and report call bloatguard.fix.distill.check_hint)."""
+    from bloatguard.engine import measure
+    from bloatguard.fix.distill import check_hint
+
+    facts = measure(blocks(tmp_path / "m.onnx"), _config(tmp_path, ""))
+    assert check_hint(facts, "max-params", 20_000) is None  # within
+    hint = check_hint(facts, "max-params", 8000)
+    assert (hint["best_candidate"], hint["best_value"], hint["layers"]) == (None, 11392, 4)
+    assert hint["text"].startswith("to meet max-params (8K) without other fixes, a distilled "
+                                   "student needs 1.4x fewer params: a student at width x0.81 or "
+                                   "one with 4 of 8 layers would fit")
+    assert hint["text"].endswith("`bloatguard fix --unsafe-fixes` says what the verified fixes "
+                                 "reach first.")

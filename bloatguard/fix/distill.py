@@ -120,10 +120,11 @@ def layers_for(share: float, comp: Composition, scaling: str) -> int | None:
     return max(0, min(comp.blocks, math.floor(room / per_block + 1e-9)))
 
 
-def target(budget: str, limit: float, best_value: float, best_label: str,
+def target(budget: str, limit: float, best_value: float, best_label: str | None,
            comp: Composition) -> dict[str, Any]:
     """The distillation target for one budget: the reduction still needed beyond the best
-    verified candidate, and the student's width (and depth) that gives it."""
+    verified candidate (`best_label` None: the model as it is, for `check`, where no fix has
+    been verified), and the student's width (and depth) that gives it."""
     metric, noun, scaling = BUDGETS[budget]
     kind = "bytes" if metric == "file_size" else "count"
     factor = best_value / limit
@@ -141,15 +142,32 @@ def target(budget: str, limit: float, best_value: float, best_label: str,
                  "the budget on its own)")
     scale_note = ("MACs scale with width^2" if scaling == "macs" else
                   "params scale with width^2, embeddings and biases with width")
-    text = (f"{budget} ({format_amount(limit, kind)}) is out of reach of every verified fix: "
-            f"needs {factor:.1f}x fewer {noun} than the best verified candidate "
-            f"({best_label}, {format_amount(best_value, kind)}): {fits} ({scale_note}"
+    if best_label is None:
+        head = (f"to meet {budget} ({format_amount(limit, kind)}) without other fixes, a "
+                f"distilled student needs {factor:.1f}x fewer {noun}: {fits} ({scale_note}")
+    else:
+        head = (f"{budget} ({format_amount(limit, kind)}) is out of reach of every verified "
+                f"fix: needs {factor:.1f}x fewer {noun} than the best verified candidate "
+                f"({best_label}, {format_amount(best_value, kind)}): {fits} ({scale_note}")
+    tail = (" `bloatguard fix --unsafe-fixes` says what the verified fixes reach first."
+            if best_label is None else "")
+    text = (head
             + (f"; {comp.blocks} numbered {comp.family} layers found" if comp.blocks else "")
-            + f"). {_TRAINING}")
+            + f"). {_TRAINING}{tail}")
     return {"budget": budget, "metric": metric, "limit": limit, "best_candidate": best_label,
             "best_value": best_value, "factor": round(factor, 4),
             "width": None if width is None else round(width, 4), "layers": layers,
             "layers_total": comp.blocks or None, "family": comp.family, "text": text}
+
+
+def check_hint(facts: ModelFacts, budget: str, limit: float) -> dict[str, Any] | None:
+    """The target `bloatguard check` can give for a broken size budget, before any fix is
+    verified (for the budget finding's hint); None when the metric is unknown or within."""
+    metric = BUDGETS[budget][0]
+    value = facts.metrics().get(metric)
+    if value is None or value <= limit or facts.unreadable:
+        return None
+    return target(budget, limit, value, None, composition(facts))
 
 
 def targets(original: ModelFacts, budgets: dict[str, Any],
