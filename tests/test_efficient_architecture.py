@@ -155,7 +155,7 @@ def test_a_dominant_embedding_table_is_reported(tmp_path):
     assert run_rule(path, "BG107", embedding_share="60%") == []
 
 
-def test_tflite_and_state_dict_convs_are_judged_by_their_layout(tmp_path):
+def test_safetensors_weights_are_judged_by_their_shapes(tmp_path):
     """The rule reads the neutral weight view: a safetensors conv [out, in, kh, kw] is judged
     like the ONNX one, with no MACs per node."""
     from safetensors.numpy import save_file
@@ -170,6 +170,33 @@ def test_tflite_and_state_dict_convs_are_judged_by_their_layout(tmp_path):
     assert layers["features.conv.weight"]["macs_before"] is None
     assert layers["head.weight"]["rank"] == 8
     assert finding.fix is None  # no graph to factorize
+
+
+def test_a_tflite_conv_is_judged_in_its_own_layout(tmp_path):
+    """TFLite's CONV_2D stores [out, kh, kw, in]: 96 -> 64 channels, 3 x 3 (not 64 -> 3, 96)."""
+    from tflite_models import Op, T, model, randn
+
+    path = model(tmp_path / "conv.tflite",
+                 [T("x", [1, 16, 16, 96]), T("conv/w", [64, 3, 3, 96], data=randn(64, 3, 3, 96) / 50),
+                  T("y", [1, 16, 16, 64])],
+                 [Op("CONV_2D", [0, 1, -1], [2])], [0], [2])
+    [layer] = only(run_rule(path, "BG107")).details["layers"]
+    assert (layer["op"], layer["suggestion"]) == ("CONV_2D", "depthwise-separable")
+    assert (layer["kernel"], layer["in_channels"], layer["out_channels"]) == ([3, 3], 96, 64)
+    assert layer["params_after"] == 96 * 9 + 96 * 64
+
+
+def test_a_grouped_conv_is_not_a_dense_one(tmp_path):
+    from onnx import helper
+
+    from factories import build, info, init
+
+    weight = np.random.default_rng(0).standard_normal((256, 64, 3, 3)).astype(np.float32) / 20
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="grouped", group=4, pads=[1] * 4)
+    path = build([node], [info("x", [1, 256, 8, 8])], [info("y", [1, 256, 8, 8])],
+                 [init("w", weight)], tmp_path / "grouped.onnx")
+    assert run_rule(path, "BG107") == []  # group 4: neither dense nor decomposed as one matrix
+    assert run_rule(arch_models.dense_conv(tmp_path / "dense.onnx", channels=256), "BG107") != []
 
 
 # --- the regularization hint ---------------------------------------------------------------------
