@@ -57,6 +57,8 @@ def test_composition_finds_width_and_depth_scaling(tmp_path):
     assert layers_for(share, comp, "params") == 4  # 3200 + 4 x 1024 <= 8000 < 3200 + 5 x 1024
     assert width_for(0.25, comp, "macs") == 0.5  # MACs scale with width^2
     assert layers_for(0.25, comp, "macs") == 2  # the MACs are all in the layers: 2 of 8
+    # From names and shapes alone (facts from the metric cache), the same here.
+    assert composition(facts, names_only=True) == comp
 
 
 def _config(directory: Path, toml: str):

@@ -52,16 +52,27 @@ class Composition:
         return self.linear + self.quadratic
 
 
-def composition(facts: ModelFacts) -> Composition:
+def composition(facts: ModelFacts, *, names_only: bool = False) -> Composition:
     """The model's composition from its tensors and weight view (names and layer labels carry
     the block numbers; torch exports name MatMul weights `onnx::MatMul_12` but keep the block
-    in the node's name)."""
-    view = facts.weight_view()
+    in the node's name). `names_only`: from the tensors' names and shapes alone, as facts
+    restored from the metric cache have them (no weight view), so that `check` says the same
+    warm and cold: a 2-D+ tensor is a matrix unless named like an embedding table."""
+    from bloatguard.facts import WeightUse
+    from bloatguard.hygiene import guess_layer_op
+
+    view = None if names_only else facts.weight_view()
     found = Composition()
     blocks: set[int] = set()
     conv = matrix = 0
     for tensor in facts.tensors:
-        uses = view(tensor.where, tensor.name) if view is not None else []
+        if view is not None:
+            uses = view(tensor.where, tensor.name)
+        elif len(tensor.shape) >= 2:
+            op = guess_layer_op(tensor.name, tensor.shape)
+            uses = [WeightUse(kind={"Gather": "embedding", "Conv": "conv"}.get(op, "matmul"), op=op)]
+        else:
+            uses = []
         kinds = {use.kind for use in uses}
         numel = tensor.numel
         is_matrix = bool(kinds & {"conv", "depthwise", "matmul", "recurrent"}) and "embedding" not in kinds
@@ -167,7 +178,7 @@ def check_hint(facts: ModelFacts, budget: str, limit: float) -> dict[str, Any] |
     value = facts.metrics().get(metric)
     if value is None or value <= limit or facts.unreadable:
         return None
-    return target(budget, limit, value, None, composition(facts))
+    return target(budget, limit, value, None, composition(facts, names_only=True))
 
 
 def targets(original: ModelFacts, budgets: dict[str, Any],
