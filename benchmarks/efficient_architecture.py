@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 if len(details["layers"]) > 8:
                     print(f"     ... and {len(details['layers']) - 8} more")
                 for dense in details["incompressible"][:4]:
-                    print(f"     dense, full rank: {dense['name'][:40]} rank {dense['rank']} of "
+                    print(f"     dense, not low-rank: {dense['name'][:40]} rank {dense['rank']} of "
                           f"{dense['full_rank']}, cosine after pruning half {dense['prune_half_cosine']}")
                 for note in details["notes"][:3]:
                     print(f"     note: {note}")

@@ -76,8 +76,8 @@ class EfficientArchitecture(Rule):
     their values are never unpickled).
 
     When the model is over its `max-params`, `max-file-size` or `max-macs` budget, or when the
-    finding lists other layers, the dominant weights that are dense (no sparsity) and full rank
-    are named too: neither pruning nor factorization shrinks them after training (halving one
+    finding lists other layers, the dominant weights that are dense (no sparsity) and not of low
+    rank are named too: neither pruning nor factorization shrinks them after training (halving one
     by magnitude leaves a weight cosine of about 0.97), so they need regularization while
     training (L1 or group lasso for sparsity, a low-rank penalty) or a distilled student.
 
@@ -88,11 +88,19 @@ class EfficientArchitecture(Rule):
     speed, and nothing a linter can do after training (quantization, pruning) recovers that.
 
     ## Example
+    magika's published model (per-node MACs at its input shape), and a MatMul of rank 8:
     ```text
-    BG107 warning: [efficient-architecture] 2 layers that dominate the model have a leaner
-    form: proj (MatMul 1024x1024, 97% of the params): rank 8 of 1024 keeps 99% of the energy,
-    two factors hold 16.4K instead of 1.05M weights (64x fewer); conv (Conv 3x3, 128->128
-    channels, 90% of the MACs): depthwise-separable cuts its MACs 8.1x (151M -> 18.7M)
+    BG107 warning: [efficient-architecture] 1 layer that dominates the model has a leaner form:
+    jax2tf_get_logits_/pjit_get_logits_/MagikaV2/Conv_0/Conv2D (Conv 5x1, 256->512 channels,
+    91% of the MACs): depthwise-separable cuts its MACs 5.0x (333M -> 67.2M) and its weights
+    655K -> 132K. jax2tf_get_logits_/Const_24:0 (rank 197 of 214, 0.09% near zero),
+    jax2tf_get_logits_/Const:0 (rank 61 of 64, 0.07% near zero) are dense and not low-rank
+    (126K weights): pruning half of each by magnitude would keep a weight cosine of only 0.967,
+    so neither pruning nor factorization shrinks them after training; regularize while
+    training (L1 or group lasso for sparsity, a low-rank penalty) or distil a smaller student
+    BG107 warning: [efficient-architecture] 1 layer that dominates the model has a leaner form:
+    proj (MatMul 256x256, 100% of the params): rank 8 of 256 keeps 99% of the energy, two
+    factors hold 4.1K instead of 65.5K weights (16.0x fewer, MACs 65.5K -> 4.1K)
     ```
 
     ## Use instead
@@ -370,7 +378,7 @@ def _embedding(weight: Weight, total: int, energy: float) -> dict[str, Any]:
 
 
 def _incompressible(weight: Weight) -> bool:
-    """Dense and full rank: pruning or factorizing it after training would cost accuracy."""
+    """Dense and not low-rank: pruning or factorizing it after training would cost accuracy."""
     if weight.profile is None or weight.entries or weight.use.kind == "embedding":
         return False
     near, cosine = weight.profile
@@ -446,7 +454,7 @@ def _regularization(dense: list[Weight], over: list[str]) -> str:
     cosines = [w.profile[1] for w in dense if w.profile]
     names = listing([f"{w.label} (rank {w.rank} of {_incompressible_entry(w)['full_rank']}, "
                      f"{percent(w.profile[0], 1) if w.profile else '?'} near zero)" for w in dense])
-    return (f"{names} {'are' if len(dense) > 1 else 'is'} dense and full rank "
+    return (f"{names} {'are' if len(dense) > 1 else 'is'} dense and not low-rank "
             f"({human_count(params)} weights): pruning half of "
             f"{'each' if len(dense) > 1 else 'it'} by magnitude would keep a weight cosine of only "
             f"{min(cosines):.3f}, so neither pruning nor factorization shrinks "

@@ -214,7 +214,7 @@ def test_dense_full_rank_dominant_weights_get_the_regularization_hint_over_budge
     assert dense["prune_half_cosine"] == 0.9633
     assert finding.message.startswith(
         "the model is over max-params, and no layer has a leaner form. w (rank 197 of 256, 0.07% "
-        "near zero) is dense and full rank (65.5K weights): pruning half of it by magnitude would "
+        "near zero) is dense and not low-rank (65.5K weights): pruning half of it by magnitude would "
         "keep a weight cosine of only 0.963, so neither pruning nor factorization shrinks it "
         "after training")
     assert finding.message.endswith(
