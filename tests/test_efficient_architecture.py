@@ -344,3 +344,41 @@ def test_bg106_on_silero_vad_names_the_dense_trained_layers():
     finding = only(run_rule(SILERO / "silero_vad.onnx", "BG106"), "prune-channels")
     assert finding.details["dense_layers"]["count"] == 12
     assert finding.details["dense_layers"]["share"] > 0.8
+
+
+# --- real models ---------------------------------------------------------------------------------
+
+def test_magika_main_conv_and_its_dense_layers():
+    """magika's published model: one conv does 91% of the MACs; its dense layers are trained,
+    full of signal, and not low-rank."""
+    from test_hygiene_quant_dtypes_prune import MAGIKA
+
+    finding = only(run_with_node_macs(MAGIKA))
+    [layer] = finding.details["layers"]
+    assert layer["name"] == "jax2tf_get_logits_/pjit_get_logits_/MagikaV2/Conv_0/Conv2D"
+    assert (layer["suggestion"], layer["kernel"], layer["in_channels"], layer["out_channels"]) == (
+        "depthwise-separable", [5, 1], 256, 512)
+    assert (layer["params_before"], layer["params_after"]) == (512 * 256 * 5, 256 * 5 + 256 * 512)
+    assert layer["macs_after"] == round(layer["macs_before"] * (1 / 512 + 1 / 5))
+    assert finding.fix is None
+    assert [(d["rank"], d["full_rank"]) for d in finding.details["incompressible"]] == [(197, 214), (61, 64)]
+
+
+@pytest.mark.slow
+def test_light_resnet50_with_its_weights_stored(tmp_path):
+    """onnx's light ResNet-50 computes its weights with ConstantOfShape; stored (random He
+    values, as the benchmark does), BG107 reports the last stage's three 3x3 512-channel convs,
+    7 x 7 outputs each."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from efficient_architecture import materialize, package_dir
+
+    light = package_dir("onnx") / "backend" / "test" / "data" / "light" / "light_resnet50.onnx"
+    finding = only(run_with_node_macs(materialize(light, tmp_path / "resnet50.onnx")))
+    layers = finding.details["layers"]
+    assert [layer["suggestion"] for layer in layers] == ["depthwise-separable"] * 3
+    for layer in layers:
+        assert (layer["in_channels"], layer["out_channels"], layer["kernel"]) == (512, 512, [3, 3])
+        assert layer["macs_before"] == 7 * 7 * 512 * 512 * 9
+        assert layer["macs_after"] == 7 * 7 * (512 * 9 + 512 * 512)

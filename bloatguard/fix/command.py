@@ -368,7 +368,7 @@ def _done(display, status, message, base, facts, notes=(), targets=()) -> Outcom
 def _error(display, message, base) -> Outcome:
     return Outcome(display, "error", message, "",
                    {**base, "status": "error", "message": message, "written": None,
-                    "notes": [], "candidates": []})
+                    "notes": [], "candidates": [], "distillation": []})
 
 
 def _memory(facts) -> int:
