@@ -75,11 +75,12 @@ class EfficientArchitecture(Rule):
     the weight view (ONNX, TFLite, GGUF, safetensors; PyTorch checkpoints only by shape, since
     their values are never unpickled).
 
-    When the model is over its `max-params`, `max-file-size` or `max-macs` budget, or when the
-    finding lists other layers, the dominant weights that are dense (no sparsity) and not of low
-    rank are named too: neither pruning nor factorization shrinks them after training (halving one
-    by magnitude leaves a weight cosine of about 0.97), so they need regularization while
-    training (L1 or group lasso for sparsity, a low-rank penalty) or a distilled student.
+    When it reports layers, the other dominant weights that are dense (no sparsity) and not of
+    low rank are named too: neither pruning nor factorization shrinks them after training
+    (halving one by magnitude leaves a weight cosine of about 0.97), so they need
+    regularization while training (L1 or group lasso for sparsity, a low-rank penalty) or a
+    distilled student; over a `max-params`, `max-file-size` or `max-macs` budget, the message
+    points to the distillation target `bloatguard fix --unsafe-fixes` computes.
 
     ## Why is this bad?
     A dense 3 x 3 conv with 256 channels spends 8 to 9 times the MACs of its depthwise-separable
@@ -165,8 +166,8 @@ class EfficientArchitecture(Rule):
         entries = [entry for w in dominant for entry in w.entries]
         dense = [w for w in dominant if _incompressible(w)]
         over = _over_budget(ctx)
-        if not entries and not (dense and over):
-            return
+        if not entries:
+            return  # a dense model alone is no finding: the hint goes with what it reports
         yield self._finding(ctx, view, entries, dense, over, notes)
 
     def _spectra(self, ctx: RuleContext, weights: list[Weight], notes: list[str]) -> None:
@@ -208,15 +209,11 @@ class EfficientArchitecture(Rule):
                  dense: list[Weight], over: list[str], notes: list[str]) -> Finding:
         facts = ctx.facts
         parts = [_describe(entry, facts) for entry in entries]
-        if entries:
-            several = len(entries) > 1
-            message = (f"{len(entries)} layer{'s' if several else ''} that dominate"
-                       f"{'' if several else 's'} the model ha{'ve' if several else 's'} a leaner "
-                       "form: "
-                       + "; ".join(parts[:5])
-                       + (f"; and {len(parts) - 5} more" if len(parts) > 5 else ""))
-        else:
-            message = f"the model is over {' and '.join(over)}, and no layer has a leaner form"
+        several = len(entries) > 1
+        message = (f"{len(entries)} layer{'s' if several else ''} that dominate"
+                   f"{'' if several else 's'} the model ha{'ve' if several else 's'} a leaner "
+                   "form: " + "; ".join(parts[:5])
+                   + (f"; and {len(parts) - 5} more" if len(parts) > 5 else ""))
         if dense:
             message += ". " + _regularization(dense, over)
         params_saved = sum(e["params_before"] - e["params_after"] for e in entries)

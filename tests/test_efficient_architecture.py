@@ -201,24 +201,44 @@ def test_a_grouped_conv_is_not_a_dense_one(tmp_path):
 
 # --- the regularization hint ---------------------------------------------------------------------
 
-def test_dense_full_rank_dominant_weights_get_the_regularization_hint_over_budget(tmp_path):
+def test_dense_dominant_weights_get_the_regularization_hint(tmp_path):
+    """Next to a layer it reports (a dense conv), BG107 names the dominant weight that is dense
+    and not low-rank; over a size budget it points to fix's distillation target."""
+    from onnx import helper
+
+    from factories import build, info, init
+
     rng = np.random.default_rng(0)
-    path = arch_models.matmul(tmp_path / "full.onnx", rng.standard_normal((256, 256)).astype(np.float32))
-    assert run_rule(path, "BG107") == []  # within budget, a dense full-rank layer is just a layer
-    finding = only(run_configured(path, '[budgets."*.onnx"]\nmax-params = "10K"\n'))
+    conv = (rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32)
+    head = rng.standard_normal((64, 256)).astype(np.float32)
+    path = build([helper.make_node("Conv", ["x", "conv.weight"], ["c"], name="conv", pads=[1] * 4),
+                  helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+                  helper.make_node("Flatten", ["p"], ["f"]),
+                  helper.make_node("MatMul", ["f", "head.weight"], ["y"], name="head")],
+                 [info("x", [1, 64, 16, 16])], [info("y", [1, 256])],
+                 [init("conv.weight", conv), init("head.weight", head)], tmp_path / "m.onnx")
+    finding = only(run_rule(path, "BG107"))
+    assert [layer["name"] for layer in finding.details["layers"]] == ["conv"]
     [dense] = finding.details["incompressible"]
-    assert (dense["name"], dense["weight"], dense["full_rank"], dense["params"]) == ("proj", "w", 256, 65536)
-    assert dense["rank"] == 197  # random: 99% of the energy needs most of the spectrum
+    assert (dense["name"], dense["weight"], dense["full_rank"], dense["params"]) == (
+        "head", "head.weight", 64, 16384)
+    assert dense["rank"] == 62  # random: 99% of the energy needs most of the spectrum
     assert dense["zero_share"] < 0.01
     # Gaussian weights: zeroing the smaller half removes about 7% of the energy.
-    assert dense["prune_half_cosine"] == 0.9633
-    assert finding.message.startswith(
-        "the model is over max-params, and no layer has a leaner form. w (rank 197 of 256, 0.07% "
-        "near zero) is dense and not low-rank (65.5K weights): pruning half of it by magnitude would "
-        "keep a weight cosine of only 0.963, so neither pruning nor factorization shrinks it "
-        "after training")
-    assert finding.message.endswith(
+    assert dense["prune_half_cosine"] == 0.9627
+    assert ("head.weight (rank 62 of 64, 0.06% near zero) is dense and not low-rank (16.4K "
+            "weights): pruning half of it by magnitude would keep a weight cosine of only 0.963, "
+            "so neither pruning nor factorization shrinks it after training; regularize while "
+            "training (L1 or group lasso for sparsity, a low-rank penalty) or distil a smaller "
+            "student") in finding.message
+    assert "says how small" not in finding.message
+    over = only(run_configured(path, '[budgets."*.onnx"]\nmax-params = "10K"\n'))
+    assert over.message.endswith(
         "distil a smaller student (`bloatguard fix --unsafe-fixes` says how small for max-params)")
+    # A dense model with nothing else to report is no finding, within budget or not.
+    alone = arch_models.matmul(tmp_path / "full.onnx", head)
+    assert run_rule(alone, "BG107") == []
+    assert run_configured(alone, '[budgets."*.onnx"]\nmax-params = "10K"\n') == []
 
 
 # --- factorize-lowrank ---------------------------------------------------------------------------
