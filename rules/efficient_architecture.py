@@ -198,10 +198,13 @@ class EfficientArchitecture(Rule):
             if key not in wanted:
                 continue
             weight = wanted.pop(key)
-            matrix = lowrank.as_matrix(tensor.array, _out_axis(weight))
-            weight.energies = lowrank.energies(matrix)
-            weight.rank = lowrank.energy_rank(weight.energies, energy)
-            weight.profile = lowrank.magnitude_profile(tensor.array)
+            spectrum = lowrank.energies(lowrank.as_matrix(tensor.array, _out_axis(weight)))
+            if spectrum is None:
+                notes.append(f"{weight.label} holds NaN or infinite values: not decomposed")
+            else:
+                weight.energies = spectrum
+                weight.rank = lowrank.energy_rank(spectrum, energy)
+                weight.profile = lowrank.magnitude_profile(tensor.array)
             if not wanted:
                 break
 

@@ -402,3 +402,18 @@ def test_light_resnet50_with_its_weights_stored(tmp_path):
         assert (layer["in_channels"], layer["out_channels"], layer["kernel"]) == (512, 512, [3, 3])
         assert layer["macs_before"] == 7 * 7 * 512 * 512 * 9
         assert layer["macs_after"] == 7 * 7 * (512 * 9 + 512 * 512)
+
+
+def test_hostile_values_neither_overflow_nor_warn(tmp_path):
+    """Weights near float32's limit or non-finite (fuzzed files have them): a ratio of singular
+    values still, or a note; never a RuntimeWarning on stderr."""
+    import warnings
+
+    huge = arch_models.low_rank(8) * np.float32(1e37)
+    broken = arch_models.low_rank(8)
+    broken[3, 5] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        [layer] = only(run_rule(arch_models.matmul(tmp_path / "huge.onnx", huge), "BG107")).details["layers"]
+        assert layer["rank"] == 8
+        assert run_rule(arch_models.matmul(tmp_path / "inf.onnx", broken), "BG107") == []

@@ -29,13 +29,20 @@ def as_matrix(array: np.ndarray, out_axis: int = 0) -> np.ndarray:
     return moved.reshape(moved.shape[0], -1)
 
 
-def energies(matrix: np.ndarray) -> np.ndarray:
-    """The squared singular values of a 2-D matrix, largest first (float64, clipped at 0). The
-    Gram matrix is accumulated in float64 and decomposed in float32, which is 3 to 4 times
-    faster than float64 (0.18 s instead of 0.5 to 0.8 s for 1024 x 1024 on 2 cores); its
-    eigenvalues are then exact to about 1e-7 of the largest, far below what moves a 99 % energy
-    rank."""
+def energies(matrix: np.ndarray) -> np.ndarray | None:
+    """The squared singular values of a 2-D matrix, largest first, divided by the square of its
+    largest magnitude (ranks only need their ratios; a hostile 1e30 weight must not overflow);
+    None when the matrix holds NaN or infinity. The Gram matrix is accumulated in float64 and
+    decomposed in float32, which is 3 to 4 times faster than float64 (0.18 s instead of 0.5 to
+    0.8 s for 1024 x 1024 on 2 cores); its eigenvalues are then exact to about 1e-7 of the
+    largest, far below what moves a 99 % energy rank."""
     a = np.asarray(matrix, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        return None
+    peak = float(np.max(np.abs(a))) if a.size else 0.0
+    if peak == 0:
+        return np.zeros(min(a.shape) if a.ndim == 2 else 0)
+    a = a / peak
     gram = a.T @ a if a.shape[0] >= a.shape[1] else a @ a.T
     values = np.linalg.eigvalsh(gram.astype(np.float32)).astype(np.float64)[::-1]
     return np.clip(values, 0.0, None)
@@ -80,8 +87,11 @@ def magnitude_profile(array: np.ndarray, tolerance: float = 1e-3,
     pruning can halve keeps a cosine near 1; a dense Gaussian-like one keeps about 0.97, and
     pruning it costs accuracy that only retraining (or training with sparsity) gives back."""
     flat = np.abs(np.asarray(array, dtype=np.float64).ravel())
-    if flat.size == 0:
+    if flat.size == 0 or not np.all(np.isfinite(flat)):
         return 0.0, 1.0
+    peak = float(flat.max())
+    if peak > 0:
+        flat = flat / peak  # squares of huge weights must not overflow
     squares = flat * flat
     total = float(squares.sum())
     if total == 0:
