@@ -185,7 +185,9 @@ def _store_macs(facts: ModelFacts, outcome) -> None:
         facts.note(f"MACs not measured: shape inference {outcome}")
         facts.measured["activation_memory"] = None
         facts.note(f"activation memory not measured: shape inference {outcome}")
+        _store_layers(facts, None)
         return
+    _store_layers(facts, outcome["by_node"] if outcome["macs"] is not None else None)
     facts.macs = outcome["macs"]
     facts.macs_by_op = outcome["by_op"]
     for note in outcome["notes"]:
@@ -196,6 +198,13 @@ def _store_macs(facts: ModelFacts, outcome) -> None:
         facts.extra["activation_memory"] = memory["peak"]
     for note in memory["notes"]:
         facts.note(note)
+
+
+def _store_layers(facts: ModelFacts, macs_by_node: dict[str, int] | None) -> None:
+    """The model's layers with their MACs, for the base/head layer diff; kept by the metric
+    cache with the facts."""
+    if hasattr(facts.handle, "layers"):
+        facts.layers = facts.handle.layers(facts, macs_by_node)
 
 
 @dataclass
@@ -513,8 +522,21 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
                 result.facts = measure(pairing.head_file, config, display, macs=macs)
                 result.head_file = pairing.head_file
         macs.run()
+        _diff_layers(results)
         _finish(results, config, selection, latency, jobs, cache, progress)
     return results
+
+
+def _diff_layers(results: list[ModelResult]) -> None:
+    """Which layers changed, for every model whose bytes changed since the base."""
+    from bloatguard.diff import layer_diff
+
+    for result in results:
+        base, head = result.base, result.facts
+        if base is None or head is None or result.same_bytes or base.unreadable or head.unreadable \
+                or base.weights_unknown or head.weights_unknown:
+            continue
+        result.diff = layer_diff(base, head)
 
 
 def measure_blobs(repo, blobs: list, config: Config, *, use_cache: bool = True) -> list[ModelFacts]:

@@ -555,3 +555,61 @@ def _makes_double(node, attr) -> bool:
     if node.op_type in _DTYPE_ATTR_OPS and attr.name == "dtype":
         return attr.i == _DOUBLE
     return node.op_type == "ConstantOfShape" and attr.name == "value" and attr.t.data_type == _DOUBLE
+
+
+# --- layers: the per-layer profile and the base/head layer diff (bloatguard.layers) -------------
+
+def node_key(node) -> str:
+    """How MACs per node are keyed (bloatguard.measure.compute): the node's first output (outputs
+    are unique in a model), else its name."""
+    return next((name for name in node.output if name), node.name)
+
+
+def model_layers(facts, graph: ModelGraph, uses: WeightUses,
+                 macs_by_node: dict[str, int] | None) -> list:
+    """The layers of an ONNX model (bloatguard.facts.Layer): every node that reads a stored
+    weight or computes, in graph order, subgraphs after their owner. A weight belongs to the
+    first node that computes with it, looking through layout ops and DequantizeLinear (a QDQ
+    model's int8 weight, scale and zero point belong to the MatMul they feed). Weights no node
+    reads, and those held in attributes, form layers named after where they are stored.
+
+    `macs_by_node`: MACs by node_key, None when the model's MACs are unknown (every layer's
+    MACs are then None too: partial counts would mislead a diff)."""
+    from bloatguard.facts import Layer
+
+    owners: dict[int, list[tuple[str, str]]] = {}
+    leftover: dict[str, list[tuple[str, str]]] = {}
+    for tensor in facts.tensors:
+        key = (tensor.where, tensor.name)
+        owner = _computing_reader(uses, uses(*key))
+        if owner is not None:
+            owners.setdefault(id(owner.node), []).append(key)
+        else:
+            unread = tensor.where.endswith(("initializer", "sparse", "constant"))
+            leftover.setdefault("(read by no node)" if unread else tensor.where, []).append(key)
+    layers = []
+    for scope in graph.scopes():
+        for node in scope.nodes:
+            macs = None if macs_by_node is None else macs_by_node.get(node_key(node), 0)
+            weights = owners.get(id(node), [])
+            if weights or macs:
+                name = f"{scope.prefix}{node.name or node_key(node)}"
+                layers.append(Layer(name, node.op_type, weights, macs))
+    for name, weights in leftover.items():
+        layers.append(Layer(name, "", weights, None if macs_by_node is None else 0))
+    return layers
+
+
+def _computing_reader(uses: WeightUses, found: list[WeightUse]) -> WeightUse | None:
+    """The first node that computes with a weight, through DequantizeLinear nodes."""
+    seen: set[int] = set()
+    while found:
+        use = found[0]
+        if use.op != "DequantizeLinear" or id(use.node) in seen or not use.node.output:
+            return use
+        seen.add(id(use.node))
+        onward = uses._follow(use.scope, use.node.output[0])
+        if not onward:
+            return use
+        found = onward
+    return None

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bloatguard.diff import LayerChange, LayerDiff
 from bloatguard.errors import BloatguardError
 from bloatguard.facts import ModelFacts, ValueInfo
 from bloatguard.metrics import METRICS
@@ -96,7 +97,16 @@ def model_result(entry: dict[str, Any]) -> ModelResult:
         reference=ReportedFacts(entry["path"], entry.get("format", "unknown"),
                                 entry["reference"]["metrics"]) if entry.get("reference") else None,
         reference_name=(entry.get("reference") or {}).get("ref"),
-        base_path=base["path"] if base else None, findings=findings)
+        base_path=base["path"] if base else None, findings=findings, diff=_diff(entry))
+
+
+def _diff(entry: dict[str, Any]) -> LayerDiff | None:
+    """Undo report.json: the changed layers and op counts."""
+    if "diff" not in entry:
+        return None
+    return LayerDiff([LayerChange.from_json(change) for change in entry["diff"]],
+                     {str(op): (int(counts["base"]), int(counts["head"]))
+                      for op, counts in (entry.get("op_changes") or {}).items()})
 
 
 def load_report(path: Path) -> list[ModelResult]:

@@ -34,7 +34,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from bloatguard.formats.onnx_wire import EMBEDDED_KEY
-from bloatguard.graph import STANDARD_DOMAINS, constant_value, subgraphs
+from bloatguard.graph import STANDARD_DOMAINS, constant_value, node_key, subgraphs
 from bloatguard.graph import attribute as _attr
 from bloatguard.measure import fold_ops
 
@@ -126,12 +126,6 @@ def _macs_result(shaped: "_Shaped") -> MacsResult:
                   "model reaches; check the input shapes and the model's dims")
         return MacsResult(None, notes.items, by_op, by_node)
     return MacsResult(cost.macs, notes.items, by_op, by_node)
-
-
-def node_key(node) -> str:
-    """How a node is named in MacsResult.by_node: its first output (outputs are unique in a
-    model), else its name."""
-    return next((name for name in node.output if name), node.name)
 
 
 def profile(model_proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None

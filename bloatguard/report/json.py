@@ -34,6 +34,9 @@ def model_json(result: ModelResult) -> dict[str, Any]:
         entry["base"] = {"path": result.base_path or result.path, "metrics": result.base.metrics()}
     if result.reference is not None:  # [drift] reference: the model at that commit
         entry["reference"] = {"ref": result.reference_name, "metrics": result.reference.metrics()}
+    if result.diff is not None:  # the layers that changed since the base (bloatguard.diff)
+        entry["diff"] = [change.to_json() for change in result.diff.changes]
+        entry["op_changes"] = result.diff.ops_json()
     return entry
 
 

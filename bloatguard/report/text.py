@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bloatguard.metrics import METRICS
-from bloatguard.report import drift
+from bloatguard.report import TOP_CHANGES, change_line, change_summary, drift, ops_line
 from bloatguard.result import ModelResult, summarize
 from bloatguard.units import format_amount
 from bloatguard.untrusted import one_line
@@ -66,6 +66,18 @@ def _latency_line(facts) -> str:
         line += (f"; head/base ratio from {comparison['rounds']} interleaved rounds, "
                  f"p = {comparison['p_value']:.2g}")
     return line
+
+
+def _diff_lines(diff) -> list[str]:
+    """What changed since the base, largest first: the top layers, the rest counted, op counts."""
+    top = TOP_CHANGES["text"]
+    lines = [f"  what changed: {change_summary(diff)}"]
+    lines += [one_line(f"    {change_line(change)}") for change in diff.changes[:top]]
+    if len(diff.changes) > top:
+        lines.append(f"    … and {len(diff.changes) - top} more (--output-format json lists all)")
+    if diff.ops:
+        lines.append(one_line(f"    ops: {ops_line(diff)}"))
+    return lines
 
 
 def _plural(count: int, noun: str) -> str:
@@ -129,6 +141,8 @@ def render(results: list[ModelResult], *, budgets_for=None, unmatched=(), **_: A
             out.extend("  " + line for line in model_table(result, budgets).splitlines())
             if (line := drift(result)):
                 out.append(one_line(f"  drift since {result.reference_name}: {line}"))
+            if result.diff:
+                out.extend(_diff_lines(result.diff))
             if facts and (line := _dtype_line(result)):
                 out.append("  " + line)
             if facts and (line := _latency_line(facts)):
