@@ -205,6 +205,8 @@ class Layer:
     op: str
     weights: list[tuple[str, str]] = field(default_factory=list)
     macs: int | None = None  # None: not counted (the model's MACs are unknown)
+    # The bytes of the values it computes; only `bloatguard show` measures them (not cached).
+    activation_bytes: int | None = field(default=None, compare=False)
 
     def to_list(self) -> list:
         return [self.name, self.op, [list(key) for key in self.weights], self.macs]

@@ -565,8 +565,8 @@ def node_key(node) -> str:
     return next((name for name in node.output if name), node.name)
 
 
-def model_layers(facts, graph: ModelGraph, uses: WeightUses,
-                 macs_by_node: dict[str, int] | None) -> list:
+def model_layers(facts, graph: ModelGraph, uses: WeightUses, macs_by_node: dict[str, int] | None,
+                 value_bytes: dict[str, int | None] | None = None) -> list:
     """The layers of an ONNX model (bloatguard.facts.Layer): every node that reads a stored
     weight or computes, in graph order, subgraphs after their owner. A weight belongs to the
     first node that computes with it, looking through layout ops and DequantizeLinear (a QDQ
@@ -574,7 +574,8 @@ def model_layers(facts, graph: ModelGraph, uses: WeightUses,
     reads, and those held in attributes, form layers named after where they are stored.
 
     `macs_by_node`: MACs by node_key, None when the model's MACs are unknown (every layer's
-    MACs are then None too: partial counts would mislead a diff)."""
+    MACs are then None too: partial counts would mislead a diff). `value_bytes`: the bytes of
+    each value the graph computes (measure.compute.profile), for the layers' activation bytes."""
     from bloatguard.facts import Layer
 
     owners: dict[int, list[tuple[str, str]]] = {}
@@ -594,7 +595,12 @@ def model_layers(facts, graph: ModelGraph, uses: WeightUses,
             weights = owners.get(id(node), [])
             if weights or macs:
                 name = f"{scope.prefix}{node.name or node_key(node)}"
-                layers.append(Layer(name, node.op_type, weights, macs))
+                layer = Layer(name, node.op_type, weights, macs)
+                if value_bytes is not None:
+                    sizes = [value_bytes.get(out) for out in node.output if out]
+                    layer.activation_bytes = (None if None in sizes
+                                              else sum(size or 0 for size in sizes))
+                layers.append(layer)
     for name, weights in leftover.items():
         layers.append(Layer(name, "", weights, None if macs_by_node is None else 0))
     return layers

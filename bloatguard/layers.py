@@ -24,6 +24,7 @@ class LayerRow:
     tensors: list[TensorInfo] = field(default_factory=list)
     macs: int | None = None
     activation_bytes: int | None = None  # its outputs' bytes; only `show` measures them
+    count: int = 1  # how many layers (or tensors) a grouped row stands for
 
     @property
     def params(self) -> int:
@@ -49,7 +50,7 @@ def layer_rows(facts: ModelFacts) -> list[LayerRow]:
     by_key = {(tensor.where, tensor.name): tensor for tensor in facts.tensors}
     if facts.layers:
         return [LayerRow(layer.name, layer.op, [by_key[key] for key in layer.weights if key in by_key],
-                         layer.macs) for layer in facts.layers]
+                         layer.macs, layer.activation_bytes) for layer in facts.layers]
     rows: dict[str, LayerRow] = {}
     for tensor in facts.tensors:
         module = module_of(tensor.name)

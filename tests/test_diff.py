@@ -12,26 +12,6 @@ from onnx import helper
 import factories
 from gitrepo import Repo
 
-def conv_net(path, *, widths=(16, 8), extra: bool = False, names=("conv1", "conv2"),
-             weights=("w1", "w2"), size: int = 8):
-    """x[1,3,size,size] -> Conv 3x3 (pad 1) -> Relu -> Conv 3x3 (pad 1) -> y; `extra` inserts
-    a 3x3 Conv + Relu of widths[0] channels between them."""
-    rng = np.random.default_rng(0)
-    first, second = widths
-    inits = [factories.init(weights[0], rng.standard_normal((first, 3, 3, 3)).astype(np.float32)),
-             factories.init(weights[1], rng.standard_normal((second, first, 3, 3)).astype(np.float32))]
-    nodes = [helper.make_node("Conv", ["x", weights[0]], ["h1"], name=names[0], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["h1"], ["r1"], name="relu1")]
-    last = "r1"
-    if extra:
-        inits.append(factories.init("w_mid", rng.standard_normal((first, first, 3, 3)).astype(np.float32)))
-        nodes += [helper.make_node("Conv", ["r1", "w_mid"], ["hm"], name="conv_mid", pads=[1, 1, 1, 1]),
-                  helper.make_node("Relu", ["hm"], ["rm"], name="relu_mid")]
-        last = "rm"
-    nodes.append(helper.make_node("Conv", [last, weights[1]], ["y"], name=names[1], pads=[1, 1, 1, 1]))
-    return factories.build(nodes, [factories.info("x", [1, 3, size, size])],
-                           [factories.info("y", [1, second, size, size])], inits, path)
-
 
 def fc_net(path, *, quantized: bool):
     """x[1,64] -> MatMul fc (64x32) -> y. Quantized: the weight is stored int8 with a scale and
@@ -77,7 +57,7 @@ def conv_macs(out_channels, in_channels, size=8):
 
 
 def test_widened_conv_resizes_it_and_its_reader(repo, run_cli):
-    commit_pair(repo, lambda p: conv_net(p, widths=(16, 8)), lambda p: conv_net(p, widths=(64, 8)))
+    commit_pair(repo, lambda p: factories.conv_net(p, widths=(16, 8)), lambda p: factories.conv_net(p, widths=(64, 8)))
     _, model = check_json(run_cli)
     rows = {row["name"]: row for row in model["diff"]}
     assert set(rows) == {"conv1", "conv2"}
@@ -101,7 +81,7 @@ def test_widened_conv_resizes_it_and_its_reader(repo, run_cli):
 
 
 def test_inserted_block_is_one_added_layer_and_new_op_counts(repo, run_cli):
-    commit_pair(repo, lambda p: conv_net(p), lambda p: conv_net(p, extra=True))
+    commit_pair(repo, lambda p: factories.conv_net(p), lambda p: factories.conv_net(p, extra=True))
     _, model = check_json(run_cli)
     assert model["diff"] == [{
         "name": "conv_mid", "op": "Conv", "change": "added", "base": None,
@@ -128,8 +108,8 @@ def test_weight_back_to_float32_is_retyped(repo, run_cli):
 def test_renamed_export_matches_by_position(repo, run_cli):
     """Every node and weight renamed (a module renamed before export), and the first conv
     widened: the layers still pair up, and the rows say what they were called."""
-    commit_pair(repo, lambda p: conv_net(p),
-                lambda p: conv_net(p, widths=(32, 8), names=("stem.conv", "head.conv"),
+    commit_pair(repo, lambda p: factories.conv_net(p),
+                lambda p: factories.conv_net(p, widths=(32, 8), names=("stem.conv", "head.conv"),
                                    weights=("stem.w", "head.w")))
     _, model = check_json(run_cli)
     rows = {row["name"]: row for row in model["diff"]}
@@ -142,14 +122,14 @@ def test_renamed_export_matches_by_position(repo, run_cli):
 
 def test_renamed_nodes_with_the_same_weights_are_unchanged(repo, run_cli):
     """A re-export that only renamed its nodes explains nothing: no rows."""
-    commit_pair(repo, lambda p: conv_net(p), lambda p: conv_net(p, names=("a", "b")))
+    commit_pair(repo, lambda p: factories.conv_net(p), lambda p: factories.conv_net(p, names=("a", "b")))
     _, model = check_json(run_cli)
     assert model["diff"] == [] and model["op_changes"] == {}
 
 
 def test_larger_input_resizes_the_layers_that_compute_on_it(repo, run_cli):
     """Same weights, a larger input: the layers' MACs changed, so they are resized."""
-    commit_pair(repo, lambda p: conv_net(p, size=8), lambda p: conv_net(p, size=16))
+    commit_pair(repo, lambda p: factories.conv_net(p, size=8), lambda p: factories.conv_net(p, size=16))
     _, model = check_json(run_cli)
     rows = {row["name"]: row for row in model["diff"]}
     assert rows["conv1"]["change"] == "resized"
@@ -158,7 +138,7 @@ def test_larger_input_resizes_the_layers_that_compute_on_it(repo, run_cli):
 
 
 def test_text_and_markdown_explain_growth_layer_by_layer(repo, run_cli):
-    commit_pair(repo, lambda p: conv_net(p), lambda p: conv_net(p, widths=(64, 8), extra=True))
+    commit_pair(repo, lambda p: factories.conv_net(p), lambda p: factories.conv_net(p, widths=(64, 8), extra=True))
     _, text, _ = run_cli("check", "models", "--no-latency", "--base", "HEAD")
     assert "what changed: 3 layers changed: +" in text
     assert "+ conv_mid (Conv) added float32[64, 64, 3, 3]: +36.9K params" in text
@@ -172,7 +152,7 @@ def test_text_and_markdown_explain_growth_layer_by_layer(repo, run_cli):
 
 
 def test_merge_keeps_the_diff(repo, run_cli, tmp_path):
-    commit_pair(repo, lambda p: conv_net(p), lambda p: conv_net(p, extra=True))
+    commit_pair(repo, lambda p: factories.conv_net(p), lambda p: factories.conv_net(p, extra=True))
     _, out, _ = run_cli("check", "models", "--no-latency", "--base", "HEAD", "--output-format", "json")
     report = tmp_path / "shard.json"
     report.write_text(out)
@@ -186,7 +166,7 @@ def test_merge_keeps_the_diff(repo, run_cli, tmp_path):
 
 
 def test_warm_cache_gives_the_same_diff(repo, run_cli):
-    commit_pair(repo, lambda p: conv_net(p), lambda p: conv_net(p, widths=(64, 8), extra=True))
+    commit_pair(repo, lambda p: factories.conv_net(p), lambda p: factories.conv_net(p, widths=(64, 8), extra=True))
     repo.commit("head")
     args = ("check", "models", "--no-latency", "--base", "HEAD~1", "--output-format", "json")
     _, cold, _ = run_cli(*args)
@@ -220,9 +200,9 @@ def test_state_dict_rows_are_modules(repo, run_cli):
 
 
 def test_unchanged_and_new_models_have_no_diff(repo, run_cli):
-    conv_net(repo.root / "models" / "m.onnx")
+    factories.conv_net(repo.root / "models" / "m.onnx")
     repo.commit("base")
-    conv_net(repo.root / "models" / "n.onnx", widths=(4, 4))
+    factories.conv_net(repo.root / "models" / "n.onnx", widths=(4, 4))
     code, out, _ = run_cli("check", "models", "--no-latency", "--base", "HEAD", "--output-format", "json")
     models = {m["path"]: m for m in json.loads(out)["models"]}
     assert "diff" not in models["models/m.onnx"] and "diff" not in models["models/n.onnx"]

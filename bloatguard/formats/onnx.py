@@ -47,11 +47,12 @@ class OnnxModel:
 
         return WeightUses(self.graph)
 
-    def layers(self, facts: ModelFacts, macs_by_node: dict[str, int] | None) -> list:
+    def layers(self, facts: ModelFacts, macs_by_node: dict[str, int] | None,
+               value_bytes: dict[str, int | None] | None = None) -> list:
         """bloatguard.facts.Layer for each node that reads weights or computes."""
         from bloatguard.graph import model_layers
 
-        return model_layers(facts, self.graph, self.weight_uses, macs_by_node)
+        return model_layers(facts, self.graph, self.weight_uses, macs_by_node, value_bytes)
 
     def weight_view(self, facts: ModelFacts):
         """bloatguard.facts.WeightView of this model, built once."""
