@@ -302,7 +302,8 @@ class ModelFacts:
         if self.unreadable or self.weights_unknown:
             return None
         sizes = [t.nbytes for t in self.tensors]
-        return None if any(s is None for s in sizes) else sum(sizes)
+        known = [s for s in sizes if s is not None]
+        return sum(known) if len(known) == len(sizes) else None
 
     def metrics(self) -> dict[str, Any]:
         """The measured numbers, in the JSON report's spelling (bloatguard.metrics)."""
