@@ -298,7 +298,9 @@ def _fix_inputs(model, input_shapes: dict, notes: _Notes) -> None:
             for dim in tensor_type.shape.dim:
                 if dim.HasField("dim_value") and dim.dim_value < 0:  # some exporters write -1
                     dim.Clear()
-            declared[name] = list(_dims(tensor_type))
+            shape_dims = _dims(tensor_type)
+            assert shape_dims is not None  # it has a shape (checked above)
+            declared[name] = list(shape_dims)
         else:
             declared[name] = None
     resolved, found = resolve_dims(declared, fixed)
@@ -368,7 +370,7 @@ def _note_unknown_inputs(graph, notes: _Notes) -> None:
 def _dims(tensor_type) -> Dims | None:
     if not tensor_type.HasField("shape"):
         return None
-    out = []
+    out: list[int | str | None] = []
     for dim in tensor_type.shape.dim:
         if dim.HasField("dim_value") and dim.dim_value >= 0:
             out.append(int(dim.dim_value))
@@ -379,7 +381,7 @@ def _dims(tensor_type) -> Dims | None:
     return tuple(out)
 
 
-def _show_dims(dims: Dims) -> str:
+def _show_dims(dims: Sequence[int | str | None]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
