@@ -220,7 +220,7 @@ def _describe_inputs(evaluation: Evaluation) -> str:
 # --- fidelity ---------------------------------------------------------------------------------
 
 def fidelity(evaluations: list[Evaluation], original: Path, original_facts: ModelFacts,
-             inputs_file: Path, thresholds: Thresholds, timeout: float) -> str | None:
+             inputs_file: Path | None, thresholds: Thresholds, timeout: float) -> str | None:
     """Run the original and every viable candidate on the same inputs in one isolated child
     and judge each. Returns a model-level error (the original cannot run) or None."""
     from bloatguard.isolate import IsolationError, run_isolated
