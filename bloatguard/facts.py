@@ -122,7 +122,7 @@ class LatencyComparison(TypedDict, total=False):
     min_effect: float
     alpha: float
     comparisons: int
-    confirmed: bool
+    confirmed: bool | None  # None: no confirmation was needed (or possible)
     screening: dict[str, Any]
 
 
