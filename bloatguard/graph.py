@@ -16,6 +16,8 @@ from bloatguard.facts import dtype_nbytes
 if TYPE_CHECKING:
     from onnx import FunctionProto, GraphProto, NodeProto, TensorProto
 
+    from bloatguard.facts import ModelFacts, WeightView
+
 STANDARD_DOMAINS = ("", "ai.onnx")
 # Standard ops that run a graph held in an attribute.
 STD_OPS_WITH_GRAPHS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
@@ -445,7 +447,7 @@ def layer_uses(uses: list[WeightUse]) -> list[WeightUse]:
             and u.index in WEIGHT_INPUTS.get(u.op, ())]
 
 
-def weight_view(facts, model):
+def weight_view(facts: ModelFacts, model) -> WeightView:
     """The WeightView of an ONNX model (facts from formats.onnx, `model` its OnnxModel)."""
     from bloatguard.facts import WeightView
 

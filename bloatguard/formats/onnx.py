@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
 
 from bloatguard.errors import UnreadableModel
-from bloatguard.facts import ModelFacts, TensorInfo, ValueInfo
+from bloatguard.facts import ModelFacts, TensorInfo, ValueInfo, WeightView
 from bloatguard.formats.onnx_wire import EMBEDDED_KEY, read_structure
 from bloatguard.graph import dtype_name, node_label
 
@@ -34,7 +34,7 @@ class OnnxModel:
 
     def __init__(self, proto) -> None:
         self.proto = proto
-        self._view = None
+        self._view: WeightView | None = None
 
     @functools.cached_property
     def graph(self):
