@@ -71,6 +71,10 @@ class MacsResult:
     # MACs of each counted node, by its first output's name (unique in an ONNX model), for the
     # per-node profile (`bloatguard show`); a Loop body's nodes times the trip count.
     by_node: dict[str, int] = field(default_factory=dict, compare=False)
+    # MACs as a formula of the input dims left symbolic (measure.symbolic), when `macs` is None
+    # for want of their values: exact ("4050·height·width") and for people ("4.05K·height·width").
+    formula: str | None = None
+    formula_text: str | None = None
 
 
 def count_macs(model_proto: onnx.ModelProto,
@@ -80,11 +84,16 @@ def count_macs(model_proto: onnx.ModelProto,
 
 
 def analyze(model_proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None,
-            *, memory: bool = True) -> tuple[MacsResult, MemoryResult | None]:
+            *, memory: bool = True, formula: bool = True) -> tuple[MacsResult, MemoryResult | None]:
     """MACs and (with `memory`) the static peak activation memory (bloatguard.measure.memory) of
-    one inference, from one shape inference: inference is most of the cost of either."""
+    one inference, from one shape inference: inference is most of the cost of either. With
+    `formula`, MACs that are unknown only for want of symbolic input dims' values are given as
+    a formula of those dims."""
+    import time
+
     from bloatguard.measure.memory import unknown as memory_unknown
 
+    started = time.monotonic()
     notes = _Notes()
     try:
         model = _working_copy(model_proto, notes)
@@ -101,7 +110,48 @@ def analyze(model_proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[in
                   "please report this; set BLOATGUARD_DEBUG=1 for a traceback")
         return MacsResult(None, notes.items), memory_unknown("internal error, see the MACs note")
     macs = _macs_result(shaped)
+    if formula and macs.macs is None and shaped.cost.unknown and not shaped.cost.invalid:
+        _fit_formula(model_proto, model.graph, macs, time.monotonic() - started)
     return macs, (_memory(shaped, user_dims) if memory else None)
+
+
+_PLAIN_NAME = re.compile(r"[\w.:/-]{1,64}", re.ASCII)
+# Counting once more for each point of the fit must stay cheap next to the one count `check` needs.
+_FORMULA_SECONDS = 2.0
+
+
+def _fit_formula(model_proto: onnx.ModelProto, graph, macs: MacsResult, seconds: float) -> None:
+    """MACs as a formula of the inputs' symbolic dims (measure.symbolic), when every unknown
+    input dim has a name and there are at most two names."""
+    from bloatguard.measure import symbolic
+
+    initializers = {t.name for t in graph.initializer}
+    declared = {value.name: _dims(value.type.tensor_type) for value in graph.input
+                if value.name not in initializers and value.type.HasField("tensor_type")}
+    if any(dims is None or None in dims for dims in declared.values()):
+        return  # an input without a shape, or an anonymous dim: nothing to name in a formula
+    names = sorted({d for dims in declared.values() for d in dims if isinstance(d, str)})
+    if not 1 <= len(names) <= symbolic.MAX_DIMS or not all(map(_PLAIN_NAME.fullmatch, names)):
+        return  # names go into every report: only plain ones (batch, height, unk__214, ...)
+    counts = symbolic.counts_needed(len(names))
+    if seconds * counts > _FORMULA_SECONDS:
+        macs.notes.append(f"MACs formula of {', '.join(names)} not fitted: {counts} more counts "
+                          f"at {seconds:.1f} s each would take too long")
+        return
+
+    def count(values: dict[str, int]) -> int | None:
+        shapes = {name: [values[d] if isinstance(d, str) else d for d in dims]
+                  for name, dims in declared.items()}
+        return analyze(model_proto, shapes, memory=False, formula=False)[0].macs
+
+    fitted = symbolic.fit(names, count)
+    if fitted is None:
+        return
+    coefficients, multiple = fitted
+    macs.formula = symbolic.render(names, coefficients, exact=True)
+    macs.formula_text = symbolic.render(names, coefficients, exact=False)
+    macs.notes.append(f"MACs = {macs.formula_text} for symbolic {', '.join(names)} (fitted on "
+                      f"multiples of {multiple}); budgets need values: {_HINT}")
 
 
 def _macs_result(shaped: "_Shaped") -> MacsResult:
@@ -132,6 +182,9 @@ def profile(model_proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[in
             ) -> tuple[MacsResult, dict[str, int | None]]:
     """MACs (per node too), and the bytes of every value the graph computes (None where a dim
     stays unknown), from one shape inference: what `bloatguard show` lists per node."""
+    import time
+
+    started = time.monotonic()
     notes = _Notes()
     try:
         model = _working_copy(model_proto, notes)
@@ -148,7 +201,10 @@ def profile(model_proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[in
             size = _ELEMENT_BYTES.get(tensor.elem_type)
             sizes[value.name] = (math.prod(dims) * size if dims is not None and size is not None
                                  and all(isinstance(d, int) for d in dims) else None)
-    return _macs_result(shaped), sizes
+    macs = _macs_result(shaped)
+    if macs.macs is None and shaped.cost.unknown and not shaped.cost.invalid:
+        _fit_formula(model_proto, model.graph, macs, time.monotonic() - started)
+    return macs, sizes
 
 
 # Bytes per element of ONNX tensor types with a fixed size (TensorProto.DataType numbers).
