@@ -77,23 +77,29 @@ class MacsResult:
     formula_text: str | None = None
 
 
+# How much counting fitting a MACs formula may add, in nodes counted (nodes times counts): in
+# `check` (the pre-commit hook) little next to its one count, about 0.1 s; `show`, asked about
+# one model, more. Nodes, not seconds: whether a model gets a formula must not depend on the
+# machine's load.
+CHECK_FORMULA_WORK = 1_000
+SHOW_FORMULA_WORK = 200_000
+
+
 def count_macs(model_proto: onnx.ModelProto,
                input_shapes: Mapping[str, Sequence[int]] | None = None) -> MacsResult:
     """MACs of one inference of `model_proto` with the given input shapes (by input name)."""
-    return analyze(model_proto, input_shapes, memory=False)[0]
+    return analyze(model_proto, input_shapes, memory=False, formula=0)[0]
 
 
 def analyze(model_proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None,
-            *, memory: bool = True, formula: bool = True) -> tuple[MacsResult, MemoryResult | None]:
+            *, memory: bool = True, formula: int = CHECK_FORMULA_WORK
+            ) -> tuple[MacsResult, MemoryResult | None]:
     """MACs and (with `memory`) the static peak activation memory (bloatguard.measure.memory) of
-    one inference, from one shape inference: inference is most of the cost of either. With
-    `formula`, MACs that are unknown only for want of symbolic input dims' values are given as
-    a formula of those dims."""
-    import time
-
+    one inference, from one shape inference: inference is most of the cost of either. MACs
+    that are unknown only for want of symbolic input dims' values are given as a formula of
+    those dims when fitting it costs at most `formula` nodes counted."""
     from bloatguard.measure.memory import unknown as memory_unknown
 
-    started = time.monotonic()
     notes = _Notes()
     try:
         model = _working_copy(model_proto, notes)
@@ -111,7 +117,7 @@ def analyze(model_proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[in
         return MacsResult(None, notes.items), memory_unknown("internal error, see the MACs note")
     macs = _macs_result(shaped)
     if formula and macs.macs is None and shaped.cost.unknown and not shaped.cost.invalid:
-        _fit_formula(model_proto, model.graph, macs, time.monotonic() - started)
+        _fit_formula(model_proto, model.graph, macs, formula)
     return macs, (_memory(shaped, user_dims) if memory else None)
 
 
@@ -120,7 +126,7 @@ _PLAIN_NAME = re.compile(r"[\w.:/-]{1,64}", re.ASCII)
 _FORMULA_SECONDS = 2.0
 
 
-def _fit_formula(model_proto: onnx.ModelProto, graph, macs: MacsResult, seconds: float) -> None:
+def _fit_formula(model_proto: onnx.ModelProto, graph, macs: MacsResult, work: int) -> None:
     """MACs as a formula of the inputs' symbolic dims (measure.symbolic), when every unknown
     input dim has a name and there are at most two names."""
     from bloatguard.measure import symbolic
@@ -133,16 +139,14 @@ def _fit_formula(model_proto: onnx.ModelProto, graph, macs: MacsResult, seconds:
     names = sorted({d for dims in declared.values() for d in dims if isinstance(d, str)})
     if not 1 <= len(names) <= symbolic.MAX_DIMS or not all(map(_PLAIN_NAME.fullmatch, names)):
         return  # names go into every report: only plain ones (batch, height, unk__214, ...)
-    counts = symbolic.counts_needed(len(names))
-    if seconds * counts > _FORMULA_SECONDS:
-        macs.notes.append(f"MACs formula of {', '.join(names)} not fitted: {counts} more counts "
-                          f"at {seconds:.1f} s each would take too long")
-        return
+    nodes = sum(len(scope.node) for scope in _graphs(graph))
+    if nodes * symbolic.counts_needed(len(names)) > work:
+        return  # `bloatguard show` fits larger models
 
     def count(values: dict[str, int]) -> int | None:
         shapes = {name: [values[d] if isinstance(d, str) else d for d in dims]
                   for name, dims in declared.items()}
-        return analyze(model_proto, shapes, memory=False, formula=False)[0].macs
+        return analyze(model_proto, shapes, memory=False, formula=0)[0].macs
 
     fitted = symbolic.fit(names, count)
     if fitted is None:
@@ -182,9 +186,6 @@ def profile(model_proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[in
             ) -> tuple[MacsResult, dict[str, int | None]]:
     """MACs (per node too), and the bytes of every value the graph computes (None where a dim
     stays unknown), from one shape inference: what `bloatguard show` lists per node."""
-    import time
-
-    started = time.monotonic()
     notes = _Notes()
     try:
         model = _working_copy(model_proto, notes)
@@ -203,7 +204,7 @@ def profile(model_proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[in
                                  and all(isinstance(d, int) for d in dims) else None)
     macs = _macs_result(shaped)
     if macs.macs is None and shaped.cost.unknown and not shaped.cost.invalid:
-        _fit_formula(model_proto, model.graph, macs, time.monotonic() - started)
+        _fit_formula(model_proto, model.graph, macs, SHOW_FORMULA_WORK)
     return macs, sizes
 
 
