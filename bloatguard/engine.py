@@ -195,6 +195,8 @@ def _store_macs(facts: ModelFacts, outcome) -> None:
     _store_layers(facts, outcome["by_node"] if outcome["macs"] is not None else None)
     facts.macs = outcome["macs"]
     facts.macs_by_op = outcome["by_op"]
+    if outcome.get("formula"):  # MACs of the symbolic input dims (measure.symbolic)
+        facts.extra["macs_formula"] = {"exact": outcome["formula"], "text": outcome["formula_text"]}
     for note in outcome["notes"]:
         facts.note(note)
     memory = outcome.get("memory") or {"activation_memory": None, "notes": [], "peak": None}

@@ -39,6 +39,7 @@ class Profile:
     macs: int | None
     by: str = "layer"
     notes: list[str] = field(default_factory=list)
+    macs_formula: str | None = None  # when MACs are unknown for want of symbolic dims' values
     shown: int = 0  # rows before --top cut them
 
 
@@ -57,7 +58,8 @@ def profile(path: Path, config, display: str) -> Profile:
         _measure_graph(facts, config.resolve(path).inputs)
     rows = layer_rows(facts)
     return Profile(display, facts.format, rows, facts.params, facts.weight_bytes, facts.macs,
-                   notes=list(facts.notes), shown=len(rows))
+                   notes=list(facts.notes), shown=len(rows),
+                   macs_formula=facts.extra.get("macs_formula", {}).get("text"))
 
 
 def _measure_graph(facts: ModelFacts, input_shapes: dict[str, list[int]]) -> None:
@@ -71,6 +73,8 @@ def _measure_graph(facts: ModelFacts, input_shapes: dict[str, list[int]]) -> Non
         facts.layers = facts.handle.layers(facts, None)
         return
     facts.macs = outcome["macs"]
+    if outcome.get("formula"):
+        facts.extra["macs_formula"] = {"exact": outcome["formula"], "text": outcome["formula_text"]}
     for note in outcome["notes"]:
         facts.note(note)
     by_node = outcome["by_node"] if outcome["macs"] is not None else None
@@ -99,7 +103,7 @@ def arrange(profile: Profile, *, sort: str = "params", top: int | None = None,
     if top is not None:
         rows = rows[:top]
     return Profile(profile.path, profile.format, rows, profile.params, profile.weight_bytes,
-                   profile.macs, by, profile.notes, shown=total)
+                   profile.macs, by, profile.notes, profile.macs_formula, shown=total)
 
 
 def _grouped(rows: list[LayerRow], by: str) -> list[LayerRow]:
@@ -158,7 +162,7 @@ def _json(profile: Profile) -> str:
 
     document = {"path": profile.path, "format": profile.format, "by": profile.by,
                 "totals": {"params": profile.params, "weight_bytes": profile.weight_bytes,
-                           "macs": profile.macs},
+                           "macs": profile.macs, "macs_formula": profile.macs_formula},
                 "rows": [_row_json(row, profile) for row in profile.rows],
                 "rows_total": profile.shown, "notes": profile.notes}
     return json.dumps(document, indent=2) + "\n"
@@ -230,8 +234,10 @@ def _totals_line(profile: Profile) -> str:
     from bloatguard.units import format_amount
 
     rows = f"{profile.shown} {'row' if profile.shown == 1 else 'rows'}"
+    macs = profile.macs_formula if profile.macs is None and profile.macs_formula else \
+        format_amount(profile.macs, "count")
     return (f"total ({rows}): {format_amount(profile.params, 'count')} params, "
-            f"{format_amount(profile.weight_bytes, 'bytes')}, {format_amount(profile.macs, 'count')} MACs")
+            f"{format_amount(profile.weight_bytes, 'bytes')}, {macs} MACs")
 
 
 def _text(profile: Profile) -> str:

@@ -59,6 +59,17 @@ def drift(result) -> str:
     return ", ".join(parts)
 
 
+def amount(facts, key: str, value, kind: str) -> str:
+    """A metric's value for people; unknown MACs of a model with symbolic input dims read as
+    their formula (`216·height·width`) rather than `-`."""
+    from bloatguard.units import format_amount
+
+    formula = facts.extra.get("macs_formula") if facts is not None and key == "macs" else None
+    if value is None and formula:
+        return str(formula["text"])
+    return format_amount(value, kind)
+
+
 def doc_section(rule, heading: str) -> str:
     """The first paragraph of one `## heading` section of a rule's docstring (the ruff-style
     rule docs) on one line; empty when there is no such section or it opens with code."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from bloatguard.diff import describe
 from bloatguard.metrics import METRICS
-from bloatguard.report import TOP_CHANGES, change_summary, drift, signed
+from bloatguard.report import TOP_CHANGES, amount, change_summary, drift, signed
 from bloatguard.result import ModelResult, summarize
 from bloatguard.rule import Severity
 from bloatguard.units import format_amount
@@ -19,8 +19,8 @@ ICONS = {Severity.ERROR: "❌", Severity.WARNING: "⚠️", Severity.INFO: "ℹ�
 
 def _cell(result: ModelResult, key: str, kind: str) -> str:
     after = result.facts.metrics().get(key) if result.facts else None
-    if result.base is None:
-        return format_amount(after, kind)
+    if result.base is None or (after is None and result.base.metrics().get(key) is None):
+        return text(amount(result.facts, key, after, kind))
     before = result.base.metrics().get(key)
     if result.facts is None:
         return f"~~{format_amount(before, kind)}~~"

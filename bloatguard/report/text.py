@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bloatguard.metrics import METRICS
-from bloatguard.report import TOP_CHANGES, change_line, change_summary, drift, ops_line
+from bloatguard.report import TOP_CHANGES, amount, change_line, change_summary, drift, ops_line
 from bloatguard.result import ModelResult, summarize
 from bloatguard.units import format_amount
 from bloatguard.untrusted import one_line
@@ -43,9 +43,10 @@ def model_table(result: ModelResult, budgets: dict[str, Any]) -> str:
             comparison = result.facts.latency_comparison if result.facts else None
             delta = (_paired(comparison) if key == "latency_ms" and comparison
                      else _delta(base.get(key), value, kind))
-            row += [format_amount(base.get(key), kind), format_amount(value, kind), delta]
+            row += [amount(result.base, key, base.get(key), kind),
+                    amount(result.facts, key, value, kind), delta]
         else:
-            row.append(format_amount(value, kind))
+            row.append(amount(result.facts, key, value, kind))
         row.append(format_amount(budget, kind) if budget is not None else "")
         rows.append(row)
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
