@@ -132,10 +132,11 @@ def _fit_formula(model_proto: onnx.ModelProto, graph, macs: MacsResult, work: in
     from bloatguard.measure import symbolic
 
     initializers = {t.name for t in graph.initializer}
-    declared = {value.name: _dims(value.type.tensor_type) for value in graph.input
-                if value.name not in initializers and value.type.HasField("tensor_type")}
-    if any(dims is None or None in dims for dims in declared.values()):
+    found = {value.name: _dims(value.type.tensor_type) for value in graph.input
+             if value.name not in initializers and value.type.HasField("tensor_type")}
+    if any(dims is None or None in dims for dims in found.values()):
         return  # an input without a shape, or an anonymous dim: nothing to name in a formula
+    declared = {name: dims for name, dims in found.items() if dims is not None}  # all of them
     names = sorted({d for dims in declared.values() for d in dims if isinstance(d, str)})
     if not 1 <= len(names) <= symbolic.MAX_DIMS or not all(map(_PLAIN_NAME.fullmatch, names)):
         return  # names go into every report: only plain ones (batch, height, unk__214, ...)
