@@ -107,7 +107,11 @@ class MacsBatch:
     on one model costs only that model its MACs.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, layers: bool = False) -> None:
+        # Whether the facts get their layers (facts.layers), which only the base/head layer diff
+        # reads: every batch whose facts the metric cache keeps sets it, so a cached entry never
+        # lacks them.
+        self.layers = layers
         self.jobs: list[tuple[Path, dict[str, list[int]]]] = []
         self.owners: list[list[ModelFacts]] = []  # the facts each job's count belongs to
         self.index: dict[str, int] = {}
@@ -156,7 +160,7 @@ class MacsBatch:
             outcomes = queue.results(timeout=60 + 30 * len(queue.items))
             for index, outcome in enumerate(outcomes, start=first):
                 for facts in self.owners[index]:
-                    _store_macs(facts, outcome)
+                    _store_macs(facts, outcome, layers=self.layers)
         # Counted and stored: facts added from now on need jobs of their own.
         self.jobs, self.owners, self.index, self.started = [], [], {}, 0
         callbacks, self.done_callbacks = self.done_callbacks, []
@@ -183,16 +187,18 @@ def _count_file(job) -> dict:
     return {**asdict(macs), "memory": asdict(memory)}
 
 
-def _store_macs(facts: ModelFacts, outcome) -> None:
+def _store_macs(facts: ModelFacts, outcome, *, layers: bool) -> None:
     """MACs and activation memory into the facts; the peak's whereabouts into `extra` (kept by
     the metric cache with the facts) and, in words, into the notes."""
     if isinstance(outcome, Exception):
         facts.note(f"MACs not measured: shape inference {outcome}")
         facts.measured["activation_memory"] = None
         facts.note(f"activation memory not measured: shape inference {outcome}")
-        _store_layers(facts, None)
+        if layers:
+            _store_layers(facts, None)
         return
-    _store_layers(facts, outcome["by_node"] if outcome["macs"] is not None else None)
+    if layers:
+        _store_layers(facts, outcome["by_node"] if outcome["macs"] is not None else None)
     facts.macs = outcome["macs"]
     facts.macs_by_op = outcome["by_op"]
     if outcome.get("formula"):  # MACs of the symbolic input dims (measure.symbolic)
@@ -491,7 +497,7 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
     scope = [repo.relpath(p) if p.resolve() != repo.root else "." for p in paths] or ["."]
     results: list[ModelResult] = []
     with BlobWorkspace() as workspace:
-        macs = MacsBatch()
+        macs = MacsBatch(layers=True)
         side = _BlobMeasurer(repo, workspace, cache, config, macs)
         if base is None:  # no commit yet: everything staged is new
             pairings = [pairing for file in head_files
@@ -560,7 +566,7 @@ def measure_blobs(repo, blobs: list, config: Config, *, use_cache: bool = True) 
 
     cache = MetricCache(_cache_dir(repo, config) if use_cache else None, anchor=repo.root)
     with BlobWorkspace() as workspace:
-        macs = MacsBatch()
+        macs = MacsBatch(layers=True)
         side = _BlobMeasurer(repo, workspace, cache, config, macs)
         measured = [side.measure(blob, tree, display, real_path) for blob, tree, display, real_path in blobs]
         macs.run()

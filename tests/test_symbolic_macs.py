@@ -63,7 +63,7 @@ def test_a_count_that_is_no_polynomial_stays_unknown(tmp_path):
 
 
 def test_check_fits_only_small_graphs_show_fits_larger(tmp_path):
-    """In `check` the fit may cost about 1,000 nodes counted, whatever the machine's load (a
+    """In `check` the fit may cost about 500 nodes counted, whatever the machine's load (a
     report must not depend on it); `show` allows more."""
     model = read_proto(matmul_chain(tmp_path / "m.onnx", layers=150))
     assert analyze(model)[0].formula is None  # 150 nodes x 8 counts
