@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser(
         "show", help="where a model's params, bytes, MACs and activations are, layer by layer",
-        description="One row per node that owns weights or computes (ONNX), or per module "
-                    "(state dicts, safetensors, GGUF, TFLite); the rows add up to check's totals.")
+        description="One row per node that owns weights or computes (ONNX, TFLite), or per module "
+                    "(state dicts, safetensors, GGUF); the rows add up to check's totals.")
     show.add_argument("path", type=Path, metavar="PATH", help="a model file")
     show.add_argument("--sort", default="params", choices=tuple(SHOW_SORT_KEYS),
                       help="largest first by this (order: the model's own; default: params)")

@@ -333,7 +333,7 @@ class ModelFacts:
 
 # What facts_to_dict writes; part of the metric cache's key, so that entries written before a
 # field was added are never read as if the field were empty.
-FACTS_SCHEMA = 3
+FACTS_SCHEMA = 4
 
 
 def facts_to_dict(facts: ModelFacts) -> dict[str, Any]:

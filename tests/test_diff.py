@@ -207,3 +207,23 @@ def test_unchanged_and_new_models_have_no_diff(repo, run_cli):
     models = {m["path"]: m for m in json.loads(out)["models"]}
     assert "diff" not in models["models/m.onnx"] and "diff" not in models["models/n.onnx"]
 
+
+
+def test_tflite_layers_diff_adds_up(repo, run_cli):
+    """Two published MediaPipe detectors at one path: the rows explain the whole change."""
+    import shutil
+
+    from published import FACE_DETECTION, published
+
+    files = {p.name: p for p in published(FACE_DETECTION, "face_detection_*.tflite")}
+    target = repo.root / "models" / "m.tflite"
+    target.parent.mkdir(parents=True)
+    shutil.copy(files["face_detection_short_range.tflite"], target)
+    repo.commit("base")
+    shutil.copy(files["face_detection_full_range.tflite"], target)
+    _, model = check_json(run_cli)
+    assert model["diff"]
+    assert {row["op"] for row in model["diff"]} >= {"CONV_2D"}
+    for key, metric in (("params_delta", "params"), ("macs_delta", "macs")):
+        assert sum(row[key] for row in model["diff"]) == (model["metrics"][metric]
+                                                          - model["base"]["metrics"][metric])

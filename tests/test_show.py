@@ -160,3 +160,19 @@ def test_markdown_table(tmp_path, monkeypatch, run_cli):
     _, out, _ = run_cli("show", "m.onnx", "--output-format", "markdown")
     assert out.startswith("### `m.onnx` by layer\n")
     assert "| `conv2` | `Conv` | 1.15K | 72.7% |" in out
+
+
+def test_tflite_rows_are_operators_and_add_up(tmp_path, monkeypatch, run_cli):
+    """MediaPipe's published face landmark model: operators with their weights and MACs."""
+    from published import FACE_DETECTION, published
+
+    [source] = [p for p in published(FACE_DETECTION, "face_landmark.tflite")]
+    shutil.copy(source, tmp_path / "m.tflite")
+    monkeypatch.chdir(tmp_path)
+    document = show_json(run_cli, "m.tflite", "--sort", "order")
+    assert_adds_up(document, check_metrics(run_cli, "m.tflite"))
+    first = document["rows"][0]
+    assert (first["name"], first["op"]) == ("conv2d", "CONV_2D")
+    assert [w["name"] for w in first["weights"]] == ["conv2d/Kernel", "conv2d/Bias"]
+    by_op = {row["name"]: row for row in show_json(run_cli, "m.tflite", "--by", "op-type")["rows"]}
+    assert by_op["CONV_2D"]["macs"] + by_op["DEPTHWISE_CONV_2D"]["macs"] <= document["totals"]["macs"]
