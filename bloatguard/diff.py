@@ -143,6 +143,7 @@ def _compare(old: LayerRow | None, new: LayerRow | None) -> LayerChange | None:
     params_delta = (new.params if new else 0) - (old.params if old else 0)
     bytes_delta = _delta(old.weight_bytes if old else 0, new.weight_bytes if new else 0)
     macs_delta = _delta(old.macs if old else 0, new.macs if new else 0)
+    change: str | None
     if old is None:
         change = "added"
     elif new is None:

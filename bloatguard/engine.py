@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from bloatguard.config import Config
 from bloatguard.facts import BlobSource, ModelFacts
@@ -13,6 +14,9 @@ from bloatguard.paths import located
 from bloatguard.registry import all_rules, selector_matches
 from bloatguard.result import ModelResult
 from bloatguard.rule import Finding, Rule, RuleContext
+
+if TYPE_CHECKING:
+    from bloatguard.isolate import Queue
 
 
 @dataclass
@@ -111,11 +115,11 @@ class MacsBatch:
         self.jobs: list[tuple[Path, dict[str, list[int]]]] = []
         self.owners: list[list[ModelFacts]] = []  # the facts each job's count belongs to
         self.index: dict[str, int] = {}
-        self.queues: list[tuple[int, object]] = []  # (index of its first job, isolate.Queue)
+        self.queues: list[tuple[int, Queue]] = []  # (index of its first job, its queue)
         self.started = 0
         self.done_callbacks: list[Callable[[], None]] = []
 
-    def start(self, jobs: list[tuple[Path, dict[str, list[int]]]] = ()) -> None:
+    def start(self, jobs: Sequence[tuple[Path, dict[str, list[int]]]] = ()) -> None:
         """Start counting the given (path, input shapes) jobs and any added so far. A job's
         count is kept only for facts later `add`ed with the same path and shapes."""
         for path, shapes in jobs:
@@ -179,6 +183,7 @@ def _count_file(job) -> dict:
 
     path, shapes = job
     macs, memory = analyze(read_proto(path), shapes)
+    assert memory is not None  # analyze measures memory unless told not to
     return {**asdict(macs), "memory": asdict(memory)}
 
 
@@ -271,10 +276,12 @@ def run_rules(facts: ModelFacts, base: ModelFacts | None, path: Path, config: Co
 
 def apply_rules(result: ModelResult, path: Path, config: Config, rules: list[Rule]) -> None:
     """Run the rules on one model and add their findings and notes to `result`."""
-    for outcome in run_rules(result.facts, result.base, path, config, rules):
+    facts = result.facts
+    assert facts is not None  # a model to check, not one deleted since the base
+    for outcome in run_rules(facts, result.base, path, config, rules):
         result.findings.extend(outcome.findings)
         for note in outcome.notes:
-            result.facts.note(note)
+            facts.note(note)
 
 
 def _outcomes_as_json(call: tuple) -> list[dict]:
@@ -316,6 +323,7 @@ class _ModelRules:
         self.keys: dict[str, str] = {}
         self.cached: dict[str, RuleOutcome] = {}
         facts = result.facts
+        assert facts is not None  # planned only for results with facts (check)
         if facts.blob is not None and cache is not None:
             settings = config.resolve(self.path)
             for rule in filter(_cacheable, rules):
@@ -330,6 +338,7 @@ class _ModelRules:
     def call(self) -> tuple:
         """run_rules' arguments, with the model read again if a rule to run needs it."""
         facts = self.result.facts
+        assert facts is not None  # as in __init__
         if (facts.file is None and facts.blob is not None
                 and any("model" in rule.reads for rule in self.to_run)):
             from bloatguard.formats import read_model
@@ -347,6 +356,7 @@ class _ModelRules:
             if outcome is None:
                 continue  # ignored for this path
             self.result.findings.extend(outcome.findings)
+            assert self.result.facts is not None  # as in __init__
             for note in outcome.notes:
                 self.result.facts.note(note)
             if rule.code in fresh and rule.code in self.keys and not outcome.failed:
@@ -385,6 +395,7 @@ def _attach_reference(results: list[ModelResult], config: Config) -> None:
     from bloatguard.gitbase import GitRepo
 
     reference = config.drift_reference
+    assert reference is not None  # called only when the config sets one
     checked = [result for result in results if result.facts is not None]
     if not checked:
         return
@@ -608,7 +619,7 @@ class _BlobMeasurer:
                 facts = measure(model_file, self.config, display, settings_path=real_path,
                                 macs=self.macs)
                 # Cached once complete, before any rule adds a note to them.
-                self.macs.then(lambda key=key, facts=facts: self.cache.put(key, facts))
+                self.macs.then(functools.partial(self.cache.put, key, facts))
         facts.blob = BlobSource(key, self.file_loader(blob, tree))
         return facts
 

@@ -122,7 +122,7 @@ class LatencyComparison(TypedDict, total=False):
     min_effect: float
     alpha: float
     comparisons: int
-    confirmed: bool
+    confirmed: bool | None  # None: no confirmation was needed (or possible)
     screening: dict[str, Any]
 
 
@@ -302,7 +302,8 @@ class ModelFacts:
         if self.unreadable or self.weights_unknown:
             return None
         sizes = [t.nbytes for t in self.tensors]
-        return None if any(s is None for s in sizes) else sum(sizes)
+        known = [s for s in sizes if s is not None]
+        return sum(known) if len(known) == len(sizes) else None
 
     def metrics(self) -> dict[str, Any]:
         """The measured numbers, in the JSON report's spelling (bloatguard.metrics)."""

@@ -9,9 +9,14 @@ that forgets this reports the weights of silero-vad's `If` branches as unused.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from bloatguard.facts import dtype_nbytes
+
+if TYPE_CHECKING:
+    from onnx import FunctionProto, GraphProto, NodeProto, TensorProto
+
+    from bloatguard.facts import ModelFacts, WeightView
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 # Standard ops that run a graph held in an attribute.
@@ -52,7 +57,7 @@ def subgraphs(node) -> list:
     return [graph for _, graph in _labelled_subgraphs(node)]
 
 
-def _labelled_subgraphs(node) -> Iterator[tuple[str, object]]:
+def _labelled_subgraphs(node) -> Iterator[tuple[str, GraphProto]]:
     """(attribute name, with [index] for a list, graph) of a node that can run a graph. A graph
     attribute on any other standard op would never run, so it is no scope of the model (the
     reader still counts the weights it stores); and skipping is what keeps this fast."""
@@ -77,22 +82,22 @@ class Scope:
     """One graph (the main graph, a subgraph or a function body) and what it defines."""
 
     prefix: str  # where it lives, as in formats.onnx.scopes()
-    graph: object | None  # GraphProto, None for a function body
+    graph: GraphProto | None  # None for a function body
     nodes: list
     inputs: list[str]
     outputs: list[str]
-    initializers: dict[str, object]  # name -> TensorProto (sparse: its values)
+    initializers: dict[str, TensorProto]  # name -> tensor (sparse: its values)
     parent: Scope | None = None
-    owner: object | None = None  # the node holding this subgraph; a function's FunctionProto
+    owner: NodeProto | FunctionProto | None = None  # the node holding this subgraph; a function
     children: list[Scope] = field(default_factory=list)
     _lookup: tuple | None = field(default=None, repr=False)
 
-    def constant_lookup(self) -> tuple[dict[str, object], set[str]]:
+    def constant_lookup(self) -> tuple[dict[str, NodeProto], set[str]]:
         """(output name -> Constant node, every name defined here), built once: the rules ask
         about one weight at a time, and rescanning the scope for each made that quadratic.
         A snapshot, like the rules' view of the model: nothing edits a scope they read."""
         if self._lookup is None:
-            constants: dict[str, object] = {}
+            constants: dict[str, NodeProto] = {}
             for node in self.nodes:
                 if node.op_type == "Constant" and node.output:
                     constants.setdefault(node.output[0], node)  # the first, as a scan finds
@@ -105,7 +110,7 @@ class Scope:
             names.update(o for o in node.output if o)
         return names
 
-    def producers(self) -> dict[str, object]:
+    def producers(self) -> dict[str, NodeProto]:
         return {out: node for node in self.nodes for out in node.output if out}
 
     def walk(self) -> Iterator[Scope]:
@@ -226,7 +231,9 @@ class ModelGraph:
         (a dead node's bodies are dead with it)."""
         called = {(node.domain, node.op_type) for scope in self.scopes() for node in scope.nodes}
         stack = [self.roots[0]]
-        stack += [root for root in self.roots[1:] if (root.owner.domain, root.owner.name) in called]
+        # roots[1:] are the model's functions (model_scopes), each owned by its FunctionProto
+        stack += [root for root in self.roots[1:]
+                  if root.owner is not None and (root.owner.domain, root.owner.name) in called]
         while stack:
             scope = stack.pop()
             yield scope
@@ -334,7 +341,7 @@ PASS_THROUGH: dict[str, tuple[int, ...] | None] = {
 class WeightUse:
     """A node that consumes a stored weight, directly or through PASS_THROUGH ops (`via`)."""
 
-    node: object
+    node: NodeProto
     index: int  # the input position the weight arrives at
     scope: Scope
     via: tuple[str, ...] = ()
@@ -370,7 +377,7 @@ class WeightUses:
     inside a subgraph reading a name its own scopes do not define reads the enclosing scope's."""
 
     def __init__(self, graph: ModelGraph) -> None:
-        self._readers: dict[int, dict[str, list[tuple[object, int]]]] = {}
+        self._readers: dict[int, dict[str, list[tuple[NodeProto, int]]]] = {}
         self.uses: dict[tuple[str, str], list[WeightUse]] = {}
         for scope in graph.scopes():
             for where, name, value in stored_weights(scope):
@@ -379,7 +386,7 @@ class WeightUses:
     def __call__(self, where: str, name: str) -> list[WeightUse]:
         return self.uses.get((where, name), [])
 
-    def _readers_of(self, scope: Scope, name: str) -> Iterator[tuple[object, int, Scope]]:
+    def _readers_of(self, scope: Scope, name: str) -> Iterator[tuple[NodeProto, int, Scope]]:
         table = self._readers.get(id(scope))
         if table is None:
             table = self._readers[id(scope)] = {}
@@ -396,7 +403,7 @@ class WeightUses:
 
     def _follow(self, scope: Scope, value: str) -> list[WeightUse]:
         found: list[WeightUse] = []
-        stack = [(scope, value, ())]
+        stack: list[tuple[Scope, str, tuple[str, ...]]] = [(scope, value, ())]
         seen: set[tuple[int, str]] = set()
         while stack:
             here, name, via = stack.pop()
@@ -440,7 +447,7 @@ def layer_uses(uses: list[WeightUse]) -> list[WeightUse]:
             and u.index in WEIGHT_INPUTS.get(u.op, ())]
 
 
-def weight_view(facts, model):
+def weight_view(facts: ModelFacts, model) -> WeightView:
     """The WeightView of an ONNX model (facts from formats.onnx, `model` its OnnxModel)."""
     from bloatguard.facts import WeightView
 
@@ -502,7 +509,7 @@ def dead_code(graph: ModelGraph):
     None when every node is live."""
     from bloatguard.facts import DeadCode
 
-    dead: list[tuple[Scope, object]] = []
+    dead: list[tuple[Scope, NodeProto]] = []
     weights: list[str] = []
     wasted = 0
     scopes = list(graph.live_scopes())
@@ -530,7 +537,7 @@ def dead_code(graph: ModelGraph):
                     weights=weights, wasted_bytes=wasted)
 
 
-def _node_tensors(node) -> Iterator[object]:
+def _node_tensors(node) -> Iterator[TensorProto]:
     """Tensors stored in a node's attributes and in its subgraphs (initializers and Constants)."""
     for attr in node.attribute:
         if attr.HasField("t"):

@@ -14,6 +14,7 @@ import mmap
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from bloatguard.errors import UnreadableModel
 from bloatguard.facts import (
@@ -73,7 +74,7 @@ BATCH_MATMUL_OPTIONS = 101  # BuiltinOptions union member
 MAX_RANK = 64  # LiteRT's kernels stop at rank 6 or 8; a longer shape is corrupt or hostile
 # Layers and the inputs that hold their weights: (kind, output-channel axis of the weight as a
 # function of its rank, or None). Recurrent ops take every 2-D weight input.
-_LAYERS: dict[str, dict[int, tuple[str, object]]] = {
+_LAYERS: dict[str, dict[int, tuple[str, int | Literal["last"] | None]]] = {
     "CONV_2D": {1: ("conv", 0)},  # filter [Cout, KH, KW, Cin]
     "DEPTHWISE_CONV_2D": {1: ("depthwise", 3)},  # [1, KH, KW, Cout]
     "FULLY_CONNECTED": {1: ("matmul", 0)},  # [units, in]
@@ -403,7 +404,7 @@ def _notes(facts: ModelFacts, model: _Model, stored: dict[int, _Stored]) -> None
                    "a runtime without them cannot load the model")
     sparse = [s.info for s in stored.values() if s.info.stored is not None]
     if sparse:
-        dense, kept = sum(t.numel for t in sparse), sum(t.stored for t in sparse)
+        dense, kept = sum(t.numel for t in sparse), sum(t.stored for t in sparse if t.stored is not None)
         facts.note(f"{len(sparse)} sparse tensor(s): params count their {dense} dense elements; "
                    f"{kept} values are stored (params_stored), plus their index arrays")
         facts.extra["format_metrics"] = {"params_stored": sum(
@@ -514,7 +515,9 @@ def _view(model: _Model, stored: dict[int, _Stored]) -> WeightView:
 
 
 def _follow(graph: _Subgraph, tensor: _Tensor, consumers, budget: list[int]) -> list[WeightUse]:
-    uses, stack, seen = [], [(tensor.index, ())], set()
+    uses: list[WeightUse] = []
+    stack: list[tuple[int, tuple[str, ...]]] = [(tensor.index, ())]
+    seen: set[int] = set()
     while stack:
         index, via = stack.pop()
         if index in seen:

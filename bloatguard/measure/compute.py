@@ -132,10 +132,11 @@ def _fit_formula(model_proto: onnx.ModelProto, graph, macs: MacsResult, work: in
     from bloatguard.measure import symbolic
 
     initializers = {t.name for t in graph.initializer}
-    declared = {value.name: _dims(value.type.tensor_type) for value in graph.input
-                if value.name not in initializers and value.type.HasField("tensor_type")}
-    if any(dims is None or None in dims for dims in declared.values()):
+    found = {value.name: _dims(value.type.tensor_type) for value in graph.input
+             if value.name not in initializers and value.type.HasField("tensor_type")}
+    if any(dims is None or None in dims for dims in found.values()):
         return  # an input without a shape, or an anonymous dim: nothing to name in a formula
+    declared = {name: dims for name, dims in found.items() if dims is not None}  # all of them
     names = sorted({d for dims in declared.values() for d in dims if isinstance(d, str)})
     if not 1 <= len(names) <= symbolic.MAX_DIMS or not all(map(_PLAIN_NAME.fullmatch, names)):
         return  # names go into every report: only plain ones (batch, height, unk__214, ...)
@@ -355,7 +356,9 @@ def _fix_inputs(model, input_shapes: dict, notes: _Notes) -> None:
             for dim in tensor_type.shape.dim:
                 if dim.HasField("dim_value") and dim.dim_value < 0:  # some exporters write -1
                     dim.Clear()
-            declared[name] = list(_dims(tensor_type))
+            shape_dims = _dims(tensor_type)
+            assert shape_dims is not None  # it has a shape (checked above)
+            declared[name] = list(shape_dims)
         else:
             declared[name] = None
     resolved, found = resolve_dims(declared, fixed)
@@ -425,7 +428,7 @@ def _note_unknown_inputs(graph, notes: _Notes) -> None:
 def _dims(tensor_type) -> Dims | None:
     if not tensor_type.HasField("shape"):
         return None
-    out = []
+    out: list[int | str | None] = []
     for dim in tensor_type.shape.dim:
         if dim.HasField("dim_value") and dim.dim_value >= 0:
             out.append(int(dim.dim_value))
@@ -436,7 +439,7 @@ def _dims(tensor_type) -> Dims | None:
     return tuple(out)
 
 
-def _show_dims(dims: Dims) -> str:
+def _show_dims(dims: Sequence[int | str | None]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 

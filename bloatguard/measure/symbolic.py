@@ -46,14 +46,15 @@ def _fit_on(dims: list[str], count: Count, values: tuple[int, ...], check_at: in
             ) -> dict[tuple[int, ...], Fraction] | None:
     exponents = list(itertools.product(range(MAX_DEGREE + 1), repeat=len(dims)))
     points = list(itertools.product(values, repeat=len(dims)))
-    rows, values = [], []
+    rows: list[list[Fraction]] = []
+    counts: list[Fraction] = []
     for point in points:
         value = count(dict(zip(dims, point)))
         if value is None:
             return None
         rows.append([Fraction(_monomial(point, e)) for e in exponents])
-        values.append(Fraction(value))
-    solution = _solve(rows, values)
+        counts.append(Fraction(value))
+    solution = _solve(rows, counts)
     if solution is None:
         return None
     coefficients = {e: c for e, c in zip(exponents, solution) if c}

@@ -135,6 +135,7 @@ def _diff_section(changed: list[ModelResult]) -> list[str]:
     lines = ["", "#### What changed", ""]
     for result in changed:
         diff = result.diff
+        assert diff is not None  # `changed` holds the results with a diff
         lines += [f"<details><summary><code>{_html(result.path)}</code>: {change_summary(diff)}"
                   "</summary>", ""]
         if diff.changes:
@@ -209,11 +210,11 @@ def _suggestions(results: list[ModelResult]) -> list[str]:
     for rule_code, models in sorted(advice.items()):
         rule = find_rule(rule_code)
         use_instead = doc_section(rule, "Use instead") if rule else ""
-        if use_instead:
+        if rule is not None and use_instead:
             where = ", ".join(code(path) for path in models)
             lines.append(f"- **{rule.code}** {rule.name} ({where}): {_escape(use_instead)}")
     for result in results:
-        model_format = (result.facts or result.base).format if (result.facts or result.base) else ""
+        model_format = facts.format if (facts := result.facts or result.base) else ""
         # Only kinds `bloatguard fix` can apply to this format: a hint that does nothing misleads.
         fixes = [finding.fix for finding in result.findings
                  if finding.fix is not None and applicable(finding.fix.kind, model_format)]

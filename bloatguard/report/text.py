@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bloatguard.metrics import METRICS
 from bloatguard.report import TOP_CHANGES, amount, change_line, change_summary, drift, ops_line
 from bloatguard.result import ModelResult, summarize
 from bloatguard.units import format_amount
 from bloatguard.untrusted import one_line
+
+if TYPE_CHECKING:
+    from bloatguard.facts import LatencyComparison, ModelFacts
 
 
 def _delta(before: Any, after: Any, kind: str) -> str:
@@ -49,7 +52,7 @@ def model_table(result: ModelResult, budgets: dict[str, Any]) -> str:
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
-def _paired(comparison: dict[str, Any]) -> str:
+def _paired(comparison: LatencyComparison) -> str:
     from bloatguard.measure.latency import describe_comparison
 
     return describe_comparison(comparison)
@@ -91,8 +94,8 @@ def _one_line(facts) -> str:
             f"params, {format_amount(metrics['macs'], 'count')} MACs")
 
 
-def _dtype_line(result: ModelResult) -> str:
-    by_dtype = result.facts.params_by_dtype
+def _dtype_line(facts: ModelFacts) -> str:
+    by_dtype = facts.params_by_dtype
     total = sum(by_dtype.values())
     if not total:
         return ""
@@ -144,7 +147,7 @@ def render(results: list[ModelResult], *, budgets_for=None, unmatched=(), **_: A
                 out.append(one_line(f"  drift since {result.reference_name}: {line}"))
             if result.diff:
                 out.extend(_diff_lines(result.diff))
-            if facts and (line := _dtype_line(result)):
+            if facts and (line := _dtype_line(facts)):
                 out.append("  " + line)
             if facts and (line := _latency_line(facts)):
                 out.append("  " + line)
