@@ -21,8 +21,8 @@ Models:
 - published: silero-vad and magika, the trained models the test dependencies ship;
 - synthetic: a MatMul of exact rank 8 (plus 1e-4 noise) and its `fix --unsafe-fixes` result.
 
-Per-node MACs: the engine does not store them in the facts yet (`facts.macs_by_node`), so the
-benchmark counts them with measure.compute and sets them, as the engine will.
+Per-layer MACs: measured as `check --base`/`--staged` measure them (the engine's MacsBatch
+with layers), so BG107 reports MACs before and after.
 """
 
 from __future__ import annotations
@@ -100,16 +100,14 @@ def cases(groups: set[str], scratch: Path) -> list[tuple[str, Path]]:
 
 
 def run_bg107(path: Path, config):
-    """BG107's findings on `path`, with the per-node MACs set as the engine will set them."""
-    from bloatguard.engine import apply_rules, measure
-    from bloatguard.measure.compute import count_macs
+    """BG107's findings on `path`, with the model's layers and their MACs in the facts."""
+    from bloatguard.engine import MacsBatch, apply_rules, measure
     from bloatguard.registry import find_rule
     from bloatguard.result import ModelResult
 
-    facts = measure(path, config)
-    if not getattr(facts, "macs_by_node", None):
-        facts.macs_by_node = dict(count_macs(onnx.load(str(path), load_external_data=False)).by_node) \
-            if facts.format == "onnx" else {}
+    batch = MacsBatch(layers=True)
+    facts = measure(path, config, macs=batch)
+    batch.run()
     result = ModelResult(path=str(path), facts=facts)
     rule = find_rule("BG107")
     start = time.perf_counter()

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bloatguard.atomic import replace_file
-from bloatguard.facts import ModelFacts, facts_from_dict, facts_to_dict
+from bloatguard.facts import FACTS_SCHEMA, ModelFacts, facts_from_dict, facts_to_dict
 
 # Under the repository's git directory (`git rev-parse --git-common-dir`).
 GIT_SUBDIR = "bloatguard-cache"
@@ -136,7 +136,8 @@ class MetricCache:
 def _digest(material: dict[str, Any]) -> str:
     from bloatguard import __version__
 
-    text = json.dumps({**material, "version": __version__}, sort_keys=True, default=repr)
+    text = json.dumps({**material, "version": __version__, "schema": FACTS_SCHEMA},
+                      sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

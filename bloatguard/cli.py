@@ -13,6 +13,9 @@ from pathlib import Path
 from bloatguard import __version__, app
 from bloatguard.history import CHARTED
 from bloatguard.report import FORMATS
+from bloatguard.show import FORMATS as SHOW_FORMATS
+from bloatguard.show import GROUPINGS as SHOW_GROUPINGS
+from bloatguard.show import SORT_KEYS as SHOW_SORT_KEYS
 
 EXIT_OK, EXIT_FINDINGS, EXIT_CANNOT_EVALUATE = 0, 1, 2
 
@@ -63,6 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also draw the metric as a line chart (needs matplotlib)")
     history.add_argument("--config", type=Path, metavar="FILE", help="config file (input shapes)")
     history.add_argument("--no-cache", action="store_true", help="do not read or write the metric cache")
+
+    show = commands.add_parser(
+        "show", help="where a model's params, bytes, MACs and activations are, layer by layer",
+        description="One row per node that owns weights or computes (ONNX, TFLite), or per module "
+                    "(state dicts, safetensors, GGUF); the rows add up to check's totals.")
+    show.add_argument("path", type=Path, metavar="PATH", help="a model file")
+    show.add_argument("--sort", default="params", choices=tuple(SHOW_SORT_KEYS),
+                      help="largest first by this (order: the model's own; default: params)")
+    show.add_argument("--top", type=app._positive, metavar="N", help="only the N largest rows")
+    show.add_argument("--by", default="layer", choices=SHOW_GROUPINGS,
+                      help="one row per layer (default), per op type, or per weight dtype")
+    show.add_argument("--output-format", choices=SHOW_FORMATS, default="text")
+    show.add_argument("--config", type=Path, metavar="FILE", help="config file (input shapes)")
 
     baseline = commands.add_parser(
         "baseline", help="accept today's error findings (bounded, with a reason and an expiry)",
@@ -162,6 +178,8 @@ def _run(args: argparse.Namespace) -> int:
         return run_baseline(args)
     if args.command == "history":
         return run_history(args)
+    if args.command == "show":
+        return run_show(args)
     if args.command == "compare":
         from bloatguard import compare
 
@@ -294,6 +312,24 @@ def run_history(args: argparse.Namespace) -> int:
     if args.plot:
         history.plot(relpath, points, args.metric, args.plot)
         print(f"bloatguard: wrote {args.plot}", file=sys.stderr)
+    return EXIT_OK
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from bloatguard import show
+    from bloatguard.engine import display_path
+    from bloatguard.errors import BloatguardError
+
+    if not args.path.is_file():
+        raise BloatguardError(f"{args.path}: no such model file; give the path of one model")
+    config = app.load_config(args.config, [args.path])
+    profile = show.arrange(show.profile(args.path, config, display_path(args.path)),
+                           sort=args.sort, top=args.top, by=args.by)
+    try:
+        sys.stdout.write(show.render(profile, args.output_format))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
     return EXIT_OK
 
 

@@ -162,6 +162,7 @@ def _run_both(comparison: Comparison, base: Path, config, samples: Path | None, 
         comparison.notes.append("latency not measured (--no-latency)")
         evaluation.latency_note = "not measured"
     else:
+        assert inputs is not None  # prepared above for every ONNX model
         note = verify.latency([evaluation], base, facts, inputs.plan, latency)
         if evaluation.timeable and evaluation.latency is None:
             raise BloatguardError(f"{comparison.candidate}: {note}")

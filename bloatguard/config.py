@@ -8,6 +8,7 @@ than no config.
 from __future__ import annotations
 
 import datetime
+import functools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,7 +191,9 @@ def _parse_positive_count(value: Any) -> int:
 def _parse_percent(value: Any) -> float:
     if not isinstance(value, str) or not value.strip().endswith("%"):
         raise ValueError('expected a percentage such as "5%"')
-    return parse_growth(value, "count").relative
+    relative = parse_growth(value, "count").relative
+    assert relative is not None  # a percentage is relative growth
+    return relative
 
 
 def _parse_alpha(value: Any) -> float:
@@ -460,7 +463,7 @@ class _Validator:
                 full_key = self.key("budgets", pattern, key)
                 if key not in BUDGET_KEYS:
                     raise self.fail(full_key, _unknown("budget", key, list(BUDGET_KEYS)))
-                parsed[key] = self.parse(full_key, raw, lambda v, k=key: _parse_budget(k, v))
+                parsed[key] = self.parse(full_key, raw, functools.partial(_parse_budget, key))
             config.budgets.append((pattern, parsed))
 
     def _inputs(self, config: Config, value: Any) -> None:

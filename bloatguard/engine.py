@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from bloatguard.config import Config
 from bloatguard.facts import BlobSource, ModelFacts
@@ -13,6 +14,9 @@ from bloatguard.paths import located
 from bloatguard.registry import all_rules, selector_matches
 from bloatguard.result import ModelResult
 from bloatguard.rule import Finding, Rule, RuleContext
+
+if TYPE_CHECKING:
+    from bloatguard.isolate import Queue
 
 
 @dataclass
@@ -103,15 +107,19 @@ class MacsBatch:
     on one model costs only that model its MACs.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, layers: bool = False) -> None:
+        # Whether the facts get their layers (facts.layers), which only the base/head layer diff
+        # reads: every batch whose facts the metric cache keeps sets it, so a cached entry never
+        # lacks them.
+        self.layers = layers
         self.jobs: list[tuple[Path, dict[str, list[int]]]] = []
         self.owners: list[list[ModelFacts]] = []  # the facts each job's count belongs to
         self.index: dict[str, int] = {}
-        self.queues: list[tuple[int, object]] = []  # (index of its first job, isolate.Queue)
+        self.queues: list[tuple[int, Queue]] = []  # (index of its first job, its queue)
         self.started = 0
         self.done_callbacks: list[Callable[[], None]] = []
 
-    def start(self, jobs: list[tuple[Path, dict[str, list[int]]]] = ()) -> None:
+    def start(self, jobs: Sequence[tuple[Path, dict[str, list[int]]]] = ()) -> None:
         """Start counting the given (path, input shapes) jobs and any added so far. A job's
         count is kept only for facts later `add`ed with the same path and shapes."""
         for path, shapes in jobs:
@@ -152,7 +160,7 @@ class MacsBatch:
             outcomes = queue.results(timeout=60 + 30 * len(queue.items))
             for index, outcome in enumerate(outcomes, start=first):
                 for facts in self.owners[index]:
-                    _store_macs(facts, outcome)
+                    _store_macs(facts, outcome, layers=self.layers)
         # Counted and stored: facts added from now on need jobs of their own.
         self.jobs, self.owners, self.index, self.started = [], [], {}, 0
         callbacks, self.done_callbacks = self.done_callbacks, []
@@ -175,19 +183,26 @@ def _count_file(job) -> dict:
 
     path, shapes = job
     macs, memory = analyze(read_proto(path), shapes)
+    assert memory is not None  # analyze measures memory unless told not to
     return {**asdict(macs), "memory": asdict(memory)}
 
 
-def _store_macs(facts: ModelFacts, outcome) -> None:
+def _store_macs(facts: ModelFacts, outcome, *, layers: bool) -> None:
     """MACs and activation memory into the facts; the peak's whereabouts into `extra` (kept by
     the metric cache with the facts) and, in words, into the notes."""
     if isinstance(outcome, Exception):
         facts.note(f"MACs not measured: shape inference {outcome}")
         facts.measured["activation_memory"] = None
         facts.note(f"activation memory not measured: shape inference {outcome}")
+        if layers:
+            _store_layers(facts, None)
         return
+    if layers:
+        _store_layers(facts, outcome["by_node"] if outcome["macs"] is not None else None)
     facts.macs = outcome["macs"]
     facts.macs_by_op = outcome["by_op"]
+    if outcome.get("formula"):  # MACs of the symbolic input dims (measure.symbolic)
+        facts.extra["macs_formula"] = {"exact": outcome["formula"], "text": outcome["formula_text"]}
     for note in outcome["notes"]:
         facts.note(note)
     memory = outcome.get("memory") or {"activation_memory": None, "notes": [], "peak": None}
@@ -196,6 +211,13 @@ def _store_macs(facts: ModelFacts, outcome) -> None:
         facts.extra["activation_memory"] = memory["peak"]
     for note in memory["notes"]:
         facts.note(note)
+
+
+def _store_layers(facts: ModelFacts, macs_by_node: dict[str, int] | None) -> None:
+    """The model's layers with their MACs, for the base/head layer diff; kept by the metric
+    cache with the facts."""
+    if hasattr(facts.handle, "layers"):
+        facts.layers = facts.handle.layers(facts, macs_by_node)
 
 
 @dataclass
@@ -254,10 +276,12 @@ def run_rules(facts: ModelFacts, base: ModelFacts | None, path: Path, config: Co
 
 def apply_rules(result: ModelResult, path: Path, config: Config, rules: list[Rule]) -> None:
     """Run the rules on one model and add their findings and notes to `result`."""
-    for outcome in run_rules(result.facts, result.base, path, config, rules):
+    facts = result.facts
+    assert facts is not None  # a model to check, not one deleted since the base
+    for outcome in run_rules(facts, result.base, path, config, rules):
         result.findings.extend(outcome.findings)
         for note in outcome.notes:
-            result.facts.note(note)
+            facts.note(note)
 
 
 def _outcomes_as_json(call: tuple) -> list[dict]:
@@ -299,6 +323,7 @@ class _ModelRules:
         self.keys: dict[str, str] = {}
         self.cached: dict[str, RuleOutcome] = {}
         facts = result.facts
+        assert facts is not None  # planned only for results with facts (check)
         if facts.blob is not None and cache is not None:
             settings = config.resolve(self.path)
             for rule in filter(_cacheable, rules):
@@ -313,6 +338,7 @@ class _ModelRules:
     def call(self) -> tuple:
         """run_rules' arguments, with the model read again if a rule to run needs it."""
         facts = self.result.facts
+        assert facts is not None  # as in __init__
         if (facts.file is None and facts.blob is not None
                 and any("model" in rule.reads for rule in self.to_run)):
             from bloatguard.formats import read_model
@@ -330,6 +356,7 @@ class _ModelRules:
             if outcome is None:
                 continue  # ignored for this path
             self.result.findings.extend(outcome.findings)
+            assert self.result.facts is not None  # as in __init__
             for note in outcome.notes:
                 self.result.facts.note(note)
             if rule.code in fresh and rule.code in self.keys and not outcome.failed:
@@ -368,6 +395,7 @@ def _attach_reference(results: list[ModelResult], config: Config) -> None:
     from bloatguard.gitbase import GitRepo
 
     reference = config.drift_reference
+    assert reference is not None  # called only when the config sets one
     checked = [result for result in results if result.facts is not None]
     if not checked:
         return
@@ -469,7 +497,7 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
     scope = [repo.relpath(p) if p.resolve() != repo.root else "." for p in paths] or ["."]
     results: list[ModelResult] = []
     with BlobWorkspace() as workspace:
-        macs = MacsBatch()
+        macs = MacsBatch(layers=True)
         side = _BlobMeasurer(repo, workspace, cache, config, macs)
         if base is None:  # no commit yet: everything staged is new
             pairings = [pairing for file in head_files
@@ -513,8 +541,21 @@ def check_against_base(paths: list[Path], config: Config, selection: Selection, 
                 result.facts = measure(pairing.head_file, config, display, macs=macs)
                 result.head_file = pairing.head_file
         macs.run()
+        _diff_layers(results)
         _finish(results, config, selection, latency, jobs, cache, progress)
     return results
+
+
+def _diff_layers(results: list[ModelResult]) -> None:
+    """Which layers changed, for every model whose bytes changed since the base."""
+    from bloatguard.diff import layer_diff
+
+    for result in results:
+        base, head = result.base, result.facts
+        if base is None or head is None or result.same_bytes or base.unreadable or head.unreadable \
+                or base.weights_unknown or head.weights_unknown:
+            continue
+        result.diff = layer_diff(base, head)
 
 
 def measure_blobs(repo, blobs: list, config: Config, *, use_cache: bool = True) -> list[ModelFacts]:
@@ -525,7 +566,7 @@ def measure_blobs(repo, blobs: list, config: Config, *, use_cache: bool = True) 
 
     cache = MetricCache(_cache_dir(repo, config) if use_cache else None, anchor=repo.root)
     with BlobWorkspace() as workspace:
-        macs = MacsBatch()
+        macs = MacsBatch(layers=True)
         side = _BlobMeasurer(repo, workspace, cache, config, macs)
         measured = [side.measure(blob, tree, display, real_path) for blob, tree, display, real_path in blobs]
         macs.run()
@@ -578,7 +619,7 @@ class _BlobMeasurer:
                 facts = measure(model_file, self.config, display, settings_path=real_path,
                                 macs=self.macs)
                 # Cached once complete, before any rule adds a note to them.
-                self.macs.then(lambda key=key, facts=facts: self.cache.put(key, facts))
+                self.macs.then(functools.partial(self.cache.put, key, facts))
         facts.blob = BlobSource(key, self.file_loader(blob, tree))
         return facts
 

@@ -122,7 +122,7 @@ class LatencyComparison(TypedDict, total=False):
     min_effect: float
     alpha: float
     comparisons: int
-    confirmed: bool
+    confirmed: bool | None  # None: no confirmation was needed (or possible)
     screening: dict[str, Any]
 
 
@@ -194,6 +194,30 @@ class WeightView:
         return self.uses.get((where, name), [])
 
 
+@dataclass
+class Layer:
+    """One layer of a model, for its per-layer profile (`bloatguard show`) and the base/head
+    layer diff: a node that reads stored weights or computes (formats with a graph), with the
+    stored tensors it reads as (where, name) keys into ModelFacts.tensors. Each tensor belongs
+    to one layer only (the first that reads it), so layers add up to the model's totals."""
+
+    name: str
+    op: str
+    weights: list[tuple[str, str]] = field(default_factory=list)
+    macs: int | None = None  # None: not counted (the model's MACs are unknown)
+    # The bytes of the values it computes; only `bloatguard show` measures them (not cached).
+    activation_bytes: int | None = field(default=None, compare=False)
+
+    def to_list(self) -> list:
+        return [self.name, self.op, [list(key) for key in self.weights], self.macs]
+
+    @classmethod
+    def from_list(cls, entry: list) -> Layer:
+        name, op, weights, macs = entry
+        return cls(str(name), str(op), [(str(where), str(tensor)) for where, tensor in weights],
+                   None if macs is None else int(macs))
+
+
 class RawTensor(NamedTuple):
     """A tensor whose value lies in the model file as a little-endian array: `offset` bytes from
     the start, validated by the reader against the file's size (bloatguard.values reads it)."""
@@ -226,6 +250,9 @@ class ModelFacts:
     # when not measured, with the reason in `notes`.
     measured: dict[str, Any] = field(default_factory=dict)
     macs_by_op: dict[str, int] = field(default_factory=dict)
+    # The model's layers, from its graph (formats that have one); empty otherwise, and the
+    # per-layer views group tensors by module name instead (bloatguard.layers).
+    layers: list[Layer] = field(default_factory=list)
     latency: LatencyInfo | None = None
     latency_comparison: LatencyComparison | None = None
     notes: list[str] = field(default_factory=list)
@@ -275,7 +302,8 @@ class ModelFacts:
         if self.unreadable or self.weights_unknown:
             return None
         sizes = [t.nbytes for t in self.tensors]
-        return None if any(s is None for s in sizes) else sum(sizes)
+        known = [s for s in sizes if s is not None]
+        return sum(known) if len(known) == len(sizes) else None
 
     def metrics(self) -> dict[str, Any]:
         """The measured numbers, in the JSON report's spelling (bloatguard.metrics)."""
@@ -303,6 +331,11 @@ class ModelFacts:
             self.notes.append(text)
 
 
+# What facts_to_dict writes; part of the metric cache's key, so that entries written before a
+# field was added are never read as if the field were empty.
+FACTS_SCHEMA = 4
+
+
 def facts_to_dict(facts: ModelFacts) -> dict[str, Any]:
     """Everything but the format handle, for the metric cache."""
     return {
@@ -316,6 +349,7 @@ def facts_to_dict(facts: ModelFacts) -> dict[str, Any]:
         # What each run measures again (latency) is not kept.
         "measured": {key: facts.measured.get(key) for key in STATIC_MEASURED},
         "macs_by_op": facts.macs_by_op,
+        "layers": [layer.to_list() for layer in facts.layers],
         "notes": facts.notes, "unsafe_globals": facts.unsafe_globals,
         "chat_templates": facts.chat_templates,
         "unreadable": facts.unreadable, "remedy": facts.remedy, "extra": facts.extra,
@@ -342,6 +376,7 @@ def facts_from_dict(path: str, data: dict[str, Any]) -> ModelFacts:
         measured={str(key): value for key, value in dict(data["measured"]).items()
                   if key in STATIC_MEASURED and (value is None or isinstance(value, (int, float)))},
         macs_by_op={str(k): int(v) for k, v in dict(data["macs_by_op"]).items()},
+        layers=[Layer.from_list(entry) for entry in data["layers"]],
         notes=list(data["notes"]), unsafe_globals=list(data["unsafe_globals"]),
         chat_templates={str(k): str(v) for k, v in dict(data.get("chat_templates", {})).items()},
         unreadable=data["unreadable"], remedy=str(data["remedy"]), extra=dict(data["extra"]),

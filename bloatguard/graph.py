@@ -9,9 +9,14 @@ that forgets this reports the weights of silero-vad's `If` branches as unused.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from bloatguard.facts import dtype_nbytes
+
+if TYPE_CHECKING:
+    from onnx import FunctionProto, GraphProto, NodeProto, TensorProto
+
+    from bloatguard.facts import ModelFacts, WeightView
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 # Standard ops that run a graph held in an attribute.
@@ -52,7 +57,7 @@ def subgraphs(node) -> list:
     return [graph for _, graph in _labelled_subgraphs(node)]
 
 
-def _labelled_subgraphs(node) -> Iterator[tuple[str, object]]:
+def _labelled_subgraphs(node) -> Iterator[tuple[str, GraphProto]]:
     """(attribute name, with [index] for a list, graph) of a node that can run a graph. A graph
     attribute on any other standard op would never run, so it is no scope of the model (the
     reader still counts the weights it stores); and skipping is what keeps this fast."""
@@ -77,22 +82,22 @@ class Scope:
     """One graph (the main graph, a subgraph or a function body) and what it defines."""
 
     prefix: str  # where it lives, as in formats.onnx.scopes()
-    graph: object | None  # GraphProto, None for a function body
+    graph: GraphProto | None  # None for a function body
     nodes: list
     inputs: list[str]
     outputs: list[str]
-    initializers: dict[str, object]  # name -> TensorProto (sparse: its values)
+    initializers: dict[str, TensorProto]  # name -> tensor (sparse: its values)
     parent: Scope | None = None
-    owner: object | None = None  # the node holding this subgraph; a function's FunctionProto
+    owner: NodeProto | FunctionProto | None = None  # the node holding this subgraph; a function
     children: list[Scope] = field(default_factory=list)
     _lookup: tuple | None = field(default=None, repr=False)
 
-    def constant_lookup(self) -> tuple[dict[str, object], set[str]]:
+    def constant_lookup(self) -> tuple[dict[str, NodeProto], set[str]]:
         """(output name -> Constant node, every name defined here), built once: the rules ask
         about one weight at a time, and rescanning the scope for each made that quadratic.
         A snapshot, like the rules' view of the model: nothing edits a scope they read."""
         if self._lookup is None:
-            constants: dict[str, object] = {}
+            constants: dict[str, NodeProto] = {}
             for node in self.nodes:
                 if node.op_type == "Constant" and node.output:
                     constants.setdefault(node.output[0], node)  # the first, as a scan finds
@@ -105,7 +110,7 @@ class Scope:
             names.update(o for o in node.output if o)
         return names
 
-    def producers(self) -> dict[str, object]:
+    def producers(self) -> dict[str, NodeProto]:
         return {out: node for node in self.nodes for out in node.output if out}
 
     def walk(self) -> Iterator[Scope]:
@@ -226,7 +231,9 @@ class ModelGraph:
         (a dead node's bodies are dead with it)."""
         called = {(node.domain, node.op_type) for scope in self.scopes() for node in scope.nodes}
         stack = [self.roots[0]]
-        stack += [root for root in self.roots[1:] if (root.owner.domain, root.owner.name) in called]
+        # roots[1:] are the model's functions (model_scopes), each owned by its FunctionProto
+        stack += [root for root in self.roots[1:]
+                  if root.owner is not None and (root.owner.domain, root.owner.name) in called]
         while stack:
             scope = stack.pop()
             yield scope
@@ -334,7 +341,7 @@ PASS_THROUGH: dict[str, tuple[int, ...] | None] = {
 class WeightUse:
     """A node that consumes a stored weight, directly or through PASS_THROUGH ops (`via`)."""
 
-    node: object
+    node: NodeProto
     index: int  # the input position the weight arrives at
     scope: Scope
     via: tuple[str, ...] = ()
@@ -370,7 +377,7 @@ class WeightUses:
     inside a subgraph reading a name its own scopes do not define reads the enclosing scope's."""
 
     def __init__(self, graph: ModelGraph) -> None:
-        self._readers: dict[int, dict[str, list[tuple[object, int]]]] = {}
+        self._readers: dict[int, dict[str, list[tuple[NodeProto, int]]]] = {}
         self.uses: dict[tuple[str, str], list[WeightUse]] = {}
         for scope in graph.scopes():
             for where, name, value in stored_weights(scope):
@@ -379,7 +386,7 @@ class WeightUses:
     def __call__(self, where: str, name: str) -> list[WeightUse]:
         return self.uses.get((where, name), [])
 
-    def _readers_of(self, scope: Scope, name: str) -> Iterator[tuple[object, int, Scope]]:
+    def _readers_of(self, scope: Scope, name: str) -> Iterator[tuple[NodeProto, int, Scope]]:
         table = self._readers.get(id(scope))
         if table is None:
             table = self._readers[id(scope)] = {}
@@ -396,7 +403,7 @@ class WeightUses:
 
     def _follow(self, scope: Scope, value: str) -> list[WeightUse]:
         found: list[WeightUse] = []
-        stack = [(scope, value, ())]
+        stack: list[tuple[Scope, str, tuple[str, ...]]] = [(scope, value, ())]
         seen: set[tuple[int, str]] = set()
         while stack:
             here, name, via = stack.pop()
@@ -440,7 +447,7 @@ def layer_uses(uses: list[WeightUse]) -> list[WeightUse]:
             and u.index in WEIGHT_INPUTS.get(u.op, ())]
 
 
-def weight_view(facts, model):
+def weight_view(facts: ModelFacts, model) -> WeightView:
     """The WeightView of an ONNX model (facts from formats.onnx, `model` its OnnxModel)."""
     from bloatguard.facts import WeightView
 
@@ -502,7 +509,7 @@ def dead_code(graph: ModelGraph):
     None when every node is live."""
     from bloatguard.facts import DeadCode
 
-    dead: list[tuple[Scope, object]] = []
+    dead: list[tuple[Scope, NodeProto]] = []
     weights: list[str] = []
     wasted = 0
     scopes = list(graph.live_scopes())
@@ -530,7 +537,7 @@ def dead_code(graph: ModelGraph):
                     weights=weights, wasted_bytes=wasted)
 
 
-def _node_tensors(node) -> Iterator[object]:
+def _node_tensors(node) -> Iterator[TensorProto]:
     """Tensors stored in a node's attributes and in its subgraphs (initializers and Constants)."""
     for attr in node.attribute:
         if attr.HasField("t"):
@@ -557,31 +564,85 @@ def _makes_double(node, attr) -> bool:
     return node.op_type == "ConstantOfShape" and attr.name == "value" and attr.t.data_type == _DOUBLE
 
 
-# --- layer details the weight view does not carry yet (BG107) ---------------------------------
+# --- layers: the per-layer profile and the base/head layer diff (bloatguard.layers) -------------
 
-@dataclass(frozen=True)
-class LayerDetail:
-    """What BG107 needs of a layer beyond facts.WeightUse: the key of its MACs in
-    measure.compute's per-node counts (its first output), and a Conv's `group`."""
-
-    output: str
-    groups: int = 1
+def node_key(node) -> str:
+    """How MACs per node are keyed (bloatguard.measure.compute): the node's first output (outputs
+    are unique in a model), else its name."""
+    return next((name for name in node.output if name), node.name)
 
 
-def layer_details(handle) -> dict[str, LayerDetail]:
-    """Layer label (as facts.WeightUse.layer spells it) -> LayerDetail, for a handle that holds
-    an ONNX graph (formats.onnx.OnnxModel); {} for any other handle, whose layers the caller
-    then takes as ungrouped with unknown MACs. Duck-typed, so a rule calling it names no
-    format."""
+def model_layers(facts, graph: ModelGraph, uses: WeightUses, macs_by_node: dict[str, int] | None,
+                 value_bytes: dict[str, int | None] | None = None) -> list:
+    """The layers of an ONNX model (bloatguard.facts.Layer): every node that reads a stored
+    weight or computes, in graph order, subgraphs after their owner. A weight belongs to the
+    first node that computes with it, looking through layout ops and DequantizeLinear (a QDQ
+    model's int8 weight, scale and zero point belong to the MatMul they feed). Weights no node
+    reads, and those held in attributes, form layers named after where they are stored.
+
+    `macs_by_node`: MACs by node_key, None when the model's MACs are unknown (every layer's
+    MACs are then None too: partial counts would mislead a diff). `value_bytes`: the bytes of
+    each value the graph computes (measure.compute.profile), for the layers' activation bytes."""
+    from bloatguard.facts import Layer
+
+    owners: dict[int, list[tuple[str, str]]] = {}
+    leftover: dict[str, list[tuple[str, str]]] = {}
+    for tensor in facts.tensors:
+        key = (tensor.where, tensor.name)
+        owner = _computing_reader(uses, uses(*key))
+        if owner is not None:
+            owners.setdefault(id(owner.node), []).append(key)
+        else:
+            unread = tensor.where.endswith(("initializer", "sparse", "constant"))
+            leftover.setdefault("(read by no node)" if unread else tensor.where, []).append(key)
+    layers = []
+    for scope in graph.scopes():
+        for node in scope.nodes:
+            macs = None if macs_by_node is None else macs_by_node.get(node_key(node), 0)
+            weights = owners.get(id(node), [])
+            if weights or macs:
+                name = f"{scope.prefix}{node.name or node_key(node)}"
+                layer = Layer(name, node.op_type, weights, macs)
+                if value_bytes is not None:
+                    sizes = [value_bytes.get(out) for out in node.output if out]
+                    layer.activation_bytes = (None if None in sizes
+                                              else sum(size or 0 for size in sizes))
+                layers.append(layer)
+    for name, weights in leftover.items():
+        layers.append(Layer(name, "", weights, None if macs_by_node is None else 0))
+    return layers
+
+
+def _computing_reader(uses: WeightUses, found: list[WeightUse]) -> WeightUse | None:
+    """The first node that computes with a weight, through DequantizeLinear nodes."""
+    seen: set[int] = set()
+    while found:
+        use = found[0]
+        if use.op != "DequantizeLinear" or id(use.node) in seen or not use.node.output:
+            return use
+        seen.add(id(use.node))
+        onward = uses._follow(use.scope, use.node.output[0])
+        if not onward:
+            return use
+        found = onward
+    return None
+
+
+# --- what BG107 needs of a layer beyond the weight view --------------------------------------
+
+def conv_groups(handle) -> dict[str, int]:
+    """Layer label (as facts.WeightUse.layer spells it) -> the `group` of each grouped Conv or
+    ConvTranspose, for a handle that holds an ONNX graph (formats.onnx.OnnxModel); {} for any
+    other handle, whose convs the caller then takes as ungrouped. Duck-typed, so a rule calling
+    it names no format."""
     graph = getattr(handle, "graph", None)
     if not isinstance(graph, ModelGraph):
         return {}
-    details: dict[str, LayerDetail] = {}
+    groups: dict[str, int] = {}
     for scope in graph.scopes():
         for node in scope.nodes:
-            if node.op_type not in WEIGHT_INPUTS or node.domain not in STANDARD_DOMAINS:
-                continue
-            output = next((name for name in node.output if name), node.name)
-            groups = int(attribute(node, "group", 1)) if node.op_type.startswith("Conv") else 1
-            details[f"{scope.prefix}{node_label(node)}"] = LayerDetail(output, groups)
-    return details
+            if node.op_type in ("Conv", "ConvTranspose") and node.domain in STANDARD_DOMAINS:
+                group = int(attribute(node, "group", 1))
+                if group != 1:
+                    groups[f"{scope.prefix}{node_label(node)}"] = group
+    return groups

@@ -4,11 +4,13 @@ tensors and cap long lists so that a 1000-layer model still gets a readable mess
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeVar
 
 # Messages name this many items, then "and N more"; details lists keep this many entries.
 MESSAGE_ITEMS = 5
 DETAIL_ITEMS = 50
+
+_Entry = TypeVar("_Entry")
 
 
 def parse_fraction(value: Any) -> float:
@@ -48,8 +50,9 @@ def listing(items: Iterable[str], total: int | None = None, limit: int = MESSAGE
     return f"{shown} and {total - limit} more" if total > limit else shown
 
 
-def capped(entries: list[dict[str, Any]], limit: int = DETAIL_ITEMS) -> list[dict[str, Any]]:
-    """The first `limit` entries of a details list (the count goes in a separate key)."""
+def capped(entries: list[_Entry], limit: int = DETAIL_ITEMS) -> list[_Entry]:
+    """The first `limit` entries of a details list, of dicts or of names (the count goes in a
+    separate key)."""
     return entries[:limit]
 
 

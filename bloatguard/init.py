@@ -84,7 +84,7 @@ def run_init(paths: list[Path], *, target: Path | None, headroom: float, growth:
     config = config_module.Config(root=root)
     results = engine.check(paths or [Path(".")], config, engine.Selection(select=["BG000"]))
     if not any(result.facts is not None and not result.facts.unreadable for result in results):
-        raise BloatguardError(f"{', '.join(map(str, paths or ['.']))}: no readable model to write "
+        raise BloatguardError(f"{', '.join(map(str, paths or [Path('.')]))}: no readable model to write "
                               "budgets for; nothing was written")
     prefix = "tool.bloatguard." if target.name == "pyproject.toml" else ""
     text = render_config(results, config, headroom=headroom, growth=growth, prefix=prefix)

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bloatguard.diff import LayerChange, LayerDiff
 from bloatguard.errors import BloatguardError
 from bloatguard.facts import ModelFacts, ValueInfo
 from bloatguard.metrics import METRICS
@@ -87,6 +88,8 @@ def model_result(entry: dict[str, Any]) -> ModelResult:
             opsets=dict(entry.get("opsets", {})),
             unreadable=(unreadable.details.get("cause") or unreadable.message) if unreadable else None,
             remedy=(unreadable.details.get("remedy") or "") if unreadable else "")
+        if isinstance(entry.get("macs_formula"), dict):  # undo report.json: MACs of symbolic dims
+            facts.extra["macs_formula"] = entry["macs_formula"]
         if (entry.get("memory") or {}).get("peak"):  # undo report.json: where the static peak is
             facts.extra["activation_memory"] = entry["memory"]["peak"]
     return ModelResult(
@@ -96,7 +99,16 @@ def model_result(entry: dict[str, Any]) -> ModelResult:
         reference=ReportedFacts(entry["path"], entry.get("format", "unknown"),
                                 entry["reference"]["metrics"]) if entry.get("reference") else None,
         reference_name=(entry.get("reference") or {}).get("ref"),
-        base_path=base["path"] if base else None, findings=findings)
+        base_path=base["path"] if base else None, findings=findings, diff=_diff(entry))
+
+
+def _diff(entry: dict[str, Any]) -> LayerDiff | None:
+    """Undo report.json: the changed layers and op counts."""
+    if "diff" not in entry:
+        return None
+    return LayerDiff([LayerChange.from_json(change) for change in entry["diff"]],
+                     {str(op): (int(counts["base"]), int(counts["head"]))
+                      for op, counts in (entry.get("op_changes") or {}).items()})
 
 
 def load_report(path: Path) -> list[ModelResult]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from bloatguard.diff import LayerDiff
 from bloatguard.facts import ModelFacts
 from bloatguard.rule import Finding, Severity
 
@@ -30,6 +31,8 @@ class ModelResult:
     # The model at the config's drift reference ([drift] reference), for max-<metric>-drift.
     reference: ModelFacts | None = None
     reference_name: str | None = None
+    # The layers that changed since the base (bloatguard.diff), for a model whose bytes changed.
+    diff: LayerDiff | None = None
 
 
 def summarize(results: list[ModelResult]) -> dict[str, int]:

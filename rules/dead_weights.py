@@ -92,7 +92,8 @@ class DeadWeights(Rule):
             if "sparse" in tensor.where or tensor.array.nbytes < max(min_bytes, 1):
                 continue
             array = np.ascontiguousarray(tensor.array)
-            digest = hashlib.blake2b(memoryview(array).cast("B"), digest_size=16).hexdigest()
+            # array.data is memoryview(array), which numpy declares a Buffer only on Python 3.12+
+            digest = hashlib.blake2b(array.data.cast("B"), digest_size=16).hexdigest()
             key = (tensor.dtype, array.shape, digest)
             groups[key].append(f"{tensor.where}:{tensor.name}")
             sizes[key] = array.nbytes

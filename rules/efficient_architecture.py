@@ -36,7 +36,7 @@ class Weight:
 
     tensor: TensorInfo
     use: WeightUse
-    macs: int | None  # the MACs of the layers it feeds, when the facts have them per node
+    macs: int | None  # the MACs of the layer that owns it (facts.layers), when counted
     groups: int = 1
     energies: Any = None  # squared singular values, when measured
     rank: int | None = None
@@ -70,8 +70,9 @@ class EfficientArchitecture(Rule):
       rank where it is low, else the size of an ALBERT-style factorized table (E = 128, or a
       quarter of the width below 512).
 
-    Each layer's MACs before and after come from the per-node MAC counts when the facts have
-    them; the ratio follows from the shapes either way. Works on every format whose reader fills
+    Each layer's MACs before and after come from the model's per-layer MAC counts where the
+    facts have them (with `--base` and `--staged`, whose runs keep the layers); the ratio
+    follows from the shapes either way. Works on every format whose reader fills
     the weight view (ONNX, TFLite, GGUF, safetensors; PyTorch checkpoints only by shape, since
     their values are never unpickled).
 
@@ -241,11 +242,11 @@ class EfficientArchitecture(Rule):
 
 def _layer_weights(facts: ModelFacts, view: WeightView) -> list[Weight]:
     """Float weights of conv, matmul and embedding layers (not depthwise, not recurrent), with
-    the MACs of their layers where the facts count MACs per node."""
-    from bloatguard.graph import layer_details
+    the MACs of the layer that owns each where the facts hold the model's layers."""
+    from bloatguard.graph import conv_groups
 
-    layers = layer_details(facts.handle)
-    by_node: dict[str, int] = getattr(facts, "macs_by_node", None) or {}
+    groups = conv_groups(facts.handle)
+    macs_of = {key: layer.macs for layer in facts.layers for key in layer.weights}
     found = []
     for tensor in facts.tensors:
         if tensor.dtype not in FLOATS:
@@ -256,11 +257,8 @@ def _layer_weights(facts: ModelFacts, view: WeightView) -> list[Weight]:
             continue
         # A tied table (embedding and output head) is judged as the embedding.
         use = next((u for u in uses if u.kind == "embedding"), uses[0])
-        detail = [layers.get(u.layer) for u in uses if u.layer is not None]
-        counted = [by_node.get(d.output) for d in detail if d is not None]
-        macs = sum(m for m in counted if m is not None) if counted and None not in counted else None
-        groups = detail[0].groups if detail and detail[0] is not None else 1
-        found.append(Weight(tensor, use, macs, groups))
+        macs = macs_of.get((tensor.where, tensor.name))
+        found.append(Weight(tensor, use, macs, groups.get(use.layer or "", 1)))
     found.sort(key=lambda w: -w.numel)
     return found
 

@@ -214,7 +214,9 @@ class Layer:
     info: TensorInfo
     op: str
     axis: int | None  # the output-channel axis, None when pruning channels is not defined
-    stats: ZeroStats | None = None
+    # Set by check() when the tensor is read, before anything looks at it: only layers whose
+    # tensor was read are reported.
+    stats: ZeroStats = field(init=False)
     exact_enough: bool = False  # its exact zeros alone reach min-zero-share
 
     @property
@@ -222,7 +224,9 @@ class Layer:
         return tensor_label(self.info.name, self.info.where)
 
     def channel_bytes(self) -> int:
-        per_channel = self.info.nbytes // max(self.stats.channels, 1)
+        nbytes = self.info.nbytes
+        assert nbytes is not None  # a float weight (FLOATS): its size is known
+        per_channel = nbytes // max(self.stats.channels, 1)
         return per_channel * len(self.stats.zero_channels)
 
     def sparse_saving(self) -> int:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, cast
 
 from bloatguard.errors import ConfigError
 from bloatguard.facts import ValueInfo
@@ -203,7 +203,8 @@ class RedundantFeatures(Rule):
     # --- report --------------------------------------------------------------------------------
 
     def _report(self, ctx: RuleContext, found: dict[str, _Input]) -> Iterator[Finding]:
-        features, parts = [], []
+        features: list[dict[str, Any]] = []
+        parts: list[str] = []
         for entry in found.values():
             if entry.unused:
                 features.append({"input": entry.name, "index": None, "axis": None,
@@ -434,7 +435,8 @@ def _column_stats(rows: np.ndarray, entry: _Input, source: str, threshold: float
             distinct.append(j)
     if rows.shape[0] >= 3 and len(distinct) > 1:
         with np.errstate(invalid="ignore", divide="ignore"):
-            r = np.corrcoef(rows[:, distinct].astype(np.float64), rowvar=False)
+            # Two columns or more: a matrix (numpy's stubs also allow the scalar of one column).
+            r = cast("np.ndarray", np.corrcoef(rows[:, distinct].astype(np.float64), rowvar=False))
         kept: list[int] = []
         for position, j in enumerate(distinct):
             partners = [p for p in kept if abs(r[position, p]) >= threshold]

@@ -29,6 +29,12 @@ class Candidate:
     kind: str | None = None  # the fix that fits it; None without a graph (nothing to fix)
 
     @property
+    def nbytes(self) -> int:
+        nbytes = self.tensor.nbytes
+        assert nbytes is not None  # a float weight (FLOAT_WEIGHTS): its size is always known
+        return nbytes
+
+    @property
     def label(self) -> str:
         return tensor_label(self.tensor.name, self.tensor.where)
 
@@ -40,7 +46,7 @@ class Candidate:
             kept = t.numel / 2 + t.numel / NBITS_BLOCK * DTYPE_SIZES[t.dtype]
         else:
             kept = t.numel
-        return max(0, int(t.nbytes - kept))
+        return max(0, int(self.nbytes - kept))
 
 
 class UnquantizedLayers(Rule):
@@ -128,12 +134,12 @@ class UnquantizedLayers(Rule):
             return
         candidates = _candidates(facts.tensors, view)
         min_bytes = self.option(ctx, "min-weight-bytes")
-        candidates = [c for c in candidates if c.tensor.nbytes > min_bytes]
+        candidates = [c for c in candidates if c.nbytes > min_bytes]
         model_bytes = facts.weight_bytes or facts.file_size
-        total = sum(c.tensor.nbytes for c in candidates)
+        total = sum(c.nbytes for c in candidates)
         if not candidates or total < self.option(ctx, "min-share") * model_bytes:
             return
-        candidates.sort(key=lambda c: -c.tensor.nbytes)
+        candidates.sort(key=lambda c: -c.nbytes)
         advice = TOOLCHAINS.get(view.toolchain, UnquantizedLayers._generic_finding)
         yield advice(self, ctx, candidates, total, model_bytes)
 
@@ -141,7 +147,7 @@ class UnquantizedLayers(Rule):
                               model_bytes: int) -> Finding:
         """A state dict or safetensors file has no graph to quantize: no `bloatguard fix` and no
         calibration samples, but what the team can do where the model is built."""
-        wide = sum(c.tensor.nbytes // 2 for c in candidates if c.tensor.dtype == "float32")
+        wide = sum(c.nbytes // 2 for c in candidates if c.tensor.dtype == "float32")
         message = (
             f"{_weights_phrase(candidates, total, model_bytes)}, recognised by name and shape. "
             f"This {ctx.facts.format} file has no graph for bloatguard to quantize: quantize "
@@ -157,13 +163,12 @@ class UnquantizedLayers(Rule):
                              model_bytes: int) -> Finding:
         """onnxruntime's quantizers, which `bloatguard fix` can apply: a fix hint per kind."""
         nbits_min = self.option(ctx, "nbits-min-elements")
-        for candidate in candidates:
-            candidate.kind = _onnxruntime_kind(candidate, nbits_min)
         groups: dict[str, list[Candidate]] = {}
         for candidate in candidates:
-            groups.setdefault(candidate.kind, []).append(candidate)
+            candidate.kind = fits = _onnxruntime_kind(candidate, nbits_min)
+            groups.setdefault(fits, []).append(candidate)
         # The primary fix is the one covering the most bytes; the others go in `also`.
-        ranked = sorted(groups.items(), key=lambda item: -sum(c.tensor.nbytes for c in item[1]))
+        ranked = sorted(groups.items(), key=lambda item: -sum(c.nbytes for c in item[1]))
         kind, primary = ranked[0]
         samples_needed = "quantize-static" in groups and ctx.settings.samples is None
         plans = [f"{KINDS[k]} of the {_ops(group)} layers would save about "
@@ -172,7 +177,7 @@ class UnquantizedLayers(Rule):
             _weights_phrase(candidates, total, model_bytes) + ". " + _sentence("; ".join(plans))
             + ("; static quantization needs calibration samples: add the model to "
                "[tool.bloatguard.samples]" if samples_needed else ""))
-        float32 = sum(c.tensor.nbytes for c in candidates if c.tensor.dtype == "float32")
+        float32 = sum(c.nbytes for c in candidates if c.tensor.dtype == "float32")
         fix = Fix(kind=kind, safe=False, details={
             "op_types": sorted({c.op for c in primary}),
             "weights": [c.tensor.name for c in primary][:50],
@@ -235,7 +240,7 @@ class UnquantizedLayers(Rule):
             "weights_count": len(candidates),
             "weights": capped([{"name": c.tensor.name, "where": c.tensor.where,
                                 "dtype": c.tensor.dtype, "shape": list(c.tensor.shape),
-                                "bytes": c.tensor.nbytes, "op": c.op, "layer": c.layer,
+                                "bytes": c.nbytes, "op": c.op, "layer": c.layer,
                                 "fix": c.kind} for c in candidates]),
             "samples_configured": ctx.settings.samples is not None,
             "notes": notes,
@@ -267,7 +272,7 @@ def _weights_phrase(candidates: list[Candidate], total: int, model_bytes: int) -
     return (f"{len(candidates)} {dtypes} weight tensor{'s' if several else ''} "
             f"({human_bytes(total)}, {percent(total, model_bytes)} of the model's weights) "
             f"feed{'' if several else 's'} unquantized layers ({ops}): "
-            + listing([f"{c.label} ({human_bytes(c.tensor.nbytes)}, {c.op})" for c in candidates]))
+            + listing([f"{c.label} ({human_bytes(c.nbytes)}, {c.op})" for c in candidates]))
 
 
 def _candidates(tensors: list[TensorInfo], view: WeightView) -> list[Candidate]:
@@ -318,5 +323,5 @@ def _ops(group: list[Candidate]) -> str:
 def _bytes_by(candidates: list[Candidate], key) -> dict[str, int]:
     totals: dict[str, int] = {}
     for candidate in candidates:
-        totals[key(candidate)] = totals.get(key(candidate), 0) + candidate.tensor.nbytes
+        totals[key(candidate)] = totals.get(key(candidate), 0) + candidate.nbytes
     return dict(sorted(totals.items(), key=lambda item: -item[1]))

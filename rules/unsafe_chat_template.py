@@ -133,8 +133,8 @@ def _judge(node, nodes, report) -> None:
         report(node, "item with a name built from strings")
     elif isinstance(node, nodes.Name) and node.name in FORBIDDEN_NAMES:
         report(node, f"name {node.name}")
-    elif isinstance(node, nodes.Const) and isinstance(node.value, str) and DUNDER.search(node.value):
-        report(node, f"string naming {DUNDER.search(node.value).group(0)}")
+    elif isinstance(node, nodes.Const) and isinstance(node.value, str) and (dunder := DUNDER.search(node.value)):
+        report(node, f"string naming {dunder.group(0)}")
     elif isinstance(node, nodes.Filter) and node.name == "attr":
         name = node.args[0] if node.args else None
         if not isinstance(name, nodes.Const):

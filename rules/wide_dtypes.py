@@ -80,7 +80,7 @@ class WideDtypes(Rule):
         outputs = [v.name for v in facts.outputs if v.dtype == "float64"]
         if not (weights or nodes or inputs or outputs):
             return None
-        total = sum(t.nbytes for t in weights)
+        total = sum(t.nbytes or 0 for t in weights)  # float64: the size is always known
         parts = []
         if weights:
             parts.append(f"{_count(len(weights), 'weight tensor')} ({human_bytes(total)}; float32 "

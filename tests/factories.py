@@ -175,6 +175,27 @@ def build(nodes, inputs, outputs, inits=(), path: Path | None = None, *, externa
     return save(model, path, external=external)
 
 
+def conv_net(path, *, widths=(16, 8), extra: bool = False, names=("conv1", "conv2"),
+             weights=("w1", "w2"), size: int = 8):
+    """x[1,3,size,size] -> Conv 3x3 (pad 1) -> Relu -> Conv 3x3 (pad 1) -> y; `extra` inserts
+    a 3x3 Conv + Relu of widths[0] channels between them."""
+    rng = np.random.default_rng(0)
+    first, second = widths
+    inits = [init(weights[0], rng.standard_normal((first, 3, 3, 3)).astype(np.float32)),
+             init(weights[1], rng.standard_normal((second, first, 3, 3)).astype(np.float32))]
+    nodes = [helper.make_node("Conv", ["x", weights[0]], ["h1"], name=names[0], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h1"], ["r1"], name="relu1")]
+    last = "r1"
+    if extra:
+        inits.append(init("w_mid", rng.standard_normal((first, first, 3, 3)).astype(np.float32)))
+        nodes += [helper.make_node("Conv", ["r1", "w_mid"], ["hm"], name="conv_mid", pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", ["hm"], ["rm"], name="relu_mid")]
+        last = "rm"
+    nodes.append(helper.make_node("Conv", [last, weights[1]], ["y"], name=names[1], pads=[1, 1, 1, 1]))
+    return build(nodes, [info("x", [1, 3, size, size])],
+                           [info("y", [1, second, size, size])], inits, path)
+
+
 def torch_export(net, path: Path, example=None, **kwargs) -> Path:
     """torch.onnx.export (TorchScript exporter) of `net` on `example` (default: a (2, 3, 8, 8)
     image batch), warnings silenced."""

@@ -17,11 +17,10 @@ pytestmark = pytest.mark.usefixtures("debug_mode")
 
 
 def run_with_node_macs(path: Path, code: str = "BG107", **options):
-    """run_rule, with the per-node MAC counts the engine keeps in `facts.macs_by_node` (counted
-    here by measure.compute when the engine does not store them)."""
+    """run_rule, with the model's layers and their MACs in the facts, as the engine keeps them
+    for --base and --staged (MacsBatch(layers=True))."""
     from bloatguard.config import Config
-    from bloatguard.engine import apply_rules, measure
-    from bloatguard.measure.compute import count_macs
+    from bloatguard.engine import MacsBatch, apply_rules, measure
     from bloatguard.registry import find_rule
     from bloatguard.result import ModelResult
 
@@ -29,9 +28,10 @@ def run_with_node_macs(path: Path, code: str = "BG107", **options):
     parsed = {key.replace("_", "-"): rule.options[key.replace("_", "-")].parse(value)
               for key, value in options.items()}
     config = Config(rules={rule.name: parsed})
-    facts = measure(path, config)
-    if not getattr(facts, "macs_by_node", None):
-        facts.macs_by_node = dict(count_macs(onnx.load(str(path))).by_node)
+    batch = MacsBatch(layers=True)
+    facts = measure(path, config, macs=batch)
+    batch.run()
+    assert facts.layers, "the engine kept no layers"
     result = ModelResult(path=str(path), facts=facts)
     apply_rules(result, path, config, [rule])
     return result.findings

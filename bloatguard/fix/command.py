@@ -158,6 +158,7 @@ def fix_model(path: Path, config, options: Options) -> Outcome:
         write.clean_stale(target.parent)
     [result] = engine.check([path], config, engine.Selection(), latency=False)
     facts = result.facts
+    assert facts is not None  # a file on disk is measured (None is a model deleted since a base)
     base = {"path": display, "format": facts.format, "original": facts.metrics()}
     if facts.unreadable:
         return _error(display, f"cannot read the model: {facts.unreadable}", base)
@@ -235,6 +236,7 @@ def _evaluate(path, display, target, facts, plan, config, options, workspace, ba
     evaluations = singles + later
     # Latency: everything still standing, timed together against the original.
     if options.latency and facts.format == "onnx":
+        assert inputs is not None  # prepared for every ONNX model
         note = verify.latency(evaluations, path, facts, inputs.plan, options.latency_settings)
         if note:
             notes.append(note)

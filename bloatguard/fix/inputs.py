@@ -149,7 +149,9 @@ def _random(plan, count: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    np.savez(path, **arrays)
+    # mypy matches **arrays against savez's `allow_pickle: bool` keyword too (only an input
+    # named "allow_pickle" would land there)
+    np.savez(path, **arrays)  # type: ignore[arg-type]
 
 
 def candidate_feeds(arrays: dict[str, np.ndarray], input_map: dict[str, Any]) -> dict[str, np.ndarray]:

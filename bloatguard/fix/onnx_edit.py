@@ -15,15 +15,25 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bloatguard.graph import Scope, constant_value, model_scopes, node_label, subgraphs
 
+if TYPE_CHECKING:
+    from onnx import GraphProto
+
 
 def graph_scopes(model) -> list[Scope]:
     """The main graph and every subgraph under it (model-local functions are left alone)."""
     return list(model_scopes(model)[0].walk())
+
+
+def graph_of(scope: Scope) -> GraphProto:
+    """The graph of a scope from graph_scopes: only a function body has none."""
+    assert scope.graph is not None, scope.prefix
+    return scope.graph
 
 
 def label(scope: Scope, node) -> str:
@@ -36,7 +46,7 @@ def defined_names(model) -> set[str]:
     names: set[str] = set()
     for scope in graph_scopes(model):
         names |= scope.defined()
-        names |= {v.name for v in scope.graph.output}
+        names |= {v.name for v in graph_of(scope).output}
     return names
 
 
@@ -166,7 +176,7 @@ def drop_if_unread(model, names) -> list[str]:
     names = set(names)
     removed: list[str] = []
     for scope in reversed(graph_scopes(model)):  # inner graphs first: they may read outer names
-        graph = scope.graph
+        graph = graph_of(scope)
         candidates = names & (set(scope.initializers) | {n.output[0] for n in graph.node
                                                          if n.op_type == "Constant" and n.output})
         for name in candidates:
@@ -195,7 +205,7 @@ def prune_value_info(model) -> None:
     """Drop value_info entries of names no graph defines any more (stale shapes after a rename
     or a removal can mislead onnxruntime's shape inference)."""
     for scope in graph_scopes(model):
-        graph = scope.graph
+        graph = graph_of(scope)
         defined = scope.defined() | {v.name for v in graph.output}
         # Names of enclosing graphs may be annotated in a subgraph; keep those.
         here = scope.parent
@@ -238,7 +248,7 @@ def insert_node(graph, node, before=None) -> None:
     graph.node.insert(position, node)
 
 
-def reclaim_name(graph, node, index: int, old: str, removed) -> None:
+def reclaim_name(graph, node, index: int, old: str | None, removed) -> None:
     """Give the tensor a transform stored for `node.input[index]` the name of the tensor it
     replaced, once that one is gone (`removed`): weight names are what users and tools map
     by, and a fix should not rename `conv1.weight` to `conv1.weight_bnfold` for nothing."""

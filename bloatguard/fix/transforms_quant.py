@@ -102,13 +102,13 @@ def quantize_static(src: Path, dst: Path, params: dict[str, Any], external: bool
     else:
         dropped.append(("per-channel", upgrade))
     variants.append(_Variant(source, False, "per-tensor"))
-    used, dropped = _first_that_runs("quantize_static", variants, run, dst, params, dropped)
+    used, why_dropped = _first_that_runs("quantize_static", variants, run, dst, params, dropped)
     origin = params.get("calibration_source", "samples")
     changes = [f"static int8 QDQ quantization ({used.how} weights), calibrated on {origin}",
                *prepared]
     if used.per_channel and upgrade:
         changes.append(upgrade)
-    return changes + dropped
+    return changes + why_dropped
 
 
 def _first_that_runs(quantizer: str, variants: list[_Variant], run, dst: Path,

@@ -76,7 +76,7 @@ def deduplicate(model, params: dict[str, Any] | None = None) -> list[str]:
     groups: dict[tuple, list[tuple]] = {}
     for scope in scopes:
         for kind, name, tensor in _stored(scope):
-            if name in scope.inputs or any(v.name == name for v in scope.graph.output):
+            if name in scope.inputs or any(v.name == name for v in edit.graph_of(scope).output):
                 continue
             array = numpy_helper.to_array(tensor)
             if array.nbytes < max(min_bytes, 1) or array.dtype == object:
@@ -148,7 +148,7 @@ def fold_batchnorm(model, params: dict[str, Any] | None = None) -> list[str]:
     changes = []
     namer = edit.Namer(model)
     for scope in edit.graph_scopes(model):
-        graph = scope.graph
+        graph = edit.graph_of(scope)
         for bn in list(graph.node):
             if bn.op_type != "BatchNormalization" or bn.domain not in STANDARD_DOMAINS:
                 continue
@@ -182,7 +182,8 @@ def _fold_one(model, scope, bn, namer) -> str | None:
     if any(s is None or s.ndim != 1 for s in stats) or weight is None \
             or (bias_name and bias is None) or weight.dtype.kind != "f":
         return None
-    gamma, beta, mean, var = (s.astype(np.float64) for s in stats)
+    # every statistic is an array here (checked above)
+    gamma, beta, mean, var = (s.astype(np.float64) for s in stats if s is not None)
     s = gamma / np.sqrt(var + float(attribute(bn, "epsilon", 1e-5)))
     shift = beta - mean * s
     w = weight.astype(np.float64)
@@ -250,7 +251,7 @@ def strip_passthrough(model, params: dict[str, Any] | None = None) -> list[str]:
     to an output, a used Dropout mask)."""
     changes = []
     for scope in edit.graph_scopes(model):
-        graph = scope.graph
+        graph = edit.graph_of(scope)
         for node in list(graph.node):
             if node.op_type not in ("Dropout", "Identity") or node.domain not in STANDARD_DOMAINS \
                     or not node.input or not node.input[0]:
@@ -308,7 +309,7 @@ def fold_constants(model, params: dict[str, Any] | None = None) -> list[str]:
     changes = []
     opsets = list(model.opset_import)
     for scope in edit.graph_scopes(model):
-        graph = scope.graph
+        graph = edit.graph_of(scope)
         for node in list(graph.node):
             if edit.label(scope, node) not in wanted or subgraphs(node):
                 continue
@@ -387,7 +388,7 @@ def weights_outside_initializers(model) -> bool:
     if model.ir_version < 4:
         return False
     constant = any(node.op_type == "Constant" for scope in edit.graph_scopes(model)
-                   for node in scope.graph.node)
+                   for node in edit.graph_of(scope).node)
     return constant or bool(_weight_computations(model))
 
 
@@ -396,7 +397,7 @@ def _weight_computations(model) -> list[str]:
     from constants only, in graph order."""
     labels: list[str] = []
     for scope in edit.graph_scopes(model):
-        graph = scope.graph
+        graph = edit.graph_of(scope)
         producers = {out: node for node in graph.node for out in node.output if out}
         constants = ({t.name for t in graph.initializer} - set(scope.inputs)) | {
             n.output[0] for n in graph.node if n.op_type == "Constant" and n.output}
@@ -434,7 +435,7 @@ def _constants_to_initializers(model) -> list[str]:
     Left alone: constants that are graph outputs (an initializer cannot be one everywhere)."""
     moved = []
     for scope in edit.graph_scopes(model):
-        graph = scope.graph
+        graph = edit.graph_of(scope)
         outputs = {v.name for v in graph.output}
         for node in list(graph.node):
             if node.op_type != "Constant" or node.domain not in STANDARD_DOMAINS \
@@ -478,7 +479,7 @@ def prune_channels(model, params: dict[str, Any] | None = None) -> list[str]:
     changes = []
     namer = edit.Namer(model)
     for scope in edit.graph_scopes(model):
-        for conv in list(scope.graph.node):
+        for conv in list(edit.graph_of(scope).node):
             if conv.op_type == "Conv" and conv.domain in STANDARD_DOMAINS:
                 done = _prune_conv(model, scope, conv, tolerance, namer)
                 if done:
@@ -645,7 +646,7 @@ def narrow_storage(model, params: dict[str, Any] | None = None) -> list[str]:
     namer = edit.Namer(model)
     to = helper.np_dtype_to_tensor_dtype(source)
     for scope in edit.graph_scopes(model):
-        graph = scope.graph
+        graph = edit.graph_of(scope)
         stored = [(t.name, t, None) for t in graph.initializer]
         stored += [(n.output[0], a.t, n) for n in graph.node if n.op_type == "Constant" and n.output
                    for a in n.attribute if a.name == "value"]

@@ -15,7 +15,7 @@ Tensors of other ranks keep a dense layout: no sparse layout of them would be sm
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 class NotAStateDict(ValueError):
@@ -139,8 +139,9 @@ def compare_state_dicts(original: str, candidate: str) -> dict[str, Any]:
 
 # --- running in a fresh process -----------------------------------------------------------------
 
-_CALLS = {"prune": lambda src, dst, params: prune_state_dict(Path(src), Path(dst), params),
-          "compare": compare_state_dicts}
+_CALLS: dict[str, Callable[..., Any]] = {
+    "prune": lambda src, dst, params: prune_state_dict(Path(src), Path(dst), params),
+    "compare": compare_state_dicts}
 
 
 def run_in_subprocess(call: str, *args: Any, timeout: float, memory: int) -> Any:

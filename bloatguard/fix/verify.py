@@ -103,6 +103,24 @@ class Evaluation:
         """Built, and not rejected yet: worth the next (more expensive) check."""
         return self.path is not None and not self.reasons and self.skipped is None
 
+    # What a check can rely on once an earlier one passed: a viable candidate was built, and
+    # `measure` read every built one back; `latency` times every timeable one.
+
+    @property
+    def built_path(self) -> Path:
+        assert self.path is not None, f"{self.id} was not built"
+        return self.path
+
+    @property
+    def built_facts(self) -> ModelFacts:
+        assert self.facts is not None, f"{self.id} was not read back"
+        return self.facts
+
+    @property
+    def timed(self) -> dict[str, Any]:
+        assert self.latency is not None, f"{self.id} was not timed"
+        return self.latency
+
     @property
     def timeable(self) -> bool:
         """Built and run by onnxruntime: worth timing even when its fidelity already failed,
@@ -144,7 +162,7 @@ def check_size(evaluation: Evaluation, original: ModelFacts) -> None:
     nothing (a state dict pruned but stored dense, say)."""
     if not evaluation.viable:
         return
-    size, was = evaluation.facts.file_size, original.file_size
+    size, was = evaluation.built_facts.file_size, original.file_size
     if size > was:
         evaluation.reject(f"larger than the original ({_bytes(size)} > {_bytes(was)})")
     elif size > 0.99 * was and not evaluation.candidate.safe:
@@ -160,7 +178,7 @@ def check_signature(evaluation: Evaluation, original: ModelFacts) -> str | None:
     Returns the difference that rejected the candidate, if any."""
     if not evaluation.viable or original.format != "onnx":
         return None
-    facts = evaluation.facts
+    facts = evaluation.built_facts
     problem = _values_differ("output", original.outputs, facts.outputs)
     if problem is None and not evaluation.candidate.interface:
         problem = _values_differ("input", original.inputs, facts.inputs)
@@ -220,7 +238,7 @@ def _describe_inputs(evaluation: Evaluation) -> str:
 # --- fidelity ---------------------------------------------------------------------------------
 
 def fidelity(evaluations: list[Evaluation], original: Path, original_facts: ModelFacts,
-             inputs_file: Path, thresholds: Thresholds, timeout: float) -> str | None:
+             inputs_file: Path | None, thresholds: Thresholds, timeout: float) -> str | None:
     """Run the original and every viable candidate on the same inputs in one isolated child
     and judge each. Returns a model-level error (the original cannot run) or None."""
     from bloatguard.isolate import IsolationError, run_isolated
@@ -229,12 +247,13 @@ def fidelity(evaluations: list[Evaluation], original: Path, original_facts: Mode
     if not viable:
         return None
     if original_facts.format == "pytorch":
-        return _state_dict_fidelity(viable, original, thresholds, timeout)
+        _state_dict_fidelity(viable, original, thresholds, timeout)
+        return None
     job = {"original": str(original), "inputs": str(inputs_file), "outputs": thresholds.outputs,
            "candidates": [{"id": e.id, "path": str(e.path), "input_map": e.input_map}
                           for e in viable]}
     memory = _MEMORY_HEADROOM + 3 * (original_facts.file_size
-                                     + sum(e.facts.file_size for e in viable))
+                                     + sum(e.built_facts.file_size for e in viable))
     try:
         answer = run_isolated(_fidelity_child, job, timeout=timeout, memory=memory)
     except IsolationError as exc:
@@ -280,6 +299,7 @@ def _judge_fidelity(evaluation: Evaluation, result: dict[str, Any], thresholds: 
     if equal is not None:
         parts.append(f"equal {equal[0]:.0%}")
     if worst_slice is not None:
+        assert worst_cosine is not None  # slices are of float outputs, which all have a cosine
         result["worst_slice"] = worst_slice.to_json()
         # The table shows it where it tells more than the whole outputs do.
         if not worst_slice.passed or _cosine(worst_slice.entry["cosine"]) != _cosine(worst_cosine[0]):
@@ -418,7 +438,7 @@ def _fidelity_child(job: dict[str, Any]) -> dict[str, Any]:
         expected = [reference.run(None, _sample(arrays, i)) for i in range(count)]
     except Exception as exc:  # onnxruntime raises its own exception types
         return {"error": f"onnxruntime cannot run the original model: {_first_line(exc)}"}
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for candidate in job["candidates"]:
         try:
             runner = session(candidate["path"])
@@ -452,7 +472,7 @@ class _Totals:
     """Running comparison of one output over all samples: the whole output, and its slices."""
 
     def __init__(self, declared: dict[str, Any] | None = None) -> None:
-        self.kind = None
+        self.kind: str | None = None
         self.max_abs = 0.0
         self.scale = 0.0
         self.dot = self.ref_sq = self.got_sq = 0.0
@@ -600,6 +620,7 @@ class _Slices:
 
     def _top1(self, r: np.ndarray, c: np.ndarray, axis: int) -> None:
         """Declared top1 slices: does the largest element along the axis stay the same one?"""
+        assert self.declared is not None  # add() calls this only for a declared top1 metric
         for start, stop in self.declared["slices"]:
             if start >= r.shape[axis]:
                 continue  # beyond a symbolic dim's size in this run: result() leaves it out
@@ -685,7 +706,7 @@ def _state_dict_fidelity(viable: list[Evaluation], original: Path, thresholds: T
         try:
             result = run_in_subprocess("compare", str(original), str(evaluation.path),
                                        timeout=timeout, memory=_MEMORY_HEADROOM + 4 * (
-                                           evaluation.facts.file_size + original.stat().st_size))
+                                           evaluation.built_facts.file_size + original.stat().st_size))
         except RuntimeError as exc:
             evaluation.reject(f"cannot be verified: {exc}")
             continue
@@ -731,8 +752,8 @@ def latency(evaluations: list[Evaluation], original: Path, original_facts: Model
 
     def run(batch: list[Evaluation]) -> dict[str, Any]:
         models = [("original", original, plan, original_facts.file_size)]
-        models += [(e.candidate.label, e.path, _candidate_plan(plan, e.input_map),
-                    e.facts.file_size) for e in batch]
+        models += [(e.candidate.label, e.built_path, _candidate_plan(plan, e.input_map),
+                    e.built_facts.file_size) for e in batch]
         return compare_files(models, settings)
 
     try:
@@ -746,7 +767,7 @@ def latency(evaluations: list[Evaluation], original: Path, original_facts: Model
         return f"latency not measured: {exc}"
     reference_ms = measured["reference_ms"]
     _store_latency(viable, measured, settings)
-    flagged = [e for e in viable if e.latency["verdict"] == REGRESSION]
+    flagged = [e for e in viable if e.timed["verdict"] == REGRESSION]
     if flagged:
         # A slowdown must survive a second, independent measurement before it rejects.
         try:
@@ -755,9 +776,9 @@ def latency(evaluations: list[Evaluation], original: Path, original_facts: Model
         except MeasurementError:
             pass
     for evaluation in viable:
-        evaluation.latency["reference_ms"] = reference_ms
-        if evaluation.latency["verdict"] == REGRESSION:
-            info = evaluation.latency
+        evaluation.timed["reference_ms"] = reference_ms
+        if evaluation.timed["verdict"] == REGRESSION:
+            info = evaluation.timed
             evaluation.reject(f"slower: x{info['ratio']:.2f} [{info['ci'][0]:.2f}, "
                               f"{info['ci'][1]:.2f}] of the original's latency, p = "
                               f"{info['p_value']:.2g}")
@@ -807,7 +828,7 @@ def check_budgets(evaluation: Evaluation, original: ModelFacts, budgets: dict[st
     if not evaluation.viable:
         return
     before = _metrics(original, None)
-    after = _metrics(evaluation.facts, evaluation.latency)
+    after = _metrics(evaluation.built_facts, evaluation.latency)
     if evaluation.latency:
         before["latency_ms"] = evaluation.latency.get("reference_ms")
     for key, limit in budgets.items():
@@ -838,8 +859,8 @@ def choose(evaluations: list[Evaluation]) -> Evaluation | None:
     accepted = [e for e in evaluations if e.accepted]
     if not accepted:
         return None
-    winner = min(accepted, key=lambda e: (e.facts.file_size, not e.candidate.safe,
-                                          e.facts.macs if e.facts.macs is not None else 0))
+    winner = min(accepted, key=lambda e: (e.built_facts.file_size, not e.candidate.safe,
+                                          e.built_facts.macs if e.built_facts.macs is not None else 0))
     winner.winner = True
     return winner
 

@@ -101,7 +101,9 @@ def clean_stale(directory: Path) -> list[Path]:
     except OSError:
         return removed
     for journal in sorted(journals):
-        if _alive(int(_JOURNAL.match(journal.name)["pid"])):
+        match = _JOURNAL.match(journal.name)
+        assert match is not None  # journals are the entries it matches
+        if _alive(int(match["pid"])):
             continue
         names = _signed_entries(journal)
         if names is None:

@@ -332,7 +332,8 @@ def _fill(facts: ModelFacts, metadata: dict[str, Any], tensors: list[_Tensor], d
 def _metrics(facts: ModelFacts, tensors: list[_Tensor], info: dict[str, Any], arch: str | None) -> None:
     params = sum(t.numel for t in tensors)
     sizes = [t.nbytes for t in tensors]
-    weight_bytes = None if any(s is None for s in sizes) else sum(sizes)
+    known = [s for s in sizes if s is not None]
+    weight_bytes = sum(known) if len(known) == len(sizes) else None
     by_type: dict[str, int] = {}
     for tensor, nbytes in zip(tensors, sizes):
         if nbytes is not None:

@@ -12,12 +12,15 @@ import functools
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
 
 from bloatguard.errors import UnreadableModel
-from bloatguard.facts import ModelFacts, TensorInfo, ValueInfo
+from bloatguard.facts import ModelFacts, TensorInfo, ValueInfo, WeightView
 from bloatguard.formats.onnx_wire import EMBEDDED_KEY, read_structure
 from bloatguard.graph import dtype_name, node_label
+
+if TYPE_CHECKING:
+    from onnx import GraphProto, NodeProto, TensorProto
 
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 # The ai.onnx ops with graph attributes (tests/test_compute.py checks this against onnx's schemas).
@@ -31,7 +34,7 @@ class OnnxModel:
 
     def __init__(self, proto) -> None:
         self.proto = proto
-        self._view = None
+        self._view: WeightView | None = None
 
     @functools.cached_property
     def graph(self):
@@ -46,6 +49,13 @@ class OnnxModel:
         from bloatguard.graph import WeightUses
 
         return WeightUses(self.graph)
+
+    def layers(self, facts: ModelFacts, macs_by_node: dict[str, int] | None,
+               value_bytes: dict[str, int | None] | None = None) -> list:
+        """bloatguard.facts.Layer for each node that reads weights or computes."""
+        from bloatguard.graph import model_layers
+
+        return model_layers(facts, self.graph, self.weight_uses, macs_by_node, value_bytes)
 
     def weight_view(self, facts: ModelFacts):
         """bloatguard.facts.WeightView of this model, built once."""
@@ -115,14 +125,14 @@ def _value_info(value) -> ValueInfo:
     return ValueInfo(value.name, dtype_name(tensor_type.elem_type), tuple(dims))
 
 
-def scopes(model) -> Iterator[tuple[str, object, object]]:
+def scopes(model) -> Iterator[tuple[str, GraphProto | None, Iterable[NodeProto]]]:
     """(prefix, graph or None, nodes) for the main graph, every subgraph and every function."""
     yield from _nested("", model.graph, model.graph.node)
     for function in model.functions:
         yield from _nested(f"function {function.name}/", None, function.node)
 
 
-def _nested(prefix: str, graph, nodes) -> Iterator[tuple[str, object, object]]:
+def _nested(prefix: str, graph, nodes) -> Iterator[tuple[str, GraphProto | None, Iterable[NodeProto]]]:
     yield prefix, graph, nodes
     # Every attribute of every node, even where the op allows no graph: what a file stores is
     # counted, valid or not. Labels are built only for the few attributes that hold a graph.
@@ -136,7 +146,7 @@ def _nested(prefix: str, graph, nodes) -> Iterator[tuple[str, object, object]]:
                 yield from _nested(f"{label}[{index}]/", graph, graph.node)
 
 
-def _all_nodes(model) -> Iterator[tuple[str, object]]:
+def _all_nodes(model) -> Iterator[tuple[str, NodeProto]]:
     """Every node with a label of where it lives, subgraphs and functions included."""
     for prefix, _, nodes in scopes(model):
         for node in nodes:
@@ -145,11 +155,11 @@ def _all_nodes(model) -> Iterator[tuple[str, object]]:
 
 class TensorSite(NamedTuple):
     where: str  # a label of where it lives, as in ModelFacts.tensors
-    tensor: object  # a TensorProto
+    tensor: TensorProto
     counted: bool  # a stored weight (parameters), or only a place the format allows a tensor
 
 
-def stored_tensors(model) -> Iterator[tuple[str, object]]:
+def stored_tensors(model) -> Iterator[tuple[str, TensorProto]]:
     """(where, TensorProto) for every weight tensor the model stores."""
     return ((site.where, site.tensor) for site in tensor_sites(model) if site.counted)
 

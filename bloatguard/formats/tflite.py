@@ -14,10 +14,12 @@ import mmap
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from bloatguard.errors import UnreadableModel
 from bloatguard.facts import (
     DeadCode,
+    Layer,
     ModelFacts,
     RawTensor,
     TensorInfo,
@@ -72,7 +74,7 @@ BATCH_MATMUL_OPTIONS = 101  # BuiltinOptions union member
 MAX_RANK = 64  # LiteRT's kernels stop at rank 6 or 8; a longer shape is corrupt or hostile
 # Layers and the inputs that hold their weights: (kind, output-channel axis of the weight as a
 # function of its rank, or None). Recurrent ops take every 2-D weight input.
-_LAYERS: dict[str, dict[int, tuple[str, object]]] = {
+_LAYERS: dict[str, dict[int, tuple[str, int | Literal["last"] | None]]] = {
     "CONV_2D": {1: ("conv", 0)},  # filter [Cout, KH, KW, Cin]
     "DEPTHWISE_CONV_2D": {1: ("depthwise", 3)},  # [1, KH, KW, Cout]
     "FULLY_CONNECTED": {1: ("matmul", 0)},  # [units, in]
@@ -277,6 +279,7 @@ def _fill(facts: ModelFacts, model: _Model) -> None:
     facts.handle = TfliteModel(model, stored, raw)
     _count_macs(facts, model)
     _notes(facts, model, stored)
+    facts.layers = _layers(model, stored, counted=facts.macs is not None)
 
 
 def _tensor_info(tensor: _Tensor, graph: _Subgraph, length: int) -> TensorInfo:
@@ -401,11 +404,70 @@ def _notes(facts: ModelFacts, model: _Model, stored: dict[int, _Stored]) -> None
                    "a runtime without them cannot load the model")
     sparse = [s.info for s in stored.values() if s.info.stored is not None]
     if sparse:
-        dense, kept = sum(t.numel for t in sparse), sum(t.stored for t in sparse)
+        dense, kept = sum(t.numel for t in sparse), sum(t.stored for t in sparse if t.stored is not None)
         facts.note(f"{len(sparse)} sparse tensor(s): params count their {dense} dense elements; "
                    f"{kept} values are stored (params_stored), plus their index arrays")
         facts.extra["format_metrics"] = {"params_stored": sum(
             t.stored if t.stored is not None else t.numel for t in facts.tensors)}
+
+
+# --- layers (bloatguard.layers): `show` and the base/head layer diff ------------------------------
+
+def _layers(model: _Model, stored: dict[int, _Stored], *, counted: bool) -> list[Layer]:
+    """Every operator that reads a stored weight or computes, in model order, with its MACs as
+    `check` counts them (entry subgraphs only; None for all when MACs are unknown). A weight
+    belongs to the first operator that computes with it, looking through layout ops and
+    DEQUANTIZE; buffers no operator reads form the layer `(read by no node)`."""
+    entries = set(sorted({graph for _, graph in model.signatures}) or [0])
+    consumers = {graph.index: _consumers(graph) for graph in model.subgraphs}
+    owners: dict[tuple[int, int], list[tuple[str, str]]] = {}
+    unread: list[tuple[str, str]] = []
+    budget = [FOLLOW_BUDGET]
+    for entry in stored.values():
+        key = (entry.info.where, entry.info.name)
+        owner = next((found for graph, tensor in entry.readers
+                      if (found := _first_reader(graph, tensor, consumers[graph.index], budget))),
+                     None)
+        if owner is None:
+            unread.append(key)
+        else:
+            owners.setdefault(owner, []).append(key)
+    layers = []
+    for graph in model.subgraphs:
+        for op in graph.ops:
+            macs = None
+            if counted:
+                try:
+                    macs = (op_macs(graph, op) or 0) if graph.index in entries else 0
+                except _Unknown:
+                    macs = 0  # counted MACs are known: this op is outside what they count
+            weights = owners.get((graph.index, op.index), [])
+            if weights or macs:
+                first = next((graph.tensors[i].name for i in op.outputs if i >= 0), str(op.index))
+                layers.append(Layer(f"{graph.prefix}{first}", op.name, weights, macs))
+    if unread:
+        layers.append(Layer("(read by no node)", "", unread, 0 if counted else None))
+    return layers
+
+
+def _first_reader(graph: _Subgraph, tensor: _Tensor, consumers,
+                  budget: list[int]) -> tuple[int, int] | None:
+    """(subgraph, operator) of the first operator that computes with `tensor`; None when none
+    does, or when the model's steps for this (FOLLOW_BUDGET) are spent: a hostile file of many
+    weights on one long chain of layout ops lists them as unread rather than costing minutes."""
+    stack, seen = [tensor.index], set()
+    while stack and budget[0] > 0:
+        index = stack.pop(0)
+        if index in seen:
+            continue
+        seen.add(index)
+        budget[0] -= 1
+        for op, position in consumers.get(index, ()):
+            if op.name in _PASS_THROUGH and position == 0:
+                stack += [out for out in op.outputs[:1] if out >= 0]
+            else:
+                return graph.index, op.index
+    return None
 
 
 # --- the handle: the weight view and raw arrays --------------------------------------------------
@@ -453,7 +515,9 @@ def _view(model: _Model, stored: dict[int, _Stored]) -> WeightView:
 
 
 def _follow(graph: _Subgraph, tensor: _Tensor, consumers, budget: list[int]) -> list[WeightUse]:
-    uses, stack, seen = [], [(tensor.index, ())], set()
+    uses: list[WeightUse] = []
+    stack: list[tuple[int, tuple[str, ...]]] = [(tensor.index, ())]
+    seen: set[int] = set()
     while stack:
         index, via = stack.pop()
         if index in seen:

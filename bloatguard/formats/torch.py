@@ -184,6 +184,8 @@ class _ScriptObject:
     """An instance of a TorchScript class (`__torch__.*`): keeps its constructor args and state."""
 
     __slots__ = ("args", "state")
+    args: tuple[Any, ...]
+    state: Any
 
     def __new__(cls, *args):  # NEWOBJ calls only __new__, never __init__
         instance = object.__new__(cls)
@@ -423,6 +425,10 @@ def _call_cost(args: Any) -> int:
 # time: a key of 64 nested tuples sharing their halves holds 2^64 elements for the hash.
 MAX_KEY_ELEMENTS = 256
 
+# The pure-Python unpickler's opcode handlers. typeshed types them as taking the C `Unpickler`;
+# they are methods of `_Unpickler` and take any instance of it, _RestrictedUnpickler included.
+_PY_DISPATCH: dict[int, Callable[[Any], None]] = pickle._Unpickler.dispatch
+
 
 class _RestrictedUnpickler(pickle._Unpickler):
     """Unpickles only allowlisted globals, each as a placeholder; storages via `load_storage`.
@@ -439,6 +445,14 @@ class _RestrictedUnpickler(pickle._Unpickler):
     - every opcode, and every element a call hands to a helper, is charged to the file's
       WorkBudget, which bounds the time and memory unpickling can take.
     """
+
+    # Internals of the pure-Python unpickler that the handlers below use, which typeshed does
+    # not declare: load() sets the first three, the last two are its methods.
+    stack: list[Any]
+    append: Callable[[Any], None]
+    readline: Callable[[], bytes]
+    pop_mark: Callable[[], list[Any]]
+    _instantiate: Callable[[Any, list[Any]], None]
 
     def __init__(self, data: bytes, load_storage: Callable[[tuple], _Storage] | None,
                  budget: WorkBudget) -> None:
@@ -583,11 +597,11 @@ class _RestrictedUnpickler(pickle._Unpickler):
 
     def _reduce(self) -> None:
         self._budget.charge(_call_cost(self.stack[-1]))
-        pickle._Unpickler.dispatch[pickle.REDUCE[0]](self)
+        _PY_DISPATCH[pickle.REDUCE[0]](self)
 
     def _newobj(self) -> None:
         self._budget.charge(_call_cost(self.stack[-1]))
-        pickle._Unpickler.dispatch[pickle.NEWOBJ[0]](self)
+        _PY_DISPATCH[pickle.NEWOBJ[0]](self)
 
     def _newobj_ex(self) -> None:
         raise _Refused("NEWOBJ_EX (keyword constructor arguments) is not something torch writes")
@@ -632,7 +646,7 @@ def _charged(handler: Callable[[Any], None]) -> Callable[[Any], None]:
 
 _RestrictedUnpickler.dispatch = {
     code: _charged(_REPLACED.get(bytes([code]), handler))
-    for code, handler in pickle._Unpickler.dispatch.items()
+    for code, handler in _PY_DISPATCH.items()
 }
 
 

@@ -34,7 +34,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from bloatguard.formats.onnx_wire import EMBEDDED_KEY
-from bloatguard.graph import STANDARD_DOMAINS, constant_value, subgraphs
+from bloatguard.graph import STANDARD_DOMAINS, constant_value, node_key, subgraphs
 from bloatguard.graph import attribute as _attr
 from bloatguard.measure import fold_ops
 
@@ -71,18 +71,33 @@ class MacsResult:
     # MACs of each counted node, by its first output's name (unique in an ONNX model), for the
     # per-node profile (`bloatguard show`); a Loop body's nodes times the trip count.
     by_node: dict[str, int] = field(default_factory=dict, compare=False)
+    # MACs as a formula of the input dims left symbolic (measure.symbolic), when `macs` is None
+    # for want of their values: exact ("4050·height·width") and for people ("4.05K·height·width").
+    formula: str | None = None
+    formula_text: str | None = None
+
+
+# How much counting fitting a MACs formula may add, in nodes counted (nodes times counts): in
+# `check` (the pre-commit hook) little next to its one count, a few tens of ms; `show`, asked
+# about one model, more. Nodes, not seconds: whether a model gets a formula must not depend on
+# the machine's load.
+CHECK_FORMULA_WORK = 500
+SHOW_FORMULA_WORK = 200_000
 
 
 def count_macs(model_proto: onnx.ModelProto,
                input_shapes: Mapping[str, Sequence[int]] | None = None) -> MacsResult:
     """MACs of one inference of `model_proto` with the given input shapes (by input name)."""
-    return analyze(model_proto, input_shapes, memory=False)[0]
+    return analyze(model_proto, input_shapes, memory=False, formula=0)[0]
 
 
 def analyze(model_proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None,
-            *, memory: bool = True) -> tuple[MacsResult, MemoryResult | None]:
+            *, memory: bool = True, formula: int = CHECK_FORMULA_WORK
+            ) -> tuple[MacsResult, MemoryResult | None]:
     """MACs and (with `memory`) the static peak activation memory (bloatguard.measure.memory) of
-    one inference, from one shape inference: inference is most of the cost of either."""
+    one inference, from one shape inference: inference is most of the cost of either. MACs
+    that are unknown only for want of symbolic input dims' values are given as a formula of
+    those dims when fitting it costs at most `formula` nodes counted."""
     from bloatguard.measure.memory import unknown as memory_unknown
 
     notes = _Notes()
@@ -101,7 +116,47 @@ def analyze(model_proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[in
                   "please report this; set BLOATGUARD_DEBUG=1 for a traceback")
         return MacsResult(None, notes.items), memory_unknown("internal error, see the MACs note")
     macs = _macs_result(shaped)
+    if formula and macs.macs is None and shaped.cost.unknown and not shaped.cost.invalid:
+        _fit_formula(model_proto, model.graph, macs, formula)
     return macs, (_memory(shaped, user_dims) if memory else None)
+
+
+_PLAIN_NAME = re.compile(r"[\w.:/-]{1,64}", re.ASCII)
+# Counting once more for each point of the fit must stay cheap next to the one count `check` needs.
+_FORMULA_SECONDS = 2.0
+
+
+def _fit_formula(model_proto: onnx.ModelProto, graph, macs: MacsResult, work: int) -> None:
+    """MACs as a formula of the inputs' symbolic dims (measure.symbolic), when every unknown
+    input dim has a name and there are at most two names."""
+    from bloatguard.measure import symbolic
+
+    initializers = {t.name for t in graph.initializer}
+    found = {value.name: _dims(value.type.tensor_type) for value in graph.input
+             if value.name not in initializers and value.type.HasField("tensor_type")}
+    if any(dims is None or None in dims for dims in found.values()):
+        return  # an input without a shape, or an anonymous dim: nothing to name in a formula
+    declared = {name: dims for name, dims in found.items() if dims is not None}  # all of them
+    names = sorted({d for dims in declared.values() for d in dims if isinstance(d, str)})
+    if not 1 <= len(names) <= symbolic.MAX_DIMS or not all(map(_PLAIN_NAME.fullmatch, names)):
+        return  # names go into every report: only plain ones (batch, height, unk__214, ...)
+    nodes = sum(len(scope.node) for scope in _graphs(graph))
+    if nodes * symbolic.counts_needed(len(names)) > work:
+        return  # `bloatguard show` fits larger models
+
+    def count(values: dict[str, int]) -> int | None:
+        shapes = {name: [values[d] if isinstance(d, str) else d for d in dims]
+                  for name, dims in declared.items()}
+        return analyze(model_proto, shapes, memory=False, formula=0)[0].macs
+
+    fitted = symbolic.fit(names, count)
+    if fitted is None:
+        return
+    coefficients, multiple = fitted
+    macs.formula = symbolic.render(names, coefficients, exact=True)
+    macs.formula_text = symbolic.render(names, coefficients, exact=False)
+    macs.notes.append(f"MACs = {macs.formula_text} for symbolic {', '.join(names)} (fitted on "
+                      f"multiples of {multiple}); budgets need values: {_HINT}")
 
 
 def _macs_result(shaped: "_Shaped") -> MacsResult:
@@ -128,12 +183,6 @@ def _macs_result(shaped: "_Shaped") -> MacsResult:
     return MacsResult(cost.macs, notes.items, by_op, by_node)
 
 
-def node_key(node) -> str:
-    """How a node is named in MacsResult.by_node: its first output (outputs are unique in a
-    model), else its name."""
-    return next((name for name in node.output if name), node.name)
-
-
 def profile(model_proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None
             ) -> tuple[MacsResult, dict[str, int | None]]:
     """MACs (per node too), and the bytes of every value the graph computes (None where a dim
@@ -154,7 +203,10 @@ def profile(model_proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[in
             size = _ELEMENT_BYTES.get(tensor.elem_type)
             sizes[value.name] = (math.prod(dims) * size if dims is not None and size is not None
                                  and all(isinstance(d, int) for d in dims) else None)
-    return _macs_result(shaped), sizes
+    macs = _macs_result(shaped)
+    if macs.macs is None and shaped.cost.unknown and not shaped.cost.invalid:
+        _fit_formula(model_proto, model.graph, macs, SHOW_FORMULA_WORK)
+    return macs, sizes
 
 
 # Bytes per element of ONNX tensor types with a fixed size (TensorProto.DataType numbers).
@@ -304,7 +356,9 @@ def _fix_inputs(model, input_shapes: dict, notes: _Notes) -> None:
             for dim in tensor_type.shape.dim:
                 if dim.HasField("dim_value") and dim.dim_value < 0:  # some exporters write -1
                     dim.Clear()
-            declared[name] = list(_dims(tensor_type))
+            shape_dims = _dims(tensor_type)
+            assert shape_dims is not None  # it has a shape (checked above)
+            declared[name] = list(shape_dims)
         else:
             declared[name] = None
     resolved, found = resolve_dims(declared, fixed)
@@ -374,7 +428,7 @@ def _note_unknown_inputs(graph, notes: _Notes) -> None:
 def _dims(tensor_type) -> Dims | None:
     if not tensor_type.HasField("shape"):
         return None
-    out = []
+    out: list[int | str | None] = []
     for dim in tensor_type.shape.dim:
         if dim.HasField("dim_value") and dim.dim_value >= 0:
             out.append(int(dim.dim_value))
@@ -385,7 +439,7 @@ def _dims(tensor_type) -> Dims | None:
     return tuple(out)
 
 
-def _show_dims(dims: Dims) -> str:
+def _show_dims(dims: Sequence[int | str | None]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 

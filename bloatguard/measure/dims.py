@@ -14,6 +14,8 @@ The result does not depend on the order of the inputs.
 
 from __future__ import annotations
 
+from typing import Mapping, Sequence
+
 Dims = list  # of int (known), str (symbolic name) or None (anonymous unknown)
 
 
@@ -49,7 +51,7 @@ def resolve_dims(declared: dict[str, Dims | None], fixed: dict[str, list[int]]
     return {**{name: list(dims) for name, dims in fixed.items()}, **free}, notes
 
 
-def check_configured(model: str, declared: dict[str, Dims | None],
+def check_configured(model: str, declared: Mapping[str, Sequence[int | str | None] | None],
                      configured: dict[str, list[int]]) -> None:
     """Refuse a configured shape that contradicts the model: a dim the model fixes can only be
     run at that value (onnxruntime refuses any other), so counting or timing another one would
@@ -73,7 +75,7 @@ def check_configured(model: str, declared: dict[str, Dims | None],
                                   "with that axis dynamic")
 
 
-def _show(dims: Dims) -> str:
+def _show(dims: Sequence[int | str | None]) -> str:
     def one(dim) -> str:
         if isinstance(dim, int):
             return str(dim) if dim >= 0 else "?"  # exporters write -1 for unknown

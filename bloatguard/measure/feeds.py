@@ -110,12 +110,13 @@ def plan_feeds(inputs: list[ValueInfo], *, shapes: dict[str, list[int]] | None =
         if unknown:
             raise FeedError(f"input {value.name!r} has unknown dims {', '.join(unknown)} "
                             f"(shape {_show(dims)}); {_HINT}")
-        chosen[value.name] = (dims, "pinned" if value.name in pins else "random")
+        ints = [d for d in dims if isinstance(d, int)]  # every dim, now that none is unknown
+        chosen[value.name] = (ints, "pinned" if value.name in pins else "random")
 
     for value in inputs:
-        dims, source = chosen[value.name]
+        shape, source = chosen[value.name]
         plan.feeds.append(Feed(
-            name=value.name, dtype=value.dtype, shape=tuple(dims), source=source,
+            name=value.name, dtype=value.dtype, shape=tuple(shape), source=source,
             value=pins.get(value.name) if source == "pinned" else None,
             sample=str(samples) if source == "sample" else None, int_range=int_range))
     for name in pins:
@@ -255,6 +256,7 @@ def materialize(feeds: list[Feed]) -> dict[str, Any]:
         dtype = np.dtype(feed.dtype)
         rng = np.random.default_rng(zlib.crc32(feed.name.encode()))
         if feed.source == "sample":
+            assert feed.sample is not None  # plan_feeds names the .npz of every sample feed
             array = read_first_sample(feed.sample, feed.name, feed.shape)
         elif feed.source == "pinned":
             array = np.broadcast_to(np.asarray(feed.value, dtype=dtype), feed.shape)

@@ -100,10 +100,10 @@ def attach_latency(results: list["ModelResult"], config: "Config",
 def _plan_jobs(results: list["ModelResult"], config: "Config") -> list[_Job]:
     """Which models to time and how; models that cannot be timed get their note here."""
     jobs = []
-    not_runnable = [r for r in results if r.facts is not None and not r.facts.unreadable
+    not_runnable = [r.facts for r in results if r.facts is not None and not r.facts.unreadable
                     and r.facts.format in _NOT_RUNNABLE and not r.same_bytes]
     if not_runnable:  # one note for the run, not the same sentence under every checkpoint
-        not_runnable[0].facts.note(
+        not_runnable[0].note(
             f"latency is not measured for PyTorch or safetensors files ({len(not_runnable)} in "
             "this run): they hold weights, not a runnable graph; export to ONNX to time them")
     for result in results:
@@ -220,6 +220,7 @@ def _decide(jobs: list[_Job], settings: "LatencyConfig",
     for index, job in enumerate(flagged if settings.confirm else []):
         if progress:
             progress(index, len(flagged), f"latency: confirming {job.result.path}")
+        assert job.base is not None  # a paired job has a base (_run_job)
         try:
             outcome = measure_in_child([job.base, job.head], settings)
         except MeasurementError as exc:
@@ -243,6 +244,7 @@ def _decide(jobs: list[_Job], settings: "LatencyConfig",
 
 def _store(job: _Job, settings: "LatencyConfig") -> None:
     facts = job.result.facts
+    assert facts is not None  # _plan_jobs makes jobs only for models with facts
     for note in job.notes:
         facts.note(note if note.startswith("latency") else f"latency not measured: {note}")
     if job.outcome is None:
@@ -257,6 +259,8 @@ def _store(job: _Job, settings: "LatencyConfig") -> None:
                 note for note in job.notes if "compared" in note) or "not compared"
         return
     base = job.result.base
+    # A paired job timed the base (_plan_jobs); _decide judged it.
+    assert base is not None and job.p_value is not None and job.verdict is not None
     base.measured["latency_ms"] = models[0]["runs"]["median_ms"]
     base.latency = _distribution(models[0], job.outcome, settings)
     paired = job.paired
@@ -323,9 +327,9 @@ def describe_comparison(comparison: LatencyComparison) -> str:
 def report_json(facts: "ModelFacts | None") -> dict[str, Any] | None:
     """The JSON report's `latency` object: the head's distribution (median, p90, spread, threads,
     machine) and, with a base, the ratio, its interval, the p-value and the verdict."""
-    info = facts.latency if facts is not None else None
-    if info is None:
+    if facts is None or facts.latency is None:
         return None
+    info = facts.latency
     entry: dict[str, Any] = dict(info)
     comparison = facts.latency_comparison
     if comparison is not None:
@@ -557,6 +561,7 @@ def _attach_peak_memory(jobs: list[_Job], settings: "LatencyConfig",
     side's facts as measured["peak_memory"], None with a note when it cannot be measured."""
     sides = [side for job in jobs for side in job.memory_sides if side.facts is not None]
     for index, side in enumerate(sides):
+        assert side.facts is not None  # `sides` holds the sides with facts
         if progress:
             progress(index, len(sides), f"peak memory: {side.label}")
         try:

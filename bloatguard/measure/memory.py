@@ -215,8 +215,8 @@ class _Walker:
         reads = [list(_reads(node)) if inner else [name for name in node.input if name]
                  for node, inner in zip(nodes, nested)]
         outputs = [[name for name in node.output if name] for node in nodes]
-        for node, inner, produced in zip(nodes, nested, outputs):
-            self.classify(node, scope, inner, produced)
+        for node, has_graphs, produced in zip(nodes, nested, outputs):
+            self.classify(node, scope, has_graphs, produced)
         self.hold_constants(graph, reads, outputs, scope, where)
         born: dict[str, int] = {}  # varying tensor -> index of the node producing it (-1: input)
         for value in graph.input:
@@ -419,9 +419,10 @@ class _Walker:
         if not isinstance(shape, str) and _known(shape) or shape in ("string", "non-tensor"):
             return shape
         inner = [_type_shape(t, self.user_dims) for t in self.subgraph_types.get(name, ())]
-        if inner and all(not isinstance(s, str) and _known(s) for s in inner):
+        known = [s for s in inner if not isinstance(s, str) and _known(s)]
+        if inner and len(known) == len(inner):
             # Branches that disagree: the largest, as for the branches' peaks.
-            return max(inner, key=lambda s: (dtype_nbytes(s[0], math.prod(s[1])) or 0))
+            return max(known, key=lambda s: (dtype_nbytes(s[0], math.prod(s[1])) or 0))
         producer = scope.producer(name)
         if producer is None or not producer.input or not producer.input[0] or depth > 64:
             return shape

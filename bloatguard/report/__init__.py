@@ -59,6 +59,17 @@ def drift(result) -> str:
     return ", ".join(parts)
 
 
+def amount(facts, key: str, value, kind: str) -> str:
+    """A metric's value for people; unknown MACs of a model with symbolic input dims read as
+    their formula (`216·height·width`) rather than `-`."""
+    from bloatguard.units import format_amount
+
+    formula = facts.extra.get("macs_formula") if facts is not None and key == "macs" else None
+    if value is None and formula:
+        return str(formula["text"])
+    return format_amount(value, kind)
+
+
 def doc_section(rule, heading: str) -> str:
     """The first paragraph of one `## heading` section of a rule's docstring (the ruff-style
     rule docs) on one line; empty when there is no such section or it opens with code."""
@@ -68,3 +79,54 @@ def doc_section(rule, heading: str) -> str:
         return ""
     paragraph = re.split(r"\n\s*\n|^```", match.group(1).strip(), maxsplit=1, flags=re.M)[0]
     return " ".join(paragraph.split())
+
+
+# How many changed layers a report lists per model before counting the rest.
+TOP_CHANGES = {"text": 5, "markdown": 15}
+_CHANGE_MARKS = {"added": "+", "removed": "-", "resized": "~", "retyped": "~"}
+
+
+def change_summary(diff) -> str:
+    """"3 layers changed: +1.80M params, +7.2 MB, +12.5M MACs": the headline of a layer diff."""
+    if not diff.changes:
+        return "no layer changed shape or type"
+    totals = []
+    for key, kind, noun in (("params_delta", "count", " params"), ("bytes_delta", "bytes", ""),
+                            ("macs_delta", "count", " MACs")):
+        values = [getattr(change, key) for change in diff.changes]
+        if None not in values:
+            totals.append(signed(sum(values), kind) + noun)
+    count = len(diff.changes)
+    return f"{count} layer{'s' if count != 1 else ''} changed: " + ", ".join(totals)
+
+
+def change_line(change) -> str:
+    """"~ conv1 (Conv) resized float32[16, 3, 3, 3] +1 → float32[64, 3, 3, 3] +1: +1.30K params,
+    +5.2 KB, +2.4M MACs", for a terminal."""
+    from bloatguard.diff import describe
+
+    name = change.name + (f" (was {change.renamed_from})" if change.renamed_from else "")
+    op = f" ({change.op})" if change.op else ""
+    shapes = {"added": describe(change.head), "removed": describe(change.base)}.get(
+        change.change, f"{describe(change.base)} → {describe(change.head)}")
+    return f"{_CHANGE_MARKS[change.change]} {name}{op} {change.change} {shapes}: {deltas(change)}"
+
+
+def deltas(change) -> str:
+    parts = [f"{signed(change.params_delta, 'count')} params"]
+    if change.bytes_delta is not None:
+        parts.append(signed(change.bytes_delta, "bytes"))
+    if change.macs_delta:
+        parts.append(f"{signed(change.macs_delta, 'count')} MACs")
+    return ", ".join(parts)
+
+
+def ops_line(diff) -> str:
+    """"Conv 4 → 5, Relu 3 → 4": the op types whose counts changed."""
+    return ", ".join(f"{op} {base} → {head}" for op, (base, head) in diff.ops.items())
+
+
+def signed(value: int, kind: str) -> str:
+    from bloatguard.units import format_amount
+
+    return ("+" if value > 0 else "-" if value < 0 else "±") + format_amount(abs(value), kind)

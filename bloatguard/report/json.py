@@ -25,6 +25,8 @@ def model_json(result: ModelResult) -> dict[str, Any]:
         entry["inputs"] = [value.to_json() for value in facts.inputs]
         entry["outputs"] = [value.to_json() for value in facts.outputs]
         entry["opsets"] = facts.opsets
+    if facts is not None and facts.extra.get("macs_formula"):  # MACs of symbolic dims
+        entry["macs_formula"] = facts.extra["macs_formula"]  # {"exact", "text"}
     if facts is not None and facts.extra.get("activation_memory"):
         entry["memory"] = {"peak": facts.extra["activation_memory"]}  # where the static peak is
     latency = _latency(facts)
@@ -34,6 +36,9 @@ def model_json(result: ModelResult) -> dict[str, Any]:
         entry["base"] = {"path": result.base_path or result.path, "metrics": result.base.metrics()}
     if result.reference is not None:  # [drift] reference: the model at that commit
         entry["reference"] = {"ref": result.reference_name, "metrics": result.reference.metrics()}
+    if result.diff is not None:  # the layers that changed since the base (bloatguard.diff)
+        entry["diff"] = [change.to_json() for change in result.diff.changes]
+        entry["op_changes"] = result.diff.ops_json()
     return entry
 
 

@@ -54,11 +54,11 @@ def render(results: list[ModelResult], *, rules=None, unmatched=(), **_: Any) ->
                 counts["skipped"] += 1
                 continue
             findings = [finding for finding in result.findings if finding.code == code]
-            accepted = [f for f in findings if f.accepted is not None]
+            accepted = [f.accepted for f in findings if f.accepted is not None]
             findings = [f for f in findings if f.accepted is None]
             if accepted and not findings:
                 ET.SubElement(case, "skipped", message=_text("accepted: " + "; ".join(
-                    str(f.accepted["reason"]) for f in accepted)))
+                    str(a["reason"]) for a in accepted)))
                 counts["skipped"] += 1
                 continue
             failing = [f for f in findings if f.severity is Severity.ERROR]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from bloatguard.diff import describe
 from bloatguard.metrics import METRICS
-from bloatguard.report import drift
+from bloatguard.report import TOP_CHANGES, amount, change_summary, drift, signed
 from bloatguard.result import ModelResult, summarize
 from bloatguard.rule import Severity
 from bloatguard.units import format_amount
@@ -18,8 +19,8 @@ ICONS = {Severity.ERROR: "❌", Severity.WARNING: "⚠️", Severity.INFO: "ℹ�
 
 def _cell(result: ModelResult, key: str, kind: str) -> str:
     after = result.facts.metrics().get(key) if result.facts else None
-    if result.base is None:
-        return format_amount(after, kind)
+    if result.base is None or (after is None and result.base.metrics().get(key) is None):
+        return text(amount(result.facts, key, after, kind))
     before = result.base.metrics().get(key)
     if result.facts is None:
         return f"~~{format_amount(before, kind)}~~"
@@ -115,6 +116,7 @@ def render(results: list[ModelResult], *, unmatched=(), **_: Any) -> str:
     if drifted:  # the config's drift reference: cumulative growth, whatever this change's base
         lines += ["", f"Drift since {code(str(drifted[0][0].reference_name))}:", ""]
         lines += [f"- {code(result.path)}: {line}" for result, line in drifted]  # our own figures
+    lines += _diff_section([result for result in results if result.diff])
     standing = [(result, [f for f in result.findings if f.accepted is None]) for result in results]
     with_findings = [result for result, findings in standing if findings]
     lines += _finding_section("Findings", [(r, f) for r, f in standing if f])
@@ -122,6 +124,51 @@ def render(results: list[ModelResult], *, unmatched=(), **_: Any) -> str:
     lines += _finding_section("Accepted regressions", [(r, f) for r, f in accepted if f])
     lines += _suggestions(with_findings)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _diff_section(changed: list[ModelResult]) -> list[str]:
+    """Per changed model, a collapsible table of the layers that changed, largest first: why the
+    totals above moved. Names come from the model files, so every cell is a code span."""
+    if not changed:
+        return []
+    top = TOP_CHANGES["markdown"]
+    lines = ["", "#### What changed", ""]
+    for result in changed:
+        diff = result.diff
+        assert diff is not None  # `changed` holds the results with a diff
+        lines += [f"<details><summary><code>{_html(result.path)}</code>: {change_summary(diff)}"
+                  "</summary>", ""]
+        if diff.changes:
+            lines += ["| layer | op | change | base | head | Δ params | Δ bytes | Δ MACs |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for change in diff.changes[:top]:
+                name = code(change.name) + (f" (was {code(change.renamed_from)})"
+                                            if change.renamed_from else "")
+                lines.append("| " + " | ".join([
+                    name, code(change.op) if change.op else "", change.change,
+                    code(describe(change.base)), code(describe(change.head)),
+                    signed(change.params_delta, "count"), _signed_or_dash(change.bytes_delta, "bytes"),
+                    _signed_or_dash(change.macs_delta, "count")]) + " |")
+            if len(diff.changes) > top:
+                lines.append(f"| … {len(diff.changes) - top} more (JSON report lists all) "
+                             "| | | | | | | |")
+            lines.append("")
+        if diff.ops:
+            lines += ["Op counts: " + ", ".join(f"{code(op)} {base} → {head}"
+                                                for op, (base, head) in diff.ops.items()), ""]
+        lines.append("</details>")
+    return lines
+
+
+def _signed_or_dash(value: int | None, kind: str) -> str:
+    return "-" if value is None else signed(value, kind)
+
+
+def _html(value: str) -> str:
+    """Untrusted text inside our own HTML: escaped, on one line, no @mention."""
+    import html
+
+    return html.escape(one_line(value)).replace("@", "@\u2060")
 
 
 def _finding_section(title: str, groups: list) -> list[str]:
@@ -163,11 +210,11 @@ def _suggestions(results: list[ModelResult]) -> list[str]:
     for rule_code, models in sorted(advice.items()):
         rule = find_rule(rule_code)
         use_instead = doc_section(rule, "Use instead") if rule else ""
-        if use_instead:
+        if rule is not None and use_instead:
             where = ", ".join(code(path) for path in models)
             lines.append(f"- **{rule.code}** {rule.name} ({where}): {_escape(use_instead)}")
     for result in results:
-        model_format = (result.facts or result.base).format if (result.facts or result.base) else ""
+        model_format = facts.format if (facts := result.facts or result.base) else ""
         # Only kinds `bloatguard fix` can apply to this format: a hint that does nothing misleads.
         fixes = [finding.fix for finding in result.findings
                  if finding.fix is not None and applicable(finding.fix.kind, model_format)]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bloatguard.metrics import METRICS
-from bloatguard.report import drift
+from bloatguard.report import TOP_CHANGES, amount, change_line, change_summary, drift, ops_line
 from bloatguard.result import ModelResult, summarize
 from bloatguard.units import format_amount
 from bloatguard.untrusted import one_line
+
+if TYPE_CHECKING:
+    from bloatguard.facts import LatencyComparison, ModelFacts
 
 
 def _delta(before: Any, after: Any, kind: str) -> str:
@@ -40,15 +43,16 @@ def model_table(result: ModelResult, budgets: dict[str, Any]) -> str:
             comparison = result.facts.latency_comparison if result.facts else None
             delta = (_paired(comparison) if key == "latency_ms" and comparison
                      else _delta(base.get(key), value, kind))
-            row += [format_amount(base.get(key), kind), format_amount(value, kind), delta]
+            row += [amount(result.base, key, base.get(key), kind),
+                    amount(result.facts, key, value, kind), delta]
         else:
-            row.append(format_amount(value, kind))
+            row.append(amount(result.facts, key, value, kind))
         row.append(format_amount(budget, kind) if budget is not None else "")
         rows.append(row)
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
-def _paired(comparison: dict[str, Any]) -> str:
+def _paired(comparison: LatencyComparison) -> str:
     from bloatguard.measure.latency import describe_comparison
 
     return describe_comparison(comparison)
@@ -68,6 +72,18 @@ def _latency_line(facts) -> str:
     return line
 
 
+def _diff_lines(diff) -> list[str]:
+    """What changed since the base, largest first: the top layers, the rest counted, op counts."""
+    top = TOP_CHANGES["text"]
+    lines = [f"  what changed: {change_summary(diff)}"]
+    lines += [one_line(f"    {change_line(change)}") for change in diff.changes[:top]]
+    if len(diff.changes) > top:
+        lines.append(f"    … and {len(diff.changes) - top} more (--output-format json lists all)")
+    if diff.ops:
+        lines.append(one_line(f"    ops: {ops_line(diff)}"))
+    return lines
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
@@ -78,8 +94,8 @@ def _one_line(facts) -> str:
             f"params, {format_amount(metrics['macs'], 'count')} MACs")
 
 
-def _dtype_line(result: ModelResult) -> str:
-    by_dtype = result.facts.params_by_dtype
+def _dtype_line(facts: ModelFacts) -> str:
+    by_dtype = facts.params_by_dtype
     total = sum(by_dtype.values())
     if not total:
         return ""
@@ -129,7 +145,9 @@ def render(results: list[ModelResult], *, budgets_for=None, unmatched=(), **_: A
             out.extend("  " + line for line in model_table(result, budgets).splitlines())
             if (line := drift(result)):
                 out.append(one_line(f"  drift since {result.reference_name}: {line}"))
-            if facts and (line := _dtype_line(result)):
+            if result.diff:
+                out.extend(_diff_lines(result.diff))
+            if facts and (line := _dtype_line(facts)):
                 out.append("  " + line)
             if facts and (line := _latency_line(facts)):
                 out.append("  " + line)
