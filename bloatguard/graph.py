@@ -626,3 +626,23 @@ def _computing_reader(uses: WeightUses, found: list[WeightUse]) -> WeightUse | N
             return use
         found = onward
     return None
+
+
+# --- what BG107 needs of a layer beyond the weight view --------------------------------------
+
+def conv_groups(handle) -> dict[str, int]:
+    """Layer label (as facts.WeightUse.layer spells it) -> the `group` of each grouped Conv or
+    ConvTranspose, for a handle that holds an ONNX graph (formats.onnx.OnnxModel); {} for any
+    other handle, whose convs the caller then takes as ungrouped. Duck-typed, so a rule calling
+    it names no format."""
+    graph = getattr(handle, "graph", None)
+    if not isinstance(graph, ModelGraph):
+        return {}
+    groups: dict[str, int] = {}
+    for scope in graph.scopes():
+        for node in scope.nodes:
+            if node.op_type in ("Conv", "ConvTranspose") and node.domain in STANDARD_DOMAINS:
+                group = int(attribute(node, "group", 1))
+                if group != 1:
+                    groups[f"{scope.prefix}{node_label(node)}"] = group
+    return groups

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 FLOATS = {"float64", "float32", "float16"}
+# A layer with fewer (near-)zero weights than this share shows no sparsity to prune.
+DENSE_SHARE = 0.05
 CHUNK_ELEMENTS = 1 << 20  # 4 MB of float32 per temporary, whatever the tensor's size
 
 
@@ -100,6 +102,7 @@ class PrunableWeights(Rule):
         layers = _layer_weights(facts, view)
         sparse: list[Layer] = []
         channels: list[Layer] = []
+        dense: list[Layer] = []
         checked = zeros = 0
         for tensor in values:
             layer = layers.get((tensor.where, tensor.name))
@@ -113,13 +116,16 @@ class PrunableWeights(Rule):
                 sparse.append(layer)
             if layer.stats.zero_channels:
                 channels.append(layer)
+            elif layer.stats.near < DENSE_SHARE * layer.stats.numel:
+                dense.append(layer)
         overall = {"checked_weights": checked, "zero_weights": zeros,
                    "zero_share": round(zeros / checked, 4) if checked else None,
                    "tolerance": tolerance}
-        if channels:
-            yield self._channels(ctx, channels, overall)
-        if sparse:
-            yield self._sparse(ctx, sparse, overall)
+        found = ([self._channels(ctx, channels, overall)] if channels else []) + (
+            [self._sparse(ctx, sparse, overall)] if sparse else [])
+        if found and dense:
+            _regularization_hint(found[0], dense, checked)
+        yield from found
 
     def _channels(self, ctx: RuleContext, layers: list[Layer], overall: dict) -> Finding:
         layers.sort(key=lambda layer: -layer.channel_bytes())
@@ -171,6 +177,26 @@ class PrunableWeights(Rule):
                                     details={"exact": exact, "tolerance": overall["tolerance"],
                                              "bytes_saved": saved,
                                              "tensors": [layer.info.name for layer in layers][:50]}))
+
+
+def _regularization_hint(finding: Finding, dense: list[Layer], checked: int) -> None:
+    """Say which layers pruning cannot help: those with almost no (near-)zero weights. Zeroing
+    weights that carry signal changes the outputs (BG107 measures which of the large ones are
+    also full rank); sparsity there has to come from training."""
+    sizes = {id(layer): layer.stats.numel if layer.stats else 0 for layer in dense}
+    weights = sum(sizes.values())
+    several = len(dense) > 1
+    finding.message += (
+        f". The other {len(dense)} checked layer weight{'s' if several else ''} "
+        f"({percent(weights, checked)} of the checked weights) ha{'ve' if several else 's'} "
+        f"under {percent(DENSE_SHARE, 1)} (near-)zero weights: pruning "
+        f"{'them' if several else 'it'} after training would remove real signal, so sparsity "
+        "there has to be trained in (L1 regularization, gradual magnitude pruning while "
+        "fine-tuning)")
+    finding.details["dense_layers"] = {
+        "count": len(dense), "weights": weights,
+        "share": round(weights / checked, 4) if checked else None,
+        "names": [layer.info.name for layer in sorted(dense, key=lambda item: -sizes[id(item)])][:50]}
 
 
 @dataclass

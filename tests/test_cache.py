@@ -75,6 +75,9 @@ def kitchen(root: Path) -> None:
     (models / "pointer.onnx").write_bytes(factories.LFS_POINTER)  # BG000
     (models / "unsafe.pt").write_bytes(pickle.dumps({"w": _Payload()}))  # BG900
     gguf_models.llama(models / "chat.gguf", template=gguf_models.HOSTILE_TEMPLATE)  # BG901
+    low = rng.standard_normal((128, 4)) @ rng.standard_normal((4, 128))  # BG107: rank 4
+    build([helper.make_node("MatMul", ["x", "w"], ["y"])], [info("x", ["batch", 128])],
+          [info("y", ["batch", 128])], [init("w", low.astype(np.float32))], models / "lowrank.onnx")
     (root / "bloatguard.toml").write_text(CONFIG)
 
 

@@ -8,6 +8,7 @@ The flow, one module per step:
     build       apply a candidate's steps to a copy of the model, in an isolated child
       transforms_safe   output-equivalent ONNX graph edits (dead weights, BatchNorm, ...)
       transforms_quant  lossy ONNX transforms (onnxruntime quantizers, fp16, features)
+      transforms_lowrank  factorize-lowrank: a low-rank MatMul/Gemm weight as two factors
       transforms_torch  magnitude pruning of PyTorch state dicts
     inputs      sample or random inputs for fidelity and calibration
     verify      size/params/MACs, I/O signature, fidelity, latency, budgets -> verdicts
@@ -15,6 +16,7 @@ The flow, one module per step:
     options     the verification options `fix` and `compare` share (light: no onnx)
     command     the CLI: argparse and the per-model orchestration
     table       the candidate table (text and JSON)
+    distill     the distillation target when a size budget is out of reach of every fix
 
 This package module stays import-light: `bloatguard check` uses `suggestion()` to say which
 command would apply a finding's fix, and must not pay for onnx or onnxruntime to do it.

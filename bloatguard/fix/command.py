@@ -165,15 +165,17 @@ def fix_model(path: Path, config, options: Options) -> Outcome:
     if facts.unsafe_globals:
         return _error(display, "the file is an unsafe pickle (BG900): bloatguard will not load "
                       "it to fix it", base)
+    budgets = config.resolve(path).budgets
     if facts.format not in ("onnx", "pytorch"):
         return _done(display, "clean", f"bloatguard fix has no transforms for {facts.format} "
-                     "files", base, facts)
+                     "files", base, facts, targets=_targets(facts, budgets, [], options))
     if facts.format == "onnx":
         check_shapes(facts, path, config, display)
     plan = plans.plan(result.findings, facts.format, unsafe=options.unsafe, only=options.only,
                       prune_sparsity=options.prune_sparsity)
     if not plan.safe and not plan.unsafe:
-        return _done(display, "clean", "nothing to fix", base, facts, plan.notes)
+        return _done(display, "clean", "nothing to fix", base, facts, plan.notes,
+                     targets=_targets(facts, budgets, [], options))
     if not options.dry_run and not options.force:
         for file in [target, *_data_files(target)]:
             reason = write.uncommitted(file)
@@ -246,7 +248,9 @@ def _evaluate(path, display, target, facts, plan, config, options, workspace, ba
     for evaluation in evaluations:
         verify.check_budgets(evaluation, facts, budgets)
     winner = verify.choose(evaluations)
-    return _finish(display, target, facts, evaluations, winner, notes, options, base)
+    verified = [(e.candidate.label, e.facts) for e in evaluations if e.accepted]
+    targets = _targets(facts, budgets, verified, options)
+    return _finish(display, target, facts, evaluations, winner, notes, options, base, targets)
 
 
 def _verify_batch(batch, path, facts, inputs, config, thresholds, workspace, timeout) -> None:
@@ -304,7 +308,18 @@ def _build(evaluation, path: Path, facts, inputs, workspace: Path, timeout: floa
     evaluation.path = Path(built["path"])
 
 
-def _finish(display, target, facts, evaluations, winner, notes, options, base) -> Outcome:
+def _targets(facts, budgets, verified, options: Options) -> list[dict[str, Any]]:
+    """Distillation targets (bloatguard.fix.distill) for the size budgets the original breaks
+    and no verified candidate meets; only with --unsafe-fixes, when every fix has been tried."""
+    if not options.unsafe:
+        return []
+    from bloatguard.fix.distill import targets
+
+    return targets(facts, budgets, verified)
+
+
+def _finish(display, target, facts, evaluations, winner, notes, options, base,
+            targets=()) -> Outcome:
     from bloatguard.engine import display_path
     from bloatguard.fix import table, verify, write
     from bloatguard.units import format_amount
@@ -312,7 +327,7 @@ def _finish(display, target, facts, evaluations, winner, notes, options, base) -
     status, written = "unfixed", None
     if winner is not None and winner.candidate.interface:
         notes.append(f"NOTE: the kept candidate changes the interface: {winner.candidate.interface}")
-    report = table.render(display, facts, evaluations, header_notes=notes)
+    report = table.render(display, facts, evaluations, header_notes=notes, targets=targets)
     if winner is None:
         tried = [e for e in evaluations if not e.skipped]
         message = ("no candidate passed verification; nothing written" if tried
@@ -338,23 +353,24 @@ def _finish(display, target, facts, evaluations, winner, notes, options, base) -
             written = display_path(written_path)
             status, message = "fixed", f"wrote {written} with {winner.candidate.label} ({change})"
     data = {**base, "status": status, "message": message, "written": written, "notes": notes,
-            "candidates": [verify.to_json(e, facts) for e in evaluations]}
+            "candidates": [verify.to_json(e, facts) for e in evaluations],
+            "distillation": list(targets)}
     return Outcome(display, status, message, report, data)
 
 
-def _done(display, status, message, base, facts, notes=()) -> Outcome:
+def _done(display, status, message, base, facts, notes=(), targets=()) -> Outcome:
     from bloatguard.fix import table
 
-    report = table.render(display, facts, [], header_notes=list(notes))
+    report = table.render(display, facts, [], header_notes=list(notes), targets=targets)
     return Outcome(display, status, message, report,
                    {**base, "status": status, "message": message, "written": None,
-                    "notes": list(notes), "candidates": []})
+                    "notes": list(notes), "candidates": [], "distillation": list(targets)})
 
 
 def _error(display, message, base) -> Outcome:
     return Outcome(display, "error", message, "",
                    {**base, "status": "error", "message": message, "written": None,
-                    "notes": [], "candidates": []})
+                    "notes": [], "candidates": [], "distillation": []})
 
 
 def _memory(facts) -> int:

@@ -52,6 +52,10 @@ def _narrow(kind: str, details: dict[str, Any], safe: bool) -> list[PlannedStep]
                     "tensors": details.get("tensors", [])}, safe)]
 
 
+def _factorize(kind: str, details: dict[str, Any], safe: bool) -> list[PlannedStep]:
+    return [(kind, {"weights": details.get("weights", [])}, False)]
+
+
 def _features(kind: str, details: dict[str, Any], safe: bool) -> list[PlannedStep]:
     return [(kind, {"features": details.get("features", [])}, False)]
 
@@ -90,6 +94,7 @@ class FixKind:
 
 _SAFE = "bloatguard.fix.transforms_safe"
 _QUANT = "bloatguard.fix.transforms_quant"
+_LOWRANK = "bloatguard.fix.transforms_lowrank"
 
 # Safe kinds in the order they are chained: renames first, then folds that create new weights,
 # then dead-weight removal (it also collects what folds orphaned), then storage changes.
@@ -140,6 +145,10 @@ KINDS: tuple[FixKind, ...] = (
             "contributed into the first layer", transform=f"{_QUANT}:remove_features",
             plan=_features,
             interface="removes model inputs or input columns: callers must feed the new inputs"),
+    FixKind("factorize-lowrank", ("BG107",), "unsafe",
+            "replaces a low-rank MatMul/Gemm weight by the two factors of its truncated SVD at "
+            "the rank BG107 found, as two MatMuls", transform=f"{_LOWRANK}:factorize_lowrank",
+            plan=_factorize),
     # Hints that need a human: no transform.
     FixKind("re-export-eval", ("BG104",), "unsafe",
             "re-export from model.eval() with TrainingMode.EVAL", formats=frozenset()),

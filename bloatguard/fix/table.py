@@ -3,13 +3,15 @@ the verdict with its reasons, so a rejected fix is always explained."""
 
 from __future__ import annotations
 
+import textwrap
+
 from bloatguard.facts import ModelFacts
 from bloatguard.fix.verify import Evaluation
 from bloatguard.units import format_amount
 
 
 def render(path: str, original: ModelFacts, evaluations: list[Evaluation], *,
-           header_notes: list[str]) -> str:
+           header_notes: list[str], targets=()) -> str:
     from tabulate import tabulate
 
     lines = [f"{path}: {format_amount(original.file_size, 'bytes')}, "
@@ -27,6 +29,10 @@ def render(path: str, original: ModelFacts, evaluations: list[Evaluation], *,
             if details:
                 lines.append(f"  {evaluation.candidate.label}:")
                 lines += [f"    - {item}" for item in details]
+    for target in targets:
+        # bloatguard.fix.distill: what a distilled student would have to be.
+        lines += textwrap.wrap(f"distillation target: {target['text']}", width=100,
+                               initial_indent="  ", subsequent_indent="    ")
     return "\n".join(lines) + "\n"
 
 
