@@ -108,9 +108,9 @@ class MacsBatch:
     """
 
     def __init__(self, *, layers: bool = False) -> None:
-        # Whether the facts get their layers (facts.layers), which only the base/head layer diff
-        # reads: every batch whose facts the metric cache keeps sets it, so a cached entry never
-        # lacks them.
+        # Whether the facts get their layers (facts.layers) now: every batch whose facts the
+        # metric cache keeps sets it, so a cached entry never lacks them; elsewhere they are
+        # built on first use (ModelFacts.layer_table), which a budget-only run never pays for.
         self.layers = layers
         self.jobs: list[tuple[Path, dict[str, list[int]]]] = []
         self.owners: list[list[ModelFacts]] = []  # the facts each job's count belongs to
@@ -195,10 +195,11 @@ def _store_macs(facts: ModelFacts, outcome, *, layers: bool) -> None:
         facts.measured["activation_memory"] = None
         facts.note(f"activation memory not measured: shape inference {outcome}")
         if layers:
-            _store_layers(facts, None)
+            facts.layer_table()
         return
+    facts.macs_by_node = outcome["by_node"] if outcome["macs"] is not None else None
     if layers:
-        _store_layers(facts, outcome["by_node"] if outcome["macs"] is not None else None)
+        facts.layer_table()
     facts.macs = outcome["macs"]
     facts.macs_by_op = outcome["by_op"]
     if outcome.get("formula"):  # MACs of the symbolic input dims (measure.symbolic)
@@ -211,13 +212,6 @@ def _store_macs(facts: ModelFacts, outcome, *, layers: bool) -> None:
         facts.extra["activation_memory"] = memory["peak"]
     for note in memory["notes"]:
         facts.note(note)
-
-
-def _store_layers(facts: ModelFacts, macs_by_node: dict[str, int] | None) -> None:
-    """The model's layers with their MACs, for the base/head layer diff; kept by the metric
-    cache with the facts."""
-    if hasattr(facts.handle, "layers"):
-        facts.layers = facts.handle.layers(facts, macs_by_node)
 
 
 @dataclass

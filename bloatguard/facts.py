@@ -155,6 +155,7 @@ class WeightUse:
     index: int = 1  # the layer input the weight arrives at
     via: tuple[str, ...] = ()  # layout and type ops on the way (Cast, Transpose, DEQUANTIZE, ...)
     channel_axis: int | None = None  # the weight's axis of output channels; None: none to prune
+    groups: int = 1  # a conv's groups (1: dense; depthwise convs are kind "depthwise")
 
 
 @dataclass
@@ -253,6 +254,10 @@ class ModelFacts:
     # The model's layers, from its graph (formats that have one); empty otherwise, and the
     # per-layer views group tensors by module name instead (bloatguard.layers).
     layers: list[Layer] = field(default_factory=list)
+    # MACs by node (measure.compute), None when the model's MACs are unknown: what the reader's
+    # handle builds `layers` from on first use (layer_table). Never serialized: cached facts
+    # carry their layers.
+    macs_by_node: dict[str, int] | None = field(default=None, repr=False, compare=False)
     latency: LatencyInfo | None = None
     latency_comparison: LatencyComparison | None = None
     notes: list[str] = field(default_factory=list)
@@ -325,6 +330,15 @@ class ModelFacts:
         if self.unreadable or self.handle is None or not hasattr(self.handle, "weight_view"):
             return None
         return self.handle.weight_view(self)
+
+    def layer_table(self) -> list[Layer]:
+        """The model's layers (Layer): as the reader or the cache gave them, else built by the
+        reader's handle on first use (ONNX: from the graph and the MACs per node), so that a
+        plain `check` sees the same layers as one whose facts the cache keeps; [] for formats
+        whose layers are their modules (bloatguard.layers groups those by name)."""
+        if not self.layers and not self.unreadable and hasattr(self.handle, "layers"):
+            self.layers = self.handle.layers(self, self.macs_by_node)
+        return self.layers
 
     def note(self, text: str) -> None:
         if text not in self.notes:

@@ -471,8 +471,9 @@ def _neutral_use(use: WeightUse, shape: tuple[int, ...]):
     kind = LAYER_KINDS[use.op]
     if use.op == "Conv" and attribute(use.node, "group", 1) > 1 and len(shape) > 1 and shape[1] == 1:
         kind = "depthwise"
+    groups = int(attribute(use.node, "group", 1)) if use.op in ("Conv", "ConvTranspose") else 1
     return NeutralUse(kind=kind, op=use.op, layer=use.label, index=use.index, via=use.via,
-                      channel_axis=channel_axis(use, len(shape)))
+                      channel_axis=channel_axis(use, len(shape)), groups=groups)
 
 
 def channel_axis(use: WeightUse, ndim: int) -> int | None:
@@ -626,23 +627,3 @@ def _computing_reader(uses: WeightUses, found: list[WeightUse]) -> WeightUse | N
             return use
         found = onward
     return None
-
-
-# --- what BG107 needs of a layer beyond the weight view --------------------------------------
-
-def conv_groups(handle) -> dict[str, int]:
-    """Layer label (as facts.WeightUse.layer spells it) -> the `group` of each grouped Conv or
-    ConvTranspose, for a handle that holds an ONNX graph (formats.onnx.OnnxModel); {} for any
-    other handle, whose convs the caller then takes as ungrouped. Duck-typed, so a rule calling
-    it names no format."""
-    graph = getattr(handle, "graph", None)
-    if not isinstance(graph, ModelGraph):
-        return {}
-    groups: dict[str, int] = {}
-    for scope in graph.scopes():
-        for node in scope.nodes:
-            if node.op_type in ("Conv", "ConvTranspose") and node.domain in STANDARD_DOMAINS:
-                group = int(attribute(node, "group", 1))
-                if group != 1:
-                    groups[f"{scope.prefix}{node_label(node)}"] = group
-    return groups

@@ -48,9 +48,10 @@ def layer_rows(facts: ModelFacts) -> list[LayerRow]:
     """The layers of a model, each stored tensor in exactly one, so that the rows add up to the
     model's params and weight bytes (and MACs, where the graph gives them)."""
     by_key = {(tensor.where, tensor.name): tensor for tensor in facts.tensors}
-    if facts.layers:
+    layers = facts.layer_table()
+    if layers:
         return [LayerRow(layer.name, layer.op, [by_key[key] for key in layer.weights if key in by_key],
-                         layer.macs, layer.activation_bytes) for layer in facts.layers]
+                         layer.macs, layer.activation_bytes) for layer in layers]
     rows: dict[str, LayerRow] = {}
     for tensor in facts.tensors:
         module = module_of(tensor.name)

@@ -70,9 +70,9 @@ class EfficientArchitecture(Rule):
       rank where it is low, else the size of an ALBERT-style factorized table (E = 128, or a
       quarter of the width below 512).
 
-    Each layer's MACs before and after come from the model's per-layer MAC counts where the
-    facts have them (with `--base` and `--staged`, whose runs keep the layers); the ratio
-    follows from the shapes either way. Works on every format whose reader fills
+    Each layer's MACs before and after come from the model's per-layer MAC counts (the layers
+    `show` lists), where the input shapes make them known; the ratio follows from the shapes
+    either way. Works on every format whose reader fills
     the weight view (ONNX, TFLite, GGUF, safetensors; PyTorch checkpoints only by shape, since
     their values are never unpickled).
 
@@ -243,10 +243,7 @@ class EfficientArchitecture(Rule):
 def _layer_weights(facts: ModelFacts, view: WeightView) -> list[Weight]:
     """Float weights of conv, matmul and embedding layers (not depthwise, not recurrent), with
     the MACs of the layer that owns each where the facts hold the model's layers."""
-    from bloatguard.graph import conv_groups
-
-    groups = conv_groups(facts.handle)
-    macs_of = {key: layer.macs for layer in facts.layers for key in layer.weights}
+    macs_of = {key: layer.macs for layer in facts.layer_table() for key in layer.weights}
     found = []
     for tensor in facts.tensors:
         if tensor.dtype not in FLOATS:
@@ -258,7 +255,7 @@ def _layer_weights(facts: ModelFacts, view: WeightView) -> list[Weight]:
         # A tied table (embedding and output head) is judged as the embedding.
         use = next((u for u in uses if u.kind == "embedding"), uses[0])
         macs = macs_of.get((tensor.where, tensor.name))
-        found.append(Weight(tensor, use, macs, groups.get(use.layer or "", 1)))
+        found.append(Weight(tensor, use, macs, use.groups))
     found.sort(key=lambda w: -w.numel)
     return found
 

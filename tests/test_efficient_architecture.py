@@ -104,9 +104,10 @@ def test_narrow_convs_and_small_layers_are_not_flagged(tmp_path):
     assert run_rule(narrow, "BG107") == []
     assert run_rule(narrow, "BG107", min_channels=32) != []
     path = arch_models.matmul(tmp_path / "low.onnx", arch_models.low_rank(8))
-    # The only layer holds 99.6% of the params (the bias holds the rest): with per-node MACs
-    # unknown, a min-share of 100% leaves it out.
-    assert run_rule(path, "BG107", min_share=1.0) == []
+    # The only layer holds 99.6% of the params (the bias holds the rest) but all the MACs:
+    # a min-share of 100% keeps it by its MACs, which a plain check knows per layer too.
+    [finding] = run_rule(path, "BG107", min_share=1.0)
+    assert finding.details["layers"][0]["macs_before"] is not None
 
 
 def run_configured(path: Path, toml: str):
@@ -417,3 +418,23 @@ def test_hostile_values_neither_overflow_nor_warn(tmp_path):
         [layer] = only(run_rule(arch_models.matmul(tmp_path / "huge.onnx", huge), "BG107")).details["layers"]
         assert layer["rank"] == 8
         assert run_rule(arch_models.matmul(tmp_path / "inf.onnx", broken), "BG107") == []
+
+
+def test_plain_check_and_base_check_agree(tmp_path, monkeypatch, run_cli):
+    """The per-layer MACs BG107 reads are the same whether the run keeps layers for the metric
+    cache (--base) or builds them on first use (a plain check): same findings, same details."""
+    from gitrepo import Repo
+
+    repo = Repo(tmp_path / "repo")
+    arch_models.dense_conv(repo.root / "models" / "m.onnx")
+    repo.commit("model")
+    monkeypatch.chdir(repo.root)
+
+    def bg107(*args):
+        _, out, _ = run_cli("check", "models", "--no-latency", "--select", "BG107",
+                            "--output-format", "json", *args)
+        return [f for m in json.loads(out)["models"] for f in m["findings"]]
+
+    plain, based, warm = bg107(), bg107("--base", "HEAD"), bg107("--base", "HEAD")
+    assert plain and plain == based == warm
+    assert plain[0]["details"]["layers"][0]["macs_before"] is not None

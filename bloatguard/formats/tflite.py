@@ -544,8 +544,19 @@ def _follow(graph: _Subgraph, tensor: _Tensor, consumers, budget: list[int]) -> 
             if set(via) - _SAME_LAYOUT or (axis is not None and axis >= rank):
                 axis = None
             uses.append(WeightUse(kind=kind, op=op.name, layer=graph.label(op), index=position,
-                                  via=via, channel_axis=axis))
+                                  via=via, channel_axis=axis, groups=_groups(graph, op, tensor)))
     return uses
+
+
+def _groups(graph: _Subgraph, op: _Op, weight: _Tensor) -> int:
+    """A grouped CONV_2D's groups: its input's channels over the filter's (OHWI) input channels;
+    1 when either is unknown or they do not divide."""
+    if op.name != "CONV_2D" or not op.inputs or op.inputs[0] < 0 or len(weight.shape) != 4:
+        return 1
+    channels, per_group = graph.tensors[op.inputs[0]].shape[-1:] or (0,), weight.shape[3]
+    if channels[0] > 0 and per_group > 0 and channels[0] % per_group == 0:
+        return channels[0] // per_group
+    return 1
 
 
 def _unused_and_dead(model: _Model, stored: dict[int, _Stored], consumers):
