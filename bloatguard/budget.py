@@ -65,11 +65,15 @@ class MetricBudget:
                                details={"metric": self.metric, "limit": limit, "key": key},
                                severity=Severity.WARNING)
         elif value > limit:
+            details = {"metric": self.metric, "value": value, "limit": limit, "key": key}
+            target = _distillation_target(ctx, key, limit)
+            if target is not None:
+                details["distillation"] = target
             yield rule.finding(
                 ctx,
                 f"{self.noun} {self.fmt(value)} exceeds the budget of {self.fmt(limit)} "
                 f"({source(ctx, key)}) by {self.fmt(value - limit)}",
-                details={"metric": self.metric, "value": value, "limit": limit, "key": key})
+                details=details)
 
     def growth(self, rule: Rule, ctx: RuleContext, before: float | None,
                after: float | None) -> Iterator[Finding]:
@@ -143,3 +147,14 @@ class BudgetRule(Rule):
     def _check_growth(self, ctx: RuleContext, before: float | None,
                       after: float | None) -> Iterator[Finding]:
         return self.budget.growth(self, ctx, before, after)
+
+
+def _distillation_target(ctx: RuleContext, key: str, limit: float) -> dict | None:
+    """For a broken size budget (max-params, max-macs, max-file-size): what a distilled
+    student would have to be to meet it (bloatguard.fix.distill; from the facts' tensor names
+    and shapes only, so a warm run says the same)."""
+    from bloatguard.fix import distill
+
+    if key not in distill.BUDGETS:
+        return None
+    return distill.check_hint(ctx.facts, key, limit)

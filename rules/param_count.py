@@ -22,7 +22,9 @@ class ParamCount(BudgetRule):
     ```
 
     ## Use instead
-    Prune (BG106), remove redundant input features (BG102) or dead weights (BG103).
+    Remove dead weights (BG103) and redundant input features (BG102); prune (BG106) or factorize
+    (BG107) where those rules find room. Quantization does not lower the count: past what those
+    reach, the finding's distillation target says what size of student would meet the budget.
 
     ## Fix safety
     No fix of its own.

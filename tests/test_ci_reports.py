@@ -205,8 +205,9 @@ def test_markdown_table_then_findings_then_suggestions(repo, run_cli):
     assert table < findings_at < suggestions_at
     assert "| ✅ | `models/renamed.onnx` | renamed |" in out
     assert "| ✅ | `models/d.onnx` | deleted | ~~" in out
-    assert ("- **BG002** param-count (`models/a.onnx`, `models/big.onnx`): Prune (BG106), remove "
-            "redundant input features (BG102) or dead weights (BG103).") in out
+    assert ("- **BG002** param-count (`models/a.onnx`, `models/big.onnx`): Remove dead weights "
+            "(BG103) and redundant input features (BG102); prune (BG106) or factorize (BG107) "
+            "where those rules find room.") in out
 
 
 def test_markdown_lists_fix_commands(tmp_path, monkeypatch):

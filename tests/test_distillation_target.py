@@ -131,3 +131,25 @@ def test_the_check_hint_for_a_budget_finding(tmp_path):
                                    "one with 4 of 8 layers would fit")
     assert hint["text"].endswith("`bloatguard fix --unsafe-fixes` says what the verified fixes "
                                  "reach first.")
+
+
+def test_check_puts_the_target_under_the_budget_finding(tmp_path, monkeypatch, run_cli):
+    """`check`'s hint for BG002 over max-params: in JSON details, the text report and the PR
+    comment; nothing when the model is within its budget."""
+    blocks(tmp_path / "m.onnx")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bloatguard.toml").write_text('[budgets."m.onnx"]\nmax-params = 8000\n')
+    code, out, _ = run_cli("check", "m.onnx", "--no-latency", "--output-format", "json")
+    [finding] = [f for f in json.loads(out)["models"][0]["findings"] if f["code"] == "BG002"]
+    assert code == 1
+    target = finding["details"]["distillation"]
+    assert (target["factor"], target["layers"], target["layers_total"]) == (round(11392 / 8000, 4), 4, 8)
+    _, text, _ = run_cli("check", "m.onnx", "--no-latency")
+    assert ("    distillation target: to meet max-params (8K) without other fixes, a distilled "
+            "student needs 1.4x fewer params: a student at width x0.81 or one with 4 of 8 layers "
+            "would fit") in text
+    _, markdown, _ = run_cli("check", "m.onnx", "--no-latency", "--output-format", "markdown")
+    assert "  - distillation target: to meet max-params \\(8K\\) without other fixes" in markdown
+    (tmp_path / "bloatguard.toml").write_text('[budgets."m.onnx"]\nmax-params = 20000\n')
+    _, text, _ = run_cli("check", "m.onnx", "--no-latency")
+    assert "distillation target" not in text

@@ -153,12 +153,14 @@ def target(budget: str, limit: float, best_value: float, best_label: str | None,
                  "the budget on its own)")
     scale_note = ("MACs scale with width^2" if scaling == "macs" else
                   "params scale with width^2, embeddings and biases with width")
+    # Two decimals just over 1: "1.0x fewer" would read as no reduction at all.
+    times = f"{factor:.2f}x" if factor < 1.1 else f"{factor:.1f}x"
     if best_label is None:
         head = (f"to meet {budget} ({format_amount(limit, kind)}) without other fixes, a "
-                f"distilled student needs {factor:.1f}x fewer {noun}: {fits} ({scale_note}")
+                f"distilled student needs {times} fewer {noun}: {fits} ({scale_note}")
     else:
         head = (f"{budget} ({format_amount(limit, kind)}) is out of reach of every verified "
-                f"fix: needs {factor:.1f}x fewer {noun} than the best verified candidate "
+                f"fix: needs {times} fewer {noun} than the best verified candidate "
                 f"({best_label}, {format_amount(best_value, kind)}): {fits} ({scale_note}")
     tail = (" `bloatguard fix --unsafe-fixes` says what the verified fixes reach first."
             if best_label is None else "")

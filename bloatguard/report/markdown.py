@@ -187,6 +187,8 @@ def _finding_section(title: str, groups: list) -> list[str]:
                 until = f", until {accepted['expires']}" if accepted.get("expires") else ""
                 line += f" — accepted ({text(str(accepted['source']))}{until}): {text(str(accepted['reason']))}"
             lines.append(line)
+            if isinstance(finding.details.get("distillation"), dict):
+                lines.append(f"  - distillation target: {text(str(finding.details['distillation']['text']))}")
         lines.append("")
     return lines
 

@@ -156,6 +156,8 @@ def render(results: list[ModelResult], *, budgets_for=None, unmatched=(), **_: A
                                 f"{finding.message}"))
             if shown is not None and (line := _fix_suggestion(result.path, shown.format, finding)):
                 out.append(one_line(f"    {line}"))
+            if (target := finding.details.get("distillation")):
+                out.append(one_line(f"    distillation target: {target['text']}"))
         for finding in (f for f in result.findings if f.accepted is not None):
             out.append(one_line(f"  accepted {finding.code} {finding.severity.value}: "
                                 f"[{finding.rule}] {finding.message} ({_acceptance(finding)})"))
