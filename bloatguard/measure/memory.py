@@ -152,6 +152,7 @@ class _Scope:
         self.outer = outer
         self.kinds: dict[str, str] = {}
         self.types: dict[str, Any] = {}
+        self.shapes: dict[str, Any] = {}  # _Walker.shape's answers in this scope
         self.producers = {name: node for node in graph.node for name in node.output if name}
         for value in [*graph.input, *graph.output, *graph.value_info]:
             self.types[value.name] = value.type
@@ -202,6 +203,7 @@ class _Walker:
         # (inference leaves an If's output unknown when its branches disagree); the final
         # state of a Loop or Scan -> its body's output type (inference leaves it shapeless).
         self.subgraph_types: dict[str, list[Any]] = {}
+        self.cut = False  # the shape lookup under way reached the depth limit
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -415,6 +417,19 @@ class _Walker:
         Where inference left it open: from the If, Loop or Scan that produces it; from the
         input of an op that keeps the shape (the Identity after an If whose branches disagree);
         for `ai.onnx.ml` ops, which onnx infers little for, from their row-wise convention."""
+        # Remembered per scope: a chain of shape-keeping ops with unknown dims is otherwise
+        # walked back once for every tensor on it. An answer cut short by the depth limit is
+        # not kept, so the order of the questions never changes an answer.
+        if name in scope.shapes:
+            return scope.shapes[name]
+        if depth == 0:
+            self.cut = False
+        shape = self._shape(name, scope, depth)
+        if not self.cut:
+            scope.shapes[name] = shape
+        return shape
+
+    def _shape(self, name: str, scope: _Scope, depth: int) -> _Shape | str:
         shape = _type_shape(scope.type(name), self.user_dims)
         if not isinstance(shape, str) and _known(shape) or shape in ("string", "non-tensor"):
             return shape
@@ -424,7 +439,10 @@ class _Walker:
             # Branches that disagree: the largest, as for the branches' peaks.
             return max(known, key=lambda s: (dtype_nbytes(s[0], math.prod(s[1])) or 0))
         producer = scope.producer(name)
-        if producer is None or not producer.input or not producer.input[0] or depth > 64:
+        if depth > 64:
+            self.cut = True
+            return shape
+        if producer is None or not producer.input or not producer.input[0]:
             return shape
         source = self.shape(producer.input[0], scope, depth + 1)
         if isinstance(source, str) or not source[1]:
