@@ -116,6 +116,9 @@ def test_a_hint_and_the_fix_plan_agree_on_safety(safe):
         if "--unsafe-fixes" in command:
             assert everything.unsafe, kind.name
             assert any("--unsafe-fixes" in note for note in plain.notes), kind.name
+            # ... and nothing of it is offered as safe: `fix --dry-run` must not list a safe
+            # row for a hint `check` called unsafe (prune-channels once did).
+            assert not plain.safe and not everything.safe, kind.name
         else:
             assert plain.safe, kind.name
             assert not any("is an unsafe fix" in note for note in plain.notes), kind.name

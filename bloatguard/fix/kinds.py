@@ -35,9 +35,12 @@ def _deduplicate(kind: str, details: dict[str, Any], safe: bool) -> list[Planned
 
 def _prune_channels(kind: str, details: dict[str, Any], safe: bool) -> list[PlannedStep]:
     # Exactly zero channels with a zero bias go safely; near-zero ones (and a nonzero bias
-    # folded into the next layer) only with --unsafe-fixes.
+    # folded into the next layer) only with --unsafe-fixes. The safe step only when the hint
+    # is safe (some channel is exactly zero): otherwise it would find nothing to remove, and
+    # `fix --dry-run` would list a safe row for a hint `check` called unsafe.
     tolerance = details.get("tolerance") or 1e-3
-    return [(kind, {}, True), (kind, {"tolerance": tolerance}, False)]
+    unsafe_step: PlannedStep = (kind, {"tolerance": tolerance}, False)
+    return [(kind, {}, True), unsafe_step] if safe else [unsafe_step]
 
 
 def _prune_weights(kind: str, details: dict[str, Any], safe: bool) -> list[PlannedStep]:
