@@ -486,3 +486,36 @@ def test_fix_keeps_no_candidate_that_breaks_an_activation_budget_the_original_me
     assert candidate["file_size"] < report["original"]["file_size"] * 0.6
     assert candidate["verdict"] == "rejected"
     assert candidate["reasons"] == ["over max-activation-memory: 4.01 MB > 1 MB"]
+
+
+@pytest.mark.slow
+def test_fix_measures_peak_memory_and_keeps_no_candidate_that_breaks_its_budget(tmp_path, run_cli,
+                                                                                monkeypatch):
+    # convert-fp16 on y = x @ w[2000, 2000]: onnxruntime folds the Cast into a float32 copy of
+    # w while the float16 one is loaded, so the candidate's peak is ~8 MB above the original's
+    # (16 MB of weights). A budget 3 MB above the original's measured peak: the original meets
+    # it, the candidate does not.
+    model = graph_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", FLOAT, [1, 2000])],
+                        [("y", FLOAT, [1, 2000])], [weight("w", 2000, 2000)])
+    root = _project(tmp_path, FAST_LATENCY, model)
+    monkeypatch.chdir(root)
+    args = ("fix", "models/res.onnx", "--unsafe-fixes", "--dry-run", "--only", "convert-fp16",
+            "--output-format", "json")
+    code, out, _ = run_cli(*args)
+    [report] = json.loads(out)["models"]
+    original = report["original"]["peak_memory"]
+    [candidate] = report["candidates"]
+    assert original >= 16 * MiB and candidate["peak_memory"] >= original + 4 * MiB, (original, candidate)
+    assert candidate["verdict"] == "winner"
+    code, text, _ = run_cli(*args[:-2])
+    assert "peak mem" in text.splitlines()[2] and "(+" in text.splitlines()[4]
+
+    limit = original + 3 * MiB
+    (root / "bloatguard.toml").write_text(
+        FAST_LATENCY + f'[budgets."models/**"]\nmax-peak-memory = "{limit / MiB:.3f} MiB"\n')
+    code, out, _ = run_cli(*args)
+    [report] = json.loads(out)["models"]
+    [candidate] = report["candidates"]
+    assert report["original"]["peak_memory"] <= limit
+    assert candidate["verdict"] == "rejected"
+    assert [r for r in candidate["reasons"] if r.startswith("over max-peak-memory: ")], candidate["reasons"]

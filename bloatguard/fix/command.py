@@ -240,6 +240,10 @@ def _evaluate(path, display, target, facts, plan, config, options, workspace, ba
         note = verify.latency(evaluations, path, facts, inputs.plan, options.latency_settings)
         if note:
             notes.append(note)
+        note = verify.peak_memory(evaluations, path, facts, inputs.plan, options.latency_settings)
+        if note:
+            notes.append(note)
+        base["original"] = facts.metrics()  # now with the original's peak memory
     elif facts.format == "onnx":
         notes.append("latency not measured (--no-latency)")
         for evaluation in evaluations:

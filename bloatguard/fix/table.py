@@ -21,7 +21,7 @@ def render(path: str, original: ModelFacts, evaluations: list[Evaluation], *,
     if evaluations:
         rows = [_row(e, original) for e in evaluations]
         table = tabulate(rows, headers=["candidate", "fix", "size", "vs orig", "MACs", "act. mem",
-                                        "latency", "fidelity", "verdict"],
+                                        "peak mem", "latency", "fidelity", "verdict"],
                          tablefmt="simple", disable_numparse=True)
         lines += ["  " + line for line in table.splitlines()]
         for evaluation in evaluations:
@@ -42,15 +42,17 @@ def _row(evaluation: Evaluation, original: ModelFacts) -> list[str]:
     ratio = size_ratio(original.file_size, facts.file_size) if facts and facts.file_size else "-"
     macs = format_amount(facts.macs, "count") if facts and facts.macs is not None else "-"
     return [evaluation.candidate.label, "safe" if evaluation.candidate.safe else "unsafe", size,
-            ratio, macs, _activation(facts, original), latency_cell(evaluation),
+            ratio, macs, _memory(facts, original, "activation_memory"),
+            _memory(facts, original, "peak_memory"), latency_cell(evaluation),
             evaluation.fidelity_summary or "-", _verdict(evaluation)]
 
 
-def _activation(facts: ModelFacts | None, original: ModelFacts) -> str:
-    """The candidate's static activation memory, with its change when it grew: a fix that
-    lowers the weights but adds a float32 copy of them (convert-fp16's Cast) must show it."""
-    after = facts.metrics().get("activation_memory") if facts else None
-    before = original.metrics().get("activation_memory")
+def _memory(facts: ModelFacts | None, original: ModelFacts, metric: str) -> str:
+    """The candidate's static activation memory or measured peak memory, with its change when
+    it grew: a fix that lowers the weights but adds a float32 copy of them (convert-fp16's
+    Cast) must show it."""
+    after = facts.metrics().get(metric) if facts else None
+    before = original.metrics().get(metric)
     if after is None:
         return "-"
     cell = format_amount(after, "bytes")

@@ -785,6 +785,30 @@ def latency(evaluations: list[Evaluation], original: Path, original_facts: Model
     return None
 
 
+def peak_memory(evaluations: list[Evaluation], original: Path, original_facts: ModelFacts,
+                plan, settings: LatencyConfig) -> str | None:
+    """Measure the peak memory of the original and of every candidate still accepted after
+    latency (rejected ones cannot win, and each measurement is a fresh process), as `check`
+    measures it, into their facts' measured["peak_memory"], so that `check_budgets` holds them
+    to `max-peak-memory` and the table shows the change. Returns a note when the original
+    could not be measured."""
+    from bloatguard.measure.latency import peak_memory_of_files
+
+    standing = [e for e in evaluations if e.accepted and e.timeable]
+    if not standing or original_facts.format != "onnx":
+        return None
+    models = [("original", original, plan, original_facts.file_size)]
+    models += [(e.candidate.label, e.built_path, _candidate_plan(plan, e.input_map),
+                e.built_facts.file_size) for e in standing]
+    found = peak_memory_of_files(models, settings)
+    for facts, value in zip([original_facts] + [e.built_facts for e in standing], found):
+        facts.measured["peak_memory"] = value if isinstance(value, int) else None
+    for evaluation, value in zip(standing, found[1:]):
+        if isinstance(value, str):
+            evaluation.notes.append(f"peak memory not measured: {value}")
+    return None if isinstance(found[0], int) else f"peak memory not measured: {found[0]}"
+
+
 def _store_latency(batch: list[Evaluation], measured: dict[str, Any], settings: LatencyConfig,
                    confirmation: bool = False) -> None:
     for evaluation, variant in zip(batch, measured["variants"]):

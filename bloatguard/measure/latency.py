@@ -848,6 +848,21 @@ def _litert_run(interpreter, feeds: dict[str, Any]):
 
 # --- comparing model files (bloatguard fix) ------------------------------------------------------
 
+def peak_memory_of_files(models: list[tuple[str, Path, "FeedPlan", int]],
+                         settings: "LatencyConfig") -> list[int | str]:
+    """The peak memory (bytes) of each (label, path, feed plan, bytes incl. external data), each
+    in a fresh process of its own as `check` measures it; the reason instead where it cannot
+    be measured. For `bloatguard fix`, which holds its candidates to `max-peak-memory`."""
+    found: list[int | str] = []
+    for label, path, plan, nbytes in models:
+        try:
+            found.append(measure_peak_memory(_Side(label=label, path=Path(path), plan=plan,
+                                                   nbytes=nbytes), settings))
+        except MeasurementError as exc:
+            found.append(str(exc))
+    return found
+
+
 def compare_files(models: list[tuple[str, Path, "FeedPlan", int]],
                   settings: "LatencyConfig") -> dict[str, Any]:
     """Time a model and variants of it in one child, with the same interleaved protocol as a
