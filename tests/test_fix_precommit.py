@@ -41,6 +41,22 @@ def test_hook_definition():
     assert definition["files"] == hook("bloatguard")["files"] and definition["require_serial"]
 
 
+def test_hooks_see_every_model_suffix_discovery_knows():
+    """A staged .tflite or .gguf once never reached the hook: its `files` pattern lagged behind
+    the readers. Both hooks match exactly the suffixes discovery checks, in any case."""
+    import re
+
+    from bloatguard.discover import MODEL_SUFFIXES
+
+    for hook_id in ("bloatguard", "bloatguard-fix"):
+        pattern = re.compile(hook(hook_id)["files"])
+        for suffix in MODEL_SUFFIXES:
+            for name in (f"models/m{suffix}", f"models/M{suffix.upper()}"):
+                assert pattern.search(name), (hook_id, name)
+        for name in ("README.md", "models/m.onnx.txt", "train.py", "models/m.tflite.orig"):
+            assert not pattern.search(name), (hook_id, name)
+
+
 def test_hook_rewrites_staged_models_and_fails_once(tmp_path):
     repo = Repo(tmp_path / "project")
     messy(repo.root / "models" / "m.onnx")
