@@ -32,7 +32,7 @@ BUDGETS = {"max-params": ("params", "params", "params"),
 _BLOCK = re.compile(r"(?:^|[./_])(?:layers?|h|blocks?|blk)[._/](\d+)(?=[./_]|$)", re.IGNORECASE)
 _TRAINING = ("Distillation needs training data and a training loop, which bloatguard does not "
              "run: train the student on the teacher's outputs, then verify it against this model "
-             "with `bloatguard compare`.")
+             "with bloatguard compare.")
 
 
 @dataclass
