@@ -162,7 +162,7 @@ def target(budget: str, limit: float, best_value: float, best_label: str | None,
         head = (f"{budget} ({format_amount(limit, kind)}) is out of reach of every verified "
                 f"fix: needs {times} fewer {noun} than the best verified candidate "
                 f"({best_label}, {format_amount(best_value, kind)}): {fits} ({scale_note}")
-    tail = (" `bloatguard fix --unsafe-fixes` says what the verified fixes reach first."
+    tail = (" Run bloatguard fix --unsafe-fixes first: it says what the verified fixes reach."
             if best_label is None else "")
     text = (head
             + (f"; {comp.blocks} numbered {comp.family} layers found" if comp.blocks else "")
