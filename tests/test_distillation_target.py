@@ -129,8 +129,8 @@ def test_the_check_hint_for_a_budget_finding(tmp_path):
     assert hint["text"].startswith("to meet max-params (8K) without other fixes, a distilled "
                                    "student needs 1.4x fewer params: a student at width x0.81 or "
                                    "one with 4 of 8 layers would fit")
-    assert hint["text"].endswith("`bloatguard fix --unsafe-fixes` says what the verified fixes "
-                                 "reach first.")
+    assert hint["text"].endswith("Run bloatguard fix --unsafe-fixes first: it says what the "
+                                 "verified fixes reach.")
 
 
 def test_check_puts_the_target_under_the_budget_finding(tmp_path, monkeypatch, run_cli):
