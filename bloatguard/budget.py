@@ -50,7 +50,11 @@ class MetricBudget:
     def unknown_reason(self, ctx: RuleContext) -> str:
         notes = ctx.facts.notes
         if self.noun.startswith(_OWN_NOTES):
-            notes = [note for note in notes if note.startswith(self.noun)]
+            # Its own notes, and a reader's saying why it measures this metric for no model of
+            # its format ("... have no graph: compute (MACs) and activation memory are not
+            # measured").
+            notes = [note for note in notes if note.startswith(self.noun)
+                     or f" {self.noun} are not measured" in note]
         else:
             notes = [note for note in notes if not note.startswith(_OWN_NOTES)]
         return "; ".join(notes) or "it could not be measured"

@@ -73,7 +73,7 @@ class Memory(Rule):
     reads = frozenset({"base", "latency"})
 
     def __init__(self) -> None:
-        self.activation = _ActivationBudget("activation_memory")
+        self.activation = MetricBudget("activation_memory")
         self.peak = MetricBudget("peak_memory")
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
@@ -85,13 +85,6 @@ class Memory(Rule):
         # it, as in the pre-commit hook, its budgets wait for a run that measures.
         if "peak_memory" in ctx.facts.measured:
             yield from self.peak.check(self, ctx)
-
-
-class _ActivationBudget(MetricBudget):
-    def unknown_reason(self, ctx: RuleContext) -> str:
-        if ctx.facts.format != "onnx":
-            return f"{ctx.facts.format} files hold no graph to walk"
-        return super().unknown_reason(ctx)
 
 
 def _with_peak(ctx: RuleContext, finding: Finding) -> Finding:

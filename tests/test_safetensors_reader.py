@@ -86,7 +86,8 @@ def test_every_dtype_and_shape_from_the_header(tmp_path):
     assert facts.weight_bytes == facts.extra["storage_bytes"] == expected_bytes
     assert facts.extra["metadata"] == {"format": "pt", "author": "tests"}
     assert all(t.where == "safetensors" for t in facts.tensors)
-    assert "safetensors files have no graph: compute (MACs) is not measured" in facts.notes
+    assert ("safetensors files have no graph: compute (MACs) and activation memory are not "
+            "measured") in facts.notes
 
 
 def test_silero_vad_safetensors_matches_safe_open():

@@ -135,6 +135,47 @@ def test_dynamic_batch_is_unknown_in_the_inputs(tmp_path):
     assert facts.macs == 64  # the converter's concrete shape (batch 1)
 
 
+# --- activation memory (BG005) ----------------------------------------------------------------
+
+def test_activation_memory_of_a_residual_chain_is_exact(tmp_path):
+    # x[1,64] -> FC a[1,256] -> RELU r[1,256] -> FC b[1,64] -> ADD(x) y[1,64]: x stays alive
+    # until the ADD. The first FC holds x + a (320 floats), the RELU x + a + r (576: the peak),
+    # the second FC x + r + b (384), the ADD x + b + y (192).
+    tensors = [T("x", [1, 64]), T("w1", [256, 64], data=randn(256, 64)), T("a", [1, 256]),
+               T("r", [1, 256]), T("w2", [64, 256], data=randn(64, 256, seed=1)), T("b", [1, 64]),
+               T("y", [1, 64])]
+    ops = [Op("FULLY_CONNECTED", [0, 1, -1], [2]), Op("RELU", [2], [3]),
+           Op("FULLY_CONNECTED", [3, 4, -1], [5]), Op("ADD", [5, 0], [6])]
+    facts = read(tm.model(tmp_path / "r.tflite", tensors, ops, [0], [6]))
+    assert facts.measured["activation_memory"] == (64 + 256 + 256) * 4
+    peak = facts.extra["activation_memory"]
+    assert (peak["node"], peak["op"]) == ("RELU r", "RELU")
+    assert peak["tensors"] == [["a", 1024], ["r", 1024], ["x", 256]]
+    assert "activation memory peaks at RELU r (2.3 KB alive: 'a' 1.02 KB, 'r' 1.02 KB, 'x' 256 B)" \
+        in facts.notes
+
+
+def test_float16_weights_dequantized_once_count_as_computed_constants(tmp_path):
+    # DEQUANTIZE of a constant runs once and its float32 result is kept: 64x256 + 256x10
+    # floats held for the whole run, on top of the largest live activations (x + y0 at the
+    # first FC: 64 + 256 floats; y0 + y1 at the second: 256 + 10).
+    facts = read(tm.mlp(tmp_path / "m.tflite", (64, 256, 10), dtype="float16"))
+    constants = (64 * 256 + 256 * 10) * 4
+    assert facts.measured["activation_memory"] == constants + (64 + 256) * 4
+    assert facts.extra["activation_memory"]["computed_constant_count"] == 2
+
+
+def test_activation_memory_budget_on_a_tflite_model(tmp_path, run_cli, monkeypatch):
+    tm.mlp(tmp_path / "m.tflite", (64, 256, 10))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bloatguard.toml").write_text('[budgets."m.tflite"]\nmax-activation-memory = "1 KB"\n')
+    code, out, _ = run_cli("check", "m.tflite", "--output-format", "json")
+    [model] = json.loads(out)["models"]
+    assert model["metrics"]["activation_memory"] == (64 + 256) * 4
+    [finding] = [f for f in model["findings"] if f["code"] == "BG005"]
+    assert code == 1 and finding["details"]["peak"]["node"] == "FULLY_CONNECTED y0"
+
+
 # --- rules --------------------------------------------------------------------------------------
 
 def test_bg101_recommends_full_integer_quantization(tmp_path):
@@ -307,6 +348,16 @@ def test_mediapipe_face_models():
     assert bg101.details["bytes_saved"] == bg101.details["weights"][0]["bytes"] * 3 // 4 == 1213056
     assert run_rule(files["face_landmark.tflite"], "BG103") == []
     assert run_rule(files["face_landmark.tflite"], "BG105") == []
+    # Activation memory (BG005): every model's shapes are static, so every figure is known; the
+    # short-range detector's 74 DEQUANTIZE results (float32 copies of its float16 weights) and
+    # the sparse one's 46 DENSIFY results are computed constants held for the whole run.
+    memory = {name: (read(files[name]).measured["activation_memory"],
+                     read(files[name]).extra["activation_memory"]["computed_constant_count"])
+              for name in FACE_MODELS}
+    # face_landmark peaks at a CONV_2D holding three [1, 96, 96, 16] float32 tensors.
+    assert memory["face_landmark.tflite"] == (3 * 96 * 96 * 16 * 4, 0)
+    assert memory["face_detection_short_range.tflite"][1] == 74
+    assert memory["face_detection_full_range_sparse.tflite"][1] >= 46
 
 
 def test_following_weights_to_their_layers_is_bounded(tmp_path, monkeypatch):

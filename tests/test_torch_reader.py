@@ -127,7 +127,8 @@ def test_state_dict_counts_every_tensor_exactly(tmp_path):
     assert [t.name for t in facts.tensors] == list(state)  # state dict order is kept
     assert facts.extra["storage_bytes"] == sum(t.untyped_storage().nbytes() for t in state.values())
     assert facts.inputs == [] and facts.outputs == [] and not facts.ops and facts.macs is None
-    assert "PyTorch checkpoints have no graph: compute (MACs) is not measured" in facts.notes
+    assert ("PyTorch checkpoints have no graph: compute (MACs) and activation memory are not "
+            "measured") in facts.notes
     assert set(facts.extra["pickle_globals"]) <= ALLOWLIST
 
 

@@ -327,6 +327,9 @@ def _fill(facts: ModelFacts, metadata: dict[str, Any], tensors: list[_Tensor], d
     _metrics(facts, tensors, info, arch)
     if not tensors:
         facts.note("this GGUF file holds no tensors (a vocabulary or metadata file)")
+    else:
+        facts.note("activation memory not counted: a GGUF file holds weights and metadata, not "
+                   "the graph llama.cpp builds from them (its KV cache grows with the context)")
 
 
 def _metrics(facts: ModelFacts, tensors: list[_Tensor], info: dict[str, Any], arch: str | None) -> None:

@@ -26,7 +26,8 @@ MAX_HEADER_BYTES = 100_000_000
 MAX_DIM = 2**63 - 1
 
 REMEDY = "re-save the file with safetensors.save_file or restore it from git"
-NO_GRAPH_NOTE = "safetensors files have no graph: compute (MACs) is not measured"
+NO_GRAPH_NOTE = ("safetensors files have no graph: compute (MACs) and activation memory are not "
+                 "measured")
 
 # safetensors dtype -> (bloatguard dtype name, bits per element)
 DTYPES: dict[str, tuple[str, int]] = {

@@ -278,6 +278,7 @@ def _fill(facts: ModelFacts, model: _Model) -> None:
            for s in stored.values() if s.info.stored is None]
     facts.handle = TfliteModel(model, stored, raw)
     _count_macs(facts, model)
+    _activation_memory(facts, model)
     _notes(facts, model, stored)
     facts.layers = _layers(model, stored, counted=facts.macs is not None)
 
@@ -392,6 +393,81 @@ def _count_macs(facts: ModelFacts, model: _Model) -> None:
         facts.note(f"{len(model.subgraphs)} subgraphs: MACs count the entry subgraph(s) {names}"
                    + (f"; the other subgraphs (control-flow bodies, other entry points) hold "
                       f"{others} MACs, not included" if others else ""))
+
+
+# --- activation memory (BG005) ------------------------------------------------------------------
+
+# Ops that run other subgraphs: their bodies' tensors are not walked.
+_CONTROL_FLOW = {"WHILE", "IF", "CALL_ONCE", "STABLEHLO_WHILE", "STABLEHLO_COMPOSITE"}
+
+
+def _activation_memory(facts: ModelFacts, model: _Model) -> None:
+    """The static peak of the entry subgraph(s), by the lifetime walk ONNX models get
+    (bloatguard.lifetimes, measure.memory): tensors backed by a buffer are weights and not
+    counted; a tensor computed from weights alone (DEQUANTIZE of float16 weights) is a computed
+    constant the interpreter evaluates once and keeps, so it counts at every op. The shapes are
+    the file's (LiteRT allocates those unless an input is resized)."""
+    from bloatguard.lifetimes import DETAIL_TENSORS, Step, peak_note, walk
+
+    best: dict | None = None
+    best_tensors: list[tuple[str, int]] = []
+    for index in sorted({graph for _, graph in model.signatures}) or [0]:
+        graph = model.subgraphs[index]
+        constant = {i for i, t in enumerate(graph.tensors)
+                    if model.buffers and model.buffers[t.buffer][1]}
+        computed: dict[str, int] = {}
+        steps, sizes, unknown = [], {}, []
+        for op in graph.ops:
+            reads = [i for i in op.inputs if i >= 0]
+            writes = [i for i in op.outputs if i >= 0]
+            folded = bool(reads) and not op.custom and all(i in constant for i in reads)
+            for i in writes:
+                tensor = graph.tensors[i]
+                size = (dtype_nbytes(tensor.dtype, math.prod(tensor.shape))
+                        if all(d >= 0 for d in tensor.shape) else None)
+                if size is None:
+                    unknown.append(f"tensor {tensor.name!r} has shape {list(tensor.shape)} "
+                                   f"({tensor.dtype})")
+                elif folded:
+                    constant.add(i)
+                    computed[tensor.name] = size
+                elif i not in constant:
+                    sizes[str(i)] = size
+            steps.append(Step(graph.label(op), op.name, [str(i) for i in reads],
+                              [str(i) for i in writes]))
+        for i in graph.inputs:
+            tensor = graph.tensors[i]
+            if i not in constant and str(i) not in sizes:
+                size = (dtype_nbytes(tensor.dtype, math.prod(tensor.shape))
+                        if all(d >= 0 for d in tensor.shape) else None)
+                if size is None:
+                    unknown.append(f"input {tensor.name!r} has shape {list(tensor.shape)}")
+                else:
+                    sizes[str(i)] = size
+        if unknown:
+            facts.measured["activation_memory"] = None
+            facts.note(f"activation memory unknown: {unknown[0]}"
+                       + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+            return
+        peak = walk(steps, sizes, [str(i) for i in graph.inputs], [str(i) for i in graph.outputs])
+        constants = sum(computed.values())
+        tensors = [(graph.tensors[int(key)].name, size) for key, size in peak.tensors]
+        found = {"bytes": peak.bytes + constants, "node": peak.step.label if peak.step else "",
+                 "op": peak.step.op if peak.step else "",
+                 "graph": "main graph" if index == 0 else f"subgraph {graph.name or index}",
+                 "tensors": [[name, size] for name, size in tensors[:DETAIL_TENSORS]],
+                 "computed_constants": constants, "computed_constant_count": len(computed)}
+        if best is None or found["bytes"] > best["bytes"]:
+            best, best_tensors = found, tensors
+    assert best is not None  # a model has at least one subgraph (the parser checks)
+    facts.measured["activation_memory"] = best["bytes"]
+    facts.extra["activation_memory"] = best
+    facts.note(peak_note(best, best_tensors))
+    flow = sorted({op.name for graph in model.subgraphs for op in graph.ops
+                   if op.name in _CONTROL_FLOW})
+    if flow:
+        facts.note(f"activation memory does not walk the subgraphs that {', '.join(flow)} run: "
+                   "their tensors are not counted")
 
 
 def _notes(facts: ModelFacts, model: _Model, stored: dict[int, _Stored]) -> None:

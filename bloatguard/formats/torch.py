@@ -56,8 +56,10 @@ LEGACY_PROTOCOL_VERSION = 1001
 
 REMEDY = "re-save the model with torch.save or restore the file from git"
 UNSAFE_REMEDY = "re-save the weights as a plain state dict or as safetensors"
-NO_GRAPH_NOTE = "PyTorch checkpoints have no graph: compute (MACs) is not measured"
-SCRIPT_NOTE = "TorchScript code is not analysed: compute (MACs) is not measured"
+NO_GRAPH_NOTE = ("PyTorch checkpoints have no graph: compute (MACs) and activation memory are not "
+                 "measured")
+SCRIPT_NOTE = ("TorchScript code is not analysed: compute (MACs) and activation memory are not "
+               "measured")
 
 # torch dtype name -> bloatguard dtype name (facts.DTYPE_SIZES) and torch's bytes per element.
 _DTYPES: dict[str, tuple[str, int]] = {

@@ -32,12 +32,10 @@ from typing import Any, Iterator
 
 from bloatguard.facts import dtype_nbytes
 from bloatguard.graph import STANDARD_DOMAINS, dtype_name, subgraphs
+from bloatguard.lifetimes import DETAIL_TENSORS, peak_note
 
 # Per-tensor "unknown size" notes beyond this are summarized in one line.
 MAX_UNKNOWN_NOTES = 2
-# Tensors named in a peak's note; the structured details keep more.
-NOTE_TENSORS = 3
-DETAIL_TENSORS = 10
 _HINT = "set them under [tool.bloatguard.inputs]"
 _DEQUANTIZE = frozenset({"DequantizeLinear"})
 # Ops whose first output has the size and type of their first input.
@@ -109,25 +107,8 @@ def peak_activation_memory(model, *, user_dims: set[str] | frozenset = frozenset
                             "tensors": [[name, size] for name, size in main.tensors[:DETAIL_TENSORS]],
                             "computed_constants": constants,
                             "computed_constant_count": len(walker.constants)}
-    notes.append(_peak_note(peak, main.tensors))
+    notes.append(peak_note(peak, main.tensors))
     return MemoryResult(total, notes, peak)
-
-
-def _peak_note(peak: dict[str, Any], tensors: list[tuple[str, int]]) -> str:
-    from bloatguard.units import format_amount
-
-    shown = [f"{name!r} {format_amount(size, 'bytes')}" for name, size in tensors[:NOTE_TENSORS]]
-    if len(tensors) > NOTE_TENSORS:
-        shown.append(f"{len(tensors) - NOTE_TENSORS} more")
-    if peak["computed_constants"]:
-        count = peak["computed_constant_count"]
-        shown.append(f"{count} computed constant{'s' if count != 1 else ''} "
-                     f"{format_amount(peak['computed_constants'], 'bytes')}")
-    where = f"at {peak['node']}" if peak["node"] else "before any node runs"
-    if peak["graph"] != "main graph":
-        where += f" in {peak['graph']}"
-    alive = f": {', '.join(shown)}" if shown else ""
-    return f"activation memory peaks {where} ({format_amount(peak['bytes'], 'bytes')} alive{alive})"
 
 
 # --- the walk -----------------------------------------------------------------------------------
