@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
     # BASE's settings apply to both models: found from BASE, as `check BASE` finds them.
     config = config_files.load(args.config or config_files.find_config_file(args.base))
     latency = latency_settings(config, args.latency_budget) if args.latency else None
-    comparison = compare(args.base, args.candidate, config, samples=args.samples,
+    # The user's own file: a link they made is followed here, once (samples.load opens no links).
+    comparison = compare(args.base, args.candidate, config,
+                         samples=args.samples.resolve() if args.samples is not None else None,
                          overrides=threshold_options(args), latency=latency)
     if args.output_format == "json":
         from bloatguard.fix.verify import dumps

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,6 +291,16 @@ class Config:
             return False
         return not globs.match_any(self.exclude, rel)
 
+    def inside_root(self, relative: str, key: str) -> Path:
+        """root/relative, refused when a symlinked directory on the way leads outside the
+        project (the loader checked the path as written: _Validator._inside)."""
+        path = self.root / relative
+        root = self.root.resolve()
+        if not path.resolve().is_relative_to(root):
+            raise ConfigError(f"{self.path or 'config'}: {key}: {relative!r} leads outside the "
+                              f"project through a symlink; keep the file inside {root}")
+        return path
+
     def resolve(self, model_path: Path) -> ResolvedSettings:
         rel = self.relpath(model_path)
         settings = ResolvedSettings()
@@ -303,7 +314,7 @@ class Config:
                 settings.inputs.update(shapes)
         for pattern, sample_path in self.samples:
             if globs.match(pattern, rel):
-                settings.samples = self.root / sample_path
+                settings.samples = self.inside_root(sample_path, f"samples.{pattern!r}")
         for pattern, codes in self.per_file_ignores:
             if globs.match(pattern, rel):
                 settings.ignored += codes
@@ -454,7 +465,17 @@ class _Validator:
     def _cache_dir(self, config: Config, value: Any) -> None:
         if not isinstance(value, str):
             raise self.fail(self.key("cache-dir"), "expected a directory path string")
-        config.cache_dir = value
+        config.cache_dir = self._inside(self.key("cache-dir"), value)
+
+    def _inside(self, key: str, value: str) -> str:
+        """A path from the config file, which a pull request can change: it must stay inside
+        the directory the config applies to, so a committed config cannot make bloatguard read
+        (samples) or create and write (cache-dir) files anywhere else on the machine."""
+        if not value or os.path.isabs(value) or value.startswith("~") \
+                or os.path.normpath(value).split(os.sep)[0] == "..":
+            raise self.fail(key, f"{value!r} is outside the project: give a path relative to "
+                            f"{self.path.name}'s directory that stays inside it")
+        return value
 
     def _budgets(self, config: Config, value: Any) -> None:
         for pattern, budget in self.table(self.key("budgets"), value).items():
@@ -477,7 +498,7 @@ class _Validator:
         for pattern, sample in self.table(self.key("samples"), value).items():
             if not isinstance(sample, str):
                 raise self.fail(self.key("samples", pattern), "expected the path of a .npz file")
-            config.samples.append((pattern, sample))
+            config.samples.append((pattern, self._inside(self.key("samples", pattern), sample)))
 
     def _latency(self, config: Config, value: Any) -> None:
         latency = config.latency

@@ -573,7 +573,7 @@ def _cache_dir(repo, config: Config) -> Path:
     from bloatguard.cache import GIT_SUBDIR
 
     if config.cache_dir:
-        return config.root / config.cache_dir
+        return config.inside_root(config.cache_dir, "cache-dir")
     return Path(repo.repo.common_dir) / GIT_SUBDIR
 
 

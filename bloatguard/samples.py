@@ -1,7 +1,7 @@
 """Sample inputs from `[tool.bloatguard.samples]`: `.npz` (one array per input name) or `.csv`
 (a header row of column names, one row per sample, for a model with a single 2-D input).
 
-An `.npz` array holds N samples in one of two layouts (DESIGN.md §9):
+An `.npz` array holds N samples in one of two layouts (the README's `fix` section documents them):
 
 - `(N, *input_shape)`: samples stacked on a new leading axis, e.g. (16, 1, 3, 320, 320) for an
   input [1, 3, 320, 320];
@@ -18,6 +18,7 @@ the array, its shape and the shapes expected: a samples file that silently feeds
 from __future__ import annotations
 
 import csv
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,9 +57,13 @@ class Samples:
         return array.reshape(-1, array.shape[-1])
 
 
+# What a samples file may cost the main process, which reads it: as much as `fix` ever feeds
+# (fix.inputs.INPUT_BYTES_CAP), far less than a compression bomb unpacks to.
+MAX_BYTES = 512 << 20
+
+
 def load(path: Path, inputs: list[ValueInfo]) -> Samples:
-    if not path.is_file():
-        raise ConfigError(f"{path}: samples file not found (configured in [tool.bloatguard.samples])")
+    check_file(path)
     suffix = path.suffix.lower()
     if suffix == ".npz":
         samples = _load_npz(path, inputs)
@@ -73,10 +78,42 @@ def load(path: Path, inputs: list[ValueInfo]) -> Samples:
     return samples
 
 
+def check_file(path: Path) -> None:
+    """A samples file is a regular file, not a link (a committed link could point anywhere on
+    the machine) or a device, and not larger than MAX_BYTES."""
+    try:
+        info = path.lstat()
+    except OSError:
+        raise ConfigError(f"{path}: samples file not found (configured in "
+                          "[tool.bloatguard.samples])") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise ConfigError(f"{path}: the samples file is a symbolic link; bloatguard opens only "
+                          "regular files in the project: put the file itself there")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{path}: the samples file is not a regular file")
+    if info.st_size > MAX_BYTES:
+        raise ConfigError(f"{path}: the samples file is larger than {MAX_BYTES >> 20} MiB; a few "
+                          "hundred samples are all bloatguard uses")
+
+
+def _npz_size(path: Path) -> None:
+    """Refuse an .npz whose arrays unpack beyond MAX_BYTES before unpacking any: the declared
+    sizes bound what zipfile decompresses, so a compression bomb is refused up front."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ConfigError(f"{path}: not a readable .npz file ({exc})") from None
+    if unpacked > MAX_BYTES:
+        raise ConfigError(f"{path}: the samples unpack to {unpacked >> 20} MiB, more than "
+                          f"{MAX_BYTES >> 20} MiB; a few hundred samples are all bloatguard uses")
+
+
 def _load_npz(path: Path, inputs: list[ValueInfo]) -> Samples:
     by_name = {value.name: value for value in inputs}
+    _npz_size(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:  # never unpickle (DESIGN.md §7)
+        with np.load(path, allow_pickle=False) as archive:  # never unpickle: a pickle runs code
             raw = {name: archive[name] for name in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ConfigError(f"{path}: not a readable .npz file ({exc})") from None

@@ -22,7 +22,7 @@ SORT_KEYS = {"macs": "macs", "params": "params", "bytes": "weight_bytes",
              "memory": "activation_bytes", "order": None}
 GROUPINGS = ("layer", "op-type", "dtype")
 FORMATS = ("text", "json", "csv", "markdown")
-# The CSV columns (DESIGN.md §9 names the first six).
+# The CSV columns (the README's `show` section lists them; the first six are the contract).
 CSV_COLUMNS = ("name", "op", "params", "weight_bytes", "macs", "activation_bytes",
                "params_share", "macs_share", "dtypes", "weights")
 

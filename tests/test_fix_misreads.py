@@ -1,4 +1,4 @@
-"""No silent misreads (issue 14 #4): samples in either layout DESIGN.md §9 allows, read as the
+"""No silent misreads (issue 14 #4): samples in either layout the README documents, read as the
 right number of samples and said so; any other shape, and a configured input shape that
 contradicts a dim the model fixes, are errors that name what is wrong; a ConstantOfShape's fill
 value is not a parameter."""

@@ -131,3 +131,107 @@ def test_device_is_not_a_model():
     facts = read_model(Path(os.devnull))
     assert facts.unreadable == "not a regular file (a character device), so not a model"
     assert facts.file_size == 0
+
+
+# --- paths a committed config names (samples, cache-dir) ------------------------------------------
+
+def _samples_project(repo: Path, samples_path: str) -> None:
+    """A model whose BG102 reads the samples, column 1 constant in them."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              repo / "models" / "m.onnx")
+    (repo / "bloatguard.toml").write_text(f'[samples]\n"models/*.onnx" = "{samples_path}"\n')
+
+
+def _samples(path: Path) -> None:
+    import numpy as np
+
+    x = np.random.default_rng(0).standard_normal((32, 4)).astype(np.float32)
+    x[:, 1] = 1.0
+    np.savez(path, x=x)
+
+
+def test_a_linked_samples_file_is_not_read(tree):
+    repo, secret = tree
+    _samples(secret.parent / "s.npz")
+    (repo / "models" / "s.npz").symlink_to(secret.parent / "s.npz")
+    _samples_project(repo, "models/s.npz")
+    result = subprocess.run([sys.executable, "-m", "bloatguard", "check", "models", "--no-cache"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'models/s.npz' leads outside the project through a symlink" in result.stderr
+    # A link to a file inside the project is not opened either: the samples are the file itself.
+    _samples(repo / "s-real.npz")
+    (repo / "models" / "s.npz").unlink()
+    (repo / "models" / "s.npz").symlink_to(repo / "s-real.npz")
+    code, report, _ = check("models/m.onnx")
+    [finding] = report["models"][0]["findings"]
+    assert finding["code"] == "BG102" and "the samples file is a symbolic link" in finding["message"]
+    assert "redundant" not in finding["message"]
+    # The same file, really in the project: read.
+    (repo / "models" / "s.npz").unlink()
+    _samples(repo / "models" / "s.npz")
+    code, report, _ = check("models/m.onnx")
+    [finding] = report["models"][0]["findings"]
+    assert "1 of 4 features of input 'x' are redundant" in finding["message"]
+
+
+@pytest.mark.parametrize("where", ["/etc/passwd.npz", "~/s.npz", "../outside/s.npz", "models/../../s.npz"])
+def test_config_paths_outside_the_project_are_config_errors(tree, where):
+    repo, secret = tree
+    _samples(secret.parent / "s.npz")
+    _samples_project(repo, where)
+    result = subprocess.run([sys.executable, "-m", "bloatguard", "check", "models", "--no-cache"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"samples.\"models/*.onnx\": {where!r} is outside the project" in result.stderr, result.stderr
+    (repo / "bloatguard.toml").write_text(f'cache-dir = "{where}"\n')
+    result = subprocess.run([sys.executable, "-m", "bloatguard", "check", "models"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and f"cache-dir: {where!r} is outside the project" in result.stderr
+
+
+def test_a_cache_dir_through_a_linked_directory_is_refused(tree):
+    repo, secret = tree
+    _samples_project(repo, "models/s.npz")
+    _samples(repo / "models" / "s.npz")
+    (repo / "cache").symlink_to(secret.parent, target_is_directory=True)
+    (repo / "bloatguard.toml").write_text('cache-dir = "cache/deep"\n')
+    # The metric cache serves git blobs: --staged (the hook), --base, history.
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "models"], cwd=repo, check=True)
+    result = subprocess.run([sys.executable, "-m", "bloatguard", "check", "--staged", "models"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "leads outside the project through a symlink" in result.stderr
+    assert sorted(p.name for p in secret.parent.iterdir()) == ["credentials.pt"]  # nothing written
+
+
+def test_a_samples_compression_bomb_is_refused_before_it_is_unpacked(tree):
+    import time
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    repo, _ = tree
+    _samples_project(repo, "models/s.npz")
+    floats = (512 << 20) // 4 + 4096  # just over the 512 MiB bound, as zeros: a 2.3 MB file
+    with zipfile.ZipFile(repo / "models" / "s.npz", "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with archive.open("x.npy", "w", force_zip64=True) as member:
+            npy.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False,
+                                                "shape": (floats // 4, 4)})
+            zeros, left = bytes(1 << 24), floats * 4
+            while left > 0:
+                member.write(zeros[:min(left, len(zeros))])
+                left -= len(zeros)
+    started = time.monotonic()
+    code, report, _ = check("models/m.onnx")
+    [finding] = report["models"][0]["findings"]
+    assert "the samples unpack to 512 MiB, more than 512 MiB" in finding["message"]
+    assert time.monotonic() - started < 30  # refused from the zip directory, not by unpacking

@@ -112,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
         raise BloatguardError("--output names one file; with several models, give an existing "
                               "directory")
     options = Options(
-        unsafe=args.unsafe_fixes, dry_run=args.dry_run, force=args.force, samples=args.samples,
+        unsafe=args.unsafe_fixes, dry_run=args.dry_run, force=args.force,
+        # The user's own file: a link they made is followed here, once (samples.load opens no links).
+        samples=args.samples.resolve() if args.samples is not None else None,
         output=args.output, only=only, latency=args.latency,
         latency_settings=latency_settings(config, args.latency_budget),
         thresholds=threshold_options(args), prune_sparsity=args.prune_sparsity)

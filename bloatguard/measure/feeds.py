@@ -197,8 +197,16 @@ def _pin_shape(value: Any) -> tuple[int, ...]:
 
 def _sample_shapes(path: Path, notes: list[str]) -> dict[str, tuple[str, tuple[int, ...]]]:
     """{array name: (dtype, shape)} from the .npy headers, without reading the data."""
+    from bloatguard.errors import ConfigError
+    from bloatguard.samples import check_file
+
     if path.suffix.lower() != ".npz":
         return {}  # .csv samples describe one [batch, features] input: batch 1 covers it
+    try:
+        check_file(path)  # a regular file of the project, not a link to anywhere
+    except ConfigError as exc:
+        notes.append(f"samples file not used for latency: {exc}")
+        return {}
     try:
         with zipfile.ZipFile(path) as archive:
             out = {}
