@@ -55,7 +55,13 @@ def profile(path: Path, config, display: str) -> Profile:
         raise BloatguardError(f"{display}: its weights were not read ({'; '.join(facts.notes[:1])}); "
                               "`bloatguard check` says why")
     if hasattr(facts.handle, "layers"):
-        _measure_graph(facts, config.resolve(path).inputs)
+        shapes = config.resolve(path).inputs
+        if shapes:
+            from bloatguard.measure.dims import check_configured
+
+            # As in check and fix: rows for a shape the model cannot run describe nothing.
+            check_configured(display, {value.name: value.shape for value in facts.inputs}, shapes)
+        _measure_graph(facts, shapes)
     rows = layer_rows(facts)
     return Profile(display, facts.format, rows, facts.params, facts.weight_bytes, facts.macs,
                    notes=list(facts.notes), shown=len(rows),

@@ -170,6 +170,9 @@ def test_check_refuses_a_contradicting_shape_too(run_cli, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     code, out, err = run_cli("check", "models", "--no-latency")
     assert code == 2 and "axis 1 is fixed at 576 in the model, configured 512" in err
+    # `show` too: per-layer MACs for a shape the model cannot run would describe nothing.
+    code, out, err = run_cli("show", "models/m.onnx")
+    assert code == 2 and "axis 1 is fixed at 576 in the model, configured 512" in err and not out
 
 
 def test_check_latency_reads_naturally_stacked_images_as_samples(tmp_path):
