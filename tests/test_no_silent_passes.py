@@ -175,6 +175,12 @@ def test_ml_models_get_macs_by_convention_or_unknown_never_zero(tmp_path, run_cl
     assert any("tree ensemble (4 trees" in note for note in forest["notes"])
     code, out, _ = run_cli("check", "models/forest.onnx")
     assert "MACs               -" in out and "TreeEnsembleClassifier TreeEnsembleClassifier" not in out
+    # The PR comment says why too: the `-` cell, and the reason under "unknown figures".
+    code, out, _ = run_cli("check", "models/forest.onnx", "--output-format", "markdown")
+    [row] = [line for line in out.splitlines() if line.startswith("| ") and "forest.onnx" in line]
+    assert "| - |" in row
+    [reason] = [line for line in out.splitlines() if line.startswith("- `models/forest.onnx`: MACs: ")]
+    assert reason.endswith("MACs unknown: every op that computes in this model lacks a MAC convention")
     # init writes no MACs budget for what it could not measure.
     code, _, _ = run_cli("init", "models", "--config-file", "bloatguard.toml")
     assert code == 0

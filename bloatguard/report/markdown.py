@@ -116,6 +116,7 @@ def render(results: list[ModelResult], *, unmatched=(), **_: Any) -> str:
     if drifted:  # the config's drift reference: cumulative growth, whatever this change's base
         lines += ["", f"Drift since {code(str(drifted[0][0].reference_name))}:", ""]
         lines += [f"- {code(result.path)}: {line}" for result, line in drifted]  # our own figures
+    lines += _unmeasured_section(results, columns)
     lines += _diff_section([result for result in results if result.diff])
     standing = [(result, [f for f in result.findings if f.accepted is None]) for result in results]
     with_findings = [result for result, findings in standing if findings]
@@ -124,6 +125,32 @@ def render(results: list[ModelResult], *, unmatched=(), **_: Any) -> str:
     lines += _finding_section("Accepted regressions", [(r, f) for r, f in accepted if f])
     lines += _suggestions(with_findings)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _unmeasured_section(results: list[ModelResult], columns) -> list[str]:
+    """Why a `-` in the table is unknown, not zero: per model and metric, the notes that say
+    so (the text report prints every note; a PR comment keeps these collapsed)."""
+    entries = []
+    for result in results:
+        facts = result.facts
+        if facts is None or facts.unreadable:
+            continue  # a deleted model is struck through; an unreadable one has its BG000
+        for metric in columns:
+            if metric.optional or facts.metrics().get(metric.key) is not None:
+                continue
+            reasons = [note for note in facts.notes if _about(note, metric.label)][:2]
+            entries.append(f"- {code(result.path)}: {metric.label}: "
+                           + (text("; ".join(reasons)) if reasons else "not measured"))
+    if not entries:
+        return []
+    return ["", f"<details><summary>{len(entries)} unknown figure{'s' if len(entries) != 1 else ''} "
+            "(unknown, not zero)</summary>", "", *entries, "", "</details>"]
+
+
+def _about(note: str, label: str) -> bool:
+    """Whether a note is about a metric: "MACs unknown: ...", "activation memory not counted:
+    ...", "... compute (MACs) and activation memory are not measured"."""
+    return label in note if label[0].isupper() else label in note.lower()
 
 
 def _diff_section(changed: list[ModelResult]) -> list[str]:
