@@ -73,13 +73,20 @@ def _git():
 class GitRepo:
     def __init__(self, start: Path) -> None:
         git = _git()
+        # A path that is gone (a deleted model and its emptied directory, a typo) is in the
+        # repository of the nearest directory that exists; whether it names a model to check
+        # is discovery's to say.
+        named = start
+        while not start.exists() and start != start.parent:
+            start = start.parent
+        start = start if start.exists() else named
         try:
             self.repo = git.Repo(start.resolve(), search_parent_directories=True)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-            raise BloatguardError(f"{start}: not inside a git repository; --base and --staged "
+            raise BloatguardError(f"{named}: not inside a git repository; --base and --staged "
                                   "need one (plain `bloatguard check` works anywhere)") from None
         if self.repo.bare:
-            raise BloatguardError(f"{start}: a bare repository has no working tree to check")
+            raise BloatguardError(f"{named}: a bare repository has no working tree to check")
         self.root = Path(self.repo.working_tree_dir).resolve()
         self.git = self.repo.git
         self._use_settings([])

@@ -167,6 +167,15 @@ def test_not_a_git_repository(tmp_path, run_cli, monkeypatch):
     assert run_cli("check", ".")[0] == 0
 
 
+def test_a_missing_path_in_a_repository_is_missing_not_outside_git(repo, run_cli):
+    """`check --staged` on a model deleted with its directory, or a typo, once said "not
+    inside a git repository" from inside one."""
+    repo.git("rm", "-q", "-r", "models")  # a.onnx and b.onnx, and so their directory
+    for path in ("models/a.onnx", "scripts/typo.onnx"):
+        code, _, err = run_cli("check", "--staged", path)
+        assert code == 2 and f"{path}: no such file or directory" in err, err
+
+
 def test_staged_compares_index_with_head(repo, run_cli):
     factories.mlp(repo.root / "models" / "a.onnx", sizes=(16, 64, 4))
     code, document, _ = report(run_cli, "models/a.onnx", "--staged")
