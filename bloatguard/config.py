@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from bloatguard import globs
 from bloatguard.errors import ConfigError
+from bloatguard.hygiene import parse_bool
 from bloatguard.metrics import WITH_BUDGETS
 from bloatguard.paths import located
 from bloatguard.settings import ResolvedSettings
@@ -217,12 +218,6 @@ def _parse_graph_optimization(value: Any) -> str:
     return value
 
 
-def _parse_bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("expected true or false")
-    return value
-
-
 def _parse_positive_size(value: Any) -> int:
     size = parse_size(value)
     if size <= 0:
@@ -253,7 +248,7 @@ LATENCY_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "alpha": ("alpha", _parse_alpha),
     "feed-cap": ("feed_cap", _parse_positive_size),
     "int-range": ("int_range", _parse_int_range),
-    "confirm": ("confirm", _parse_bool),
+    "confirm": ("confirm", parse_bool),
 }
 
 

@@ -13,6 +13,13 @@ DETAIL_ITEMS = 50
 _Entry = TypeVar("_Entry")
 
 
+def parse_bool(value: Any) -> bool:
+    """A TOML boolean, strictly: `"yes"` or 1 is a config error, not a guess."""
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
 def parse_fraction(value: Any) -> float:
     """`"50%"` or `0.5` -> 0.5; must lie in [0, 1]."""
     if isinstance(value, str) and value.strip().endswith("%"):

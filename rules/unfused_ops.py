@@ -20,7 +20,7 @@ from bloatguard.graph import (
     tensor_array,
     tensor_nbytes,
 )
-from bloatguard.hygiene import capped, listing
+from bloatguard.hygiene import capped, listing, parse_bool
 from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext
 from bloatguard.units import human_bytes, human_count
 
@@ -52,12 +52,6 @@ class _Found:
     passthrough: list[dict] = field(default_factory=list)
     training: list[str] = field(default_factory=list)
     foldable: list[dict] = field(default_factory=list)
-
-
-def _parse_bool(value) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("expected true or false")
-    return value
 
 
 class UnfusedOps(Rule):
@@ -105,7 +99,7 @@ class UnfusedOps(Rule):
     code = "BG104"
     name = "unfused-ops"
     summary = "Foldable BatchNorm, Dropout/Identity and constant subgraphs left in the graph"
-    options = {"fold-shape-ops": Option(_parse_bool, False, "also report integer shape "
+    options = {"fold-shape-ops": Option(parse_bool, False, "also report integer shape "
                                         "arithmetic computed only from constants.")}
     reads = frozenset({"model"})
 

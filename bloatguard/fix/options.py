@@ -53,14 +53,17 @@ def latency_settings(config, budget: str | None):
 
 
 def share(text: str) -> float:
-    """argparse type: a share between 0 and 1, or a percentage."""
+    """argparse type: a share between 0 and 1, or a percentage (the config's parser)."""
+    from bloatguard.hygiene import parse_fraction
+
     try:
-        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+        value: float | str = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError("must lie between 0 and 1")
-    return value
+        value = text  # "50%", or a form parse_fraction names in its error
+    try:
+        return parse_fraction(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def nonnegative(text: str) -> float:
