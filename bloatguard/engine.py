@@ -203,13 +203,13 @@ def _store_macs(facts: ModelFacts, outcome, *, layers: bool) -> None:
     facts.macs = outcome["macs"]
     facts.macs_by_op = outcome["by_op"]
     if outcome.get("formula"):  # MACs of the symbolic input dims (measure.symbolic)
-        facts.extra["macs_formula"] = {"exact": outcome["formula"], "text": outcome["formula_text"]}
+        facts.macs_formula = {"exact": outcome["formula"], "text": outcome["formula_text"]}
     for note in outcome["notes"]:
         facts.note(note)
     memory = outcome.get("memory") or {"activation_memory": None, "notes": [], "peak": None}
     facts.measured["activation_memory"] = memory["activation_memory"]
     if memory["peak"] is not None:
-        facts.extra["activation_memory"] = memory["peak"]
+        facts.activation_peak = memory["peak"]
     for note in memory["notes"]:
         facts.note(note)
 

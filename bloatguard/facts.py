@@ -1,7 +1,11 @@
 """ModelFacts: everything a reader learns about one model file, independent of its format.
 
-Rules see only these facts (and the base version's), never an ONNX proto or a pickle, so a new
-format is a new reader and a new rule works on every format that provides the facts it needs.
+Rules see these facts (and the base version's) and the format-neutral views built from them
+(the WeightView, the weight values, the samples), never a pickle or a reader, so a new format
+is a new reader and a rule works on every format that provides what it reads. Two rules are
+ONNX-only by nature and still walk the ONNX graph through `bloatguard.graph` (RuleContext.
+onnx_graph): BG102's column tracing and BG104's fusion patterns. A neutral op graph would free
+them; until then they say nothing about other formats.
 """
 
 from __future__ import annotations
@@ -105,6 +109,28 @@ class LatencyInfo(TypedDict, total=False):
     runtime: str  # what timed it when not onnxruntime ("ai-edge-litert 2.3.0")
     error: str  # not measured, and why
     comparison_error: str  # measured, but not compared with the base, and why
+
+
+class ActivationPeak(TypedDict):
+    """Where the static activation memory peaks (measure.memory, bloatguard.lifetimes): the
+    bytes, the node and its op, the graph it is in, the tensors alive there (largest first,
+    [name, bytes]) and the computed constants held throughout."""
+
+    bytes: int
+    node: str
+    op: str
+    graph: str
+    tensors: list[list[Any]]
+    computed_constants: int
+    computed_constant_count: int
+
+
+class MacsFormula(TypedDict):
+    """MACs as a formula of symbolic input dims (measure.symbolic): `exact` in rationals for
+    machines, `text` for people (`216·height·width`)."""
+
+    exact: str
+    text: str
 
 
 class LatencyComparison(TypedDict, total=False):
@@ -260,6 +286,8 @@ class ModelFacts:
     macs_by_node: dict[str, int] | None = field(default=None, repr=False, compare=False)
     latency: LatencyInfo | None = None
     latency_comparison: LatencyComparison | None = None
+    activation_peak: ActivationPeak | None = None  # where measured["activation_memory"] peaks
+    macs_formula: MacsFormula | None = None  # MACs unknown only for symbolic dims' values
     notes: list[str] = field(default_factory=list)
     # Globals a pickle refers to that are not on the allowlist (BG900 reports them).
     unsafe_globals: list[str] = field(default_factory=list)
@@ -347,7 +375,7 @@ class ModelFacts:
 
 # What facts_to_dict writes; part of the metric cache's key, so that entries written before a
 # field was added are never read as if the field were empty.
-FACTS_SCHEMA = 4
+FACTS_SCHEMA = 5
 
 
 def facts_to_dict(facts: ModelFacts) -> dict[str, Any]:
@@ -363,6 +391,7 @@ def facts_to_dict(facts: ModelFacts) -> dict[str, Any]:
         # What each run measures again (latency) is not kept.
         "measured": {key: facts.measured.get(key) for key in STATIC_MEASURED},
         "macs_by_op": facts.macs_by_op,
+        "activation_peak": facts.activation_peak, "macs_formula": facts.macs_formula,
         "layers": [layer.to_list() for layer in facts.layers],
         "notes": facts.notes, "unsafe_globals": facts.unsafe_globals,
         "chat_templates": facts.chat_templates,
@@ -390,12 +419,23 @@ def facts_from_dict(path: str, data: dict[str, Any]) -> ModelFacts:
         measured={str(key): value for key, value in dict(data["measured"]).items()
                   if key in STATIC_MEASURED and (value is None or isinstance(value, (int, float)))},
         macs_by_op={str(k): int(v) for k, v in dict(data["macs_by_op"]).items()},
+        activation_peak=_typed(data["activation_peak"], ActivationPeak),
+        macs_formula=_typed(data["macs_formula"], MacsFormula),
         layers=[Layer.from_list(entry) for entry in data["layers"]],
         notes=list(data["notes"]), unsafe_globals=list(data["unsafe_globals"]),
         chat_templates={str(k): str(v) for k, v in dict(data.get("chat_templates", {})).items()},
         unreadable=data["unreadable"], remedy=str(data["remedy"]), extra=dict(data["extra"]),
         weights_unknown=bool(data.get("weights_unknown", False)),
     )
+
+
+def _typed(value: Any, kind: Any) -> Any:
+    """A cached TypedDict back, its keys checked (a foreign entry raises, and is re-measured)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != set(kind.__annotations__):
+        raise ValueError(f"not a {kind.__name__}")
+    return value
 
 
 def _tensor_from_list(entry: list) -> TensorInfo:

@@ -89,9 +89,9 @@ def model_result(entry: dict[str, Any]) -> ModelResult:
             unreadable=(unreadable.details.get("cause") or unreadable.message) if unreadable else None,
             remedy=(unreadable.details.get("remedy") or "") if unreadable else "")
         if isinstance(entry.get("macs_formula"), dict):  # undo report.json: MACs of symbolic dims
-            facts.extra["macs_formula"] = entry["macs_formula"]
+            facts.macs_formula = entry["macs_formula"]
         if (entry.get("memory") or {}).get("peak"):  # undo report.json: where the static peak is
-            facts.extra["activation_memory"] = entry["memory"]["peak"]
+            facts.activation_peak = entry["memory"]["peak"]
     return ModelResult(
         path=entry["path"], facts=facts, status=entry.get("status"),
         base=ReportedFacts(base["path"], entry.get("format", "unknown"), base["metrics"])

@@ -65,7 +65,7 @@ def profile(path: Path, config, display: str) -> Profile:
     rows = layer_rows(facts)
     return Profile(display, facts.format, rows, facts.params, facts.weight_bytes, facts.macs,
                    notes=list(facts.notes), shown=len(rows),
-                   macs_formula=facts.extra.get("macs_formula", {}).get("text"))
+                   macs_formula=facts.macs_formula["text"] if facts.macs_formula else None)
 
 
 def _measure_graph(facts: ModelFacts, input_shapes: dict[str, list[int]]) -> None:
@@ -80,7 +80,7 @@ def _measure_graph(facts: ModelFacts, input_shapes: dict[str, list[int]]) -> Non
         return
     facts.macs = outcome["macs"]
     if outcome.get("formula"):
-        facts.extra["macs_formula"] = {"exact": outcome["formula"], "text": outcome["formula_text"]}
+        facts.macs_formula = {"exact": outcome["formula"], "text": outcome["formula_text"]}
     for note in outcome["notes"]:
         facts.note(note)
     by_node = outcome["by_node"] if outcome["macs"] is not None else None

@@ -90,8 +90,8 @@ class Memory(Rule):
 def _with_peak(ctx: RuleContext, finding: Finding) -> Finding:
     """A finding on the activation peak names the node where it occurs and, in its details,
     the tensors alive there."""
-    peak = ctx.facts.extra.get("activation_memory")
-    if isinstance(peak, dict) and ("value" in finding.details or "after" in finding.details):
+    peak = ctx.facts.activation_peak
+    if peak is not None and ("value" in finding.details or "after" in finding.details):
         where = f" in {peak['graph']}" if peak.get("graph", "main graph") != "main graph" else ""
         finding.message += f"; it peaks at {peak['node']}{where}"
         finding.details["peak"] = peak

@@ -148,7 +148,7 @@ def test_activation_memory_of_a_residual_chain_is_exact(tmp_path):
            Op("FULLY_CONNECTED", [3, 4, -1], [5]), Op("ADD", [5, 0], [6])]
     facts = read(tm.model(tmp_path / "r.tflite", tensors, ops, [0], [6]))
     assert facts.measured["activation_memory"] == (64 + 256 + 256) * 4
-    peak = facts.extra["activation_memory"]
+    peak = facts.activation_peak
     assert (peak["node"], peak["op"]) == ("RELU r", "RELU")
     assert peak["tensors"] == [["a", 1024], ["r", 1024], ["x", 256]]
     assert "activation memory peaks at RELU r (2.3 KB alive: 'a' 1.02 KB, 'r' 1.02 KB, 'x' 256 B)" \
@@ -162,7 +162,7 @@ def test_float16_weights_dequantized_once_count_as_computed_constants(tmp_path):
     facts = read(tm.mlp(tmp_path / "m.tflite", (64, 256, 10), dtype="float16"))
     constants = (64 * 256 + 256 * 10) * 4
     assert facts.measured["activation_memory"] == constants + (64 + 256) * 4
-    assert facts.extra["activation_memory"]["computed_constant_count"] == 2
+    assert facts.activation_peak["computed_constant_count"] == 2
 
 
 def test_activation_memory_budget_on_a_tflite_model(tmp_path, run_cli, monkeypatch):
@@ -352,7 +352,7 @@ def test_mediapipe_face_models():
     # short-range detector's 74 DEQUANTIZE results (float32 copies of its float16 weights) and
     # the sparse one's 46 DENSIFY results are computed constants held for the whole run.
     memory = {name: (read(files[name]).measured["activation_memory"],
-                     read(files[name]).extra["activation_memory"]["computed_constant_count"])
+                     read(files[name]).activation_peak["computed_constant_count"])
               for name in FACE_MODELS}
     # face_landmark peaks at a CONV_2D holding three [1, 96, 96, 16] float32 tensors.
     assert memory["face_landmark.tflite"] == (3 * 96 * 96 * 16 * 4, 0)

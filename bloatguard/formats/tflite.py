@@ -461,7 +461,7 @@ def _activation_memory(facts: ModelFacts, model: _Model) -> None:
             best, best_tensors = found, tensors
     assert best is not None  # a model has at least one subgraph (the parser checks)
     facts.measured["activation_memory"] = best["bytes"]
-    facts.extra["activation_memory"] = best
+    facts.activation_peak = best  # type: ignore[assignment]  # built with ActivationPeak's keys
     facts.note(peak_note(best, best_tensors))
     flow = sorted({op.name for graph in model.subgraphs for op in graph.ops
                    if op.name in _CONTROL_FLOW})

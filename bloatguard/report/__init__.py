@@ -64,7 +64,7 @@ def amount(facts, key: str, value, kind: str) -> str:
     their formula (`216·height·width`) rather than `-`."""
     from bloatguard.units import format_amount
 
-    formula = facts.extra.get("macs_formula") if facts is not None and key == "macs" else None
+    formula = facts.macs_formula if facts is not None and key == "macs" else None
     if value is None and formula:
         return str(formula["text"])
     return format_amount(value, kind)

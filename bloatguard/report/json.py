@@ -25,10 +25,10 @@ def model_json(result: ModelResult) -> dict[str, Any]:
         entry["inputs"] = [value.to_json() for value in facts.inputs]
         entry["outputs"] = [value.to_json() for value in facts.outputs]
         entry["opsets"] = facts.opsets
-    if facts is not None and facts.extra.get("macs_formula"):  # MACs of symbolic dims
-        entry["macs_formula"] = facts.extra["macs_formula"]  # {"exact", "text"}
-    if facts is not None and facts.extra.get("activation_memory"):
-        entry["memory"] = {"peak": facts.extra["activation_memory"]}  # where the static peak is
+    if facts is not None and facts.macs_formula:  # MACs of symbolic dims
+        entry["macs_formula"] = facts.macs_formula  # {"exact", "text"}
+    if facts is not None and facts.activation_peak:
+        entry["memory"] = {"peak": facts.activation_peak}  # where the static peak is
     latency = _latency(facts)
     if latency is not None:
         entry["latency"] = latency
