@@ -4,19 +4,33 @@ For every file: no traceback, no hang, exit code 0/1/2 (0 only when the mutation
 leave a valid model), one line on stderr per unreadable model naming the file, and nothing from
 the file executed (the canary a malicious pickle would create never appears). The corpus is left
 byte-identical.
+
+Hostile names (issue 20): valid and damaged models whose names carry line breaks, markdown, HTML,
+workflow commands, bidi overrides, invalid UTF-8, a leading `-` or 255 bytes, through every
+report format: the exit code says what the model is, each report parses and names every file, and
+no name starts a line of its own or renders as markup (the promise of tests/test_untrusted_output.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
+
+from bloatguard.report.markdown import code as markdown_code
+from bloatguard.untrusted import one_line
 
 sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
 import corpus  # noqa: E402
@@ -70,7 +84,9 @@ def test_cli_survives_the_corpus(built, run_cli):
                 assert unreadable, (file, err)
                 lines = err.strip().splitlines()
                 assert len(lines) == len(unreadable), (file, err)
-                assert all(line.startswith(f"bloatguard: {report['models'][0]['path']}: ") for line in lines)
+                # The path as bloatguard prints untrusted names: a newline in it is `\n`.
+                assert all(line.startswith(f"bloatguard: {one_line(report['models'][0]['path'])}: ")
+                           for line in lines), (file, err)
             else:
                 assert not unreadable and err == "", (file, err)
     finally:
@@ -126,3 +142,267 @@ def test_real_cli_process_prints_one_line_per_bad_file(built):
     lines = [line for line in result.stderr.splitlines() if not line.startswith("bloatguard: [")]
     assert report["summary"]["unreadable"] == len(lines)
     assert not canary.exists()
+
+
+# --- hostile names (issue 20) ---------------------------------------------------------------------
+
+FORMATS = ("text", "json", "github", "markdown", "sarif", "junit")
+KINDS = ("valid", "damaged")
+EXIT_CODES = {"valid": 0, "damaged": 2}  # valid: three dead-weight warnings, which pass a check
+# Where the Actions runner ends a log line (.NET's ReadLine); it strips leading white space and
+# takes a line that then starts with `::` for a workflow command.
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+PROPERTY = r"(?:file|title)=[^,:\r\n]*"  # escaped: no `:` or `,` left in a value
+COMMAND = re.compile(rf"::(?:error|warning|notice)(?: {PROPERTY}(?:,{PROPERTY})*)?::.*")
+WORKFLOW_NAME = corpus.HOSTILE_NAMES["workflow command"]
+DASH_NAME = corpus.HOSTILE_NAMES["leading dash"]
+CHECK = ("check", ".", "--no-latency", "--no-cache")
+
+
+@pytest.fixture(scope="module")
+def names(tmp_path_factory):
+    """The hostile-name models on their own (build() writes the same under the corpus)."""
+    root = tmp_path_factory.mktemp("names")
+    (root / "work").mkdir()
+    return corpus.hostile_names(root / "names", root / "work")
+
+
+def _in_process(directory: Path, *args: str) -> tuple[int, str, str]:
+    """The CLI in `directory`, so reports name the models relatively: a leading `-` or `::` of
+    a name starts the path. The streams are those Python gives a process on a GitHub runner
+    (LANG=C.UTF-8): UTF-8 with surrogateescape on stdout (a name that is not UTF-8 goes out as its
+    bytes), backslashreplace on stderr; read back the same way."""
+    from bloatguard.cli import main
+
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="surrogateescape")
+    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="backslashreplace")
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        patch.chdir(directory)
+        code = main(list(args))
+    out.flush()
+    err.flush()
+    return (code, out.buffer.getvalue().decode("utf-8", "surrogateescape"),
+            err.buffer.getvalue().decode("utf-8", "surrogateescape"))
+
+
+@pytest.fixture(scope="module")
+def name_reports(names, tmp_path_factory):
+    """Each format over the valid models and over the damaged ones, one run each; and likewise
+    for the names that are not UTF-8 (under `bytes`) when the file system takes them."""
+    kinds = [(kind, names.root / kind) for kind in KINDS]
+    if names.byte_names:
+        kinds += [(f"bytes {kind}", names.root / "bytes" / kind) for kind in KINDS]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        return {(output_format, kind): _in_process(directory, *CHECK, "--output-format", output_format)
+                for output_format in FORMATS for kind, directory in kinds}
+
+
+def _lines(text: str) -> list[str]:
+    return LINE_BREAK.split(text)
+
+
+def _forged_commands(output_format: str, out: str, err: str) -> list[str]:
+    """Lines that a GitHub runner would take for a workflow command, other than the well-formed
+    ones of the github format."""
+    forged = [line for line in _lines(err) if line.lstrip().startswith("::")]
+    return forged + [line for line in _lines(out) if line.lstrip().startswith("::")
+                     and not (output_format == "github" and COMMAND.fullmatch(line))]
+
+
+def _outside_code_spans(line: str) -> str:
+    """A markdown line without its code spans (CommonMark: a run of n backticks up to the next run
+    of exactly n) and with each backslash-escaped character blanked: the text that renders."""
+    out, position = [], 0
+    while position < len(line):
+        char = line[position]
+        if char == "\\" and position + 1 < len(line):
+            out.append("\0")
+            position += 2
+        elif char == "`":
+            run = re.match("`+", line[position:]).group()
+            end = re.compile(f"(?<!`){run}(?!`)").search(line, position + len(run))
+            out.append(" " if end else run)
+            position = end.end() if end else position + len(run)
+        else:
+            out.append(char)
+            position += 1
+    return "".join(out)
+
+
+def _unescape_property(value: str) -> str:
+    for escaped, char in (("%3A", ":"), ("%2C", ","), ("%0D", "\r"), ("%0A", "\n"), ("%25", "%")):
+        value = value.replace(escaped, char)
+    return value
+
+
+def _check_report(output_format: str, out: str, err: str, paths: list[str], damaged: set[str]) -> None:
+    """The report is well-formed in its format and names every model, and stderr has one line per
+    damaged model, naming it: no line of either comes from a line break in a name."""
+    # A real stderr writes what is not UTF-8 as `\udcff` (Python's backslashreplace).
+    shown = {path: {one_line(path), one_line(path).encode("utf-8", "backslashreplace").decode("utf-8")}
+             for path in paths}
+    # Progress lines, which a slow run prints, name a model each.
+    progress = [line for line in _lines(err) if line.startswith("bloatguard: [")]
+    assert all(any(re.fullmatch(rf"bloatguard: \[\d+/\d+\] {re.escape(text)}", line)
+                   for texts in shown.values() for text in texts) for line in progress), err
+    stderr_lines = [line for line in _lines(err) if line and line not in progress]
+    assert len(stderr_lines) == len(damaged), err
+    for path in damaged:
+        assert any(line.startswith(f"bloatguard: {text}: not a valid ONNX protobuf")
+                   for line in stderr_lines for text in shown[path]), (path, err)
+    if output_format == "json":
+        report = json.loads(out)  # strict: a raw control character in a string fails
+        assert sorted(model["path"] for model in report["models"]) == sorted(paths)
+        assert {model["path"] for model in report["models"]
+                if any(f["code"] == "BG000" for f in model["findings"])} == damaged
+    elif output_format == "sarif":
+        results = json.loads(out)["runs"][0]["results"]
+        assert {unquote(location["physicalLocation"]["artifactLocation"]["uri"], errors="surrogateescape")
+                for result in results for location in result["locations"]} == set(paths)
+    elif output_format == "junit":
+        suites = ET.fromstring(out.encode("utf-8", "surrogateescape")).iter("testsuite")
+        assert sorted(suite.get("name") for suite in suites) == sorted(paths)
+    elif output_format == "github":
+        assert all(COMMAND.fullmatch(line) for line in _lines(out)[:-1]) and _lines(out)[-1] == "", out
+        files = {_unescape_property(match.group(1))
+                 for match in re.finditer(r"^::\w+ file=([^,:\r\n]*)", out, re.MULTILINE)}
+        # GitHub annotates 10 findings of a kind: every damaged model (one error each), and
+        # the first of the valid ones (three warnings each).
+        assert files == damaged if damaged else files and files <= set(paths), (files, out)
+    elif output_format == "text":
+        headers = {f"{one_line(path)} ({'unknown' if path in damaged else 'onnx'})" for path in paths}
+        summary = re.compile(r"\d+ models? checked: .*")
+        stray = [line for line in _lines(out) if line and not line.startswith("  ")
+                 and line not in headers and not summary.fullmatch(line)]
+        assert stray == [], out
+        assert headers <= set(_lines(out))
+    elif output_format == "markdown":
+        lines = _lines(out)
+        for path in paths:  # a row of the model table, its name in a code span
+            assert any(line.startswith(f"| {icon} | {markdown_code(path)} | ") for icon in ("⚠️", "❌")
+                       for line in lines), path
+        rows = [line for line in lines if line.startswith("|")]
+        cells = {len(re.findall(r"(?<!\\)\|", row)) for row in rows}
+        assert len(cells) == 1, rows  # no name splits a cell or adds a row
+        for line in lines:
+            rendered = _outside_code_spans(line)
+            assert "<script" not in rendered.lower() and "<img" not in rendered.lower(), line
+            assert not re.search(r"@\w", rendered), line  # a mention, outside code
+            assert "](" not in rendered and "[pwn]" not in rendered, line  # a link
+            assert not re.search(r"\*bold\*|_em_|__strong__", rendered), line  # emphasis
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("output_format", FORMATS)
+def test_hostile_names_in_every_format(names, name_reports, output_format, kind):
+    code, out, err = name_reports[output_format, kind]
+    assert code == EXIT_CODES[kind], (code, err)
+    assert "Traceback" not in err and "internal error" not in err, err
+    _check_report(output_format, out, err, names.names, set(names.names) if kind == "damaged" else set())
+    # A line break in a name never starts a line. (A name that itself starts with `::` does, in the
+    # text report: test_a_name_starting_with_colons_does_not_start_a_text_line.)
+    forged = _forged_commands(output_format, out, err)
+    assert [line for line in forged if not line.startswith(one_line(WORKFLOW_NAME) + " (")] == [], forged
+
+
+@pytest.mark.xfail(strict=True, reason="bloatguard bug: the text report starts each model's block "
+                   "with its path, so a model at the top of the checked tree named `::error ...` "
+                   "is a workflow command on a CI log")
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_name_starting_with_colons_does_not_start_a_text_line(name_reports, kind):
+    _, out, err = name_reports["text", kind]
+    assert _forged_commands("text", out, err) == []
+
+
+def _fix_commands(output_format: str, out: str) -> list[str]:
+    """The `bloatguard fix ...` commands a report suggests."""
+    if output_format == "text":
+        return [match.group(1) for match in re.finditer(
+            r"^ +fix: (bloatguard fix .*?)(?: \(saves about [^)]*\))?$", out, re.MULTILINE)]
+    spans = re.findall(r"(?<!`)(`+) ?(bloatguard fix .*?) ?\1(?!`)", out)
+    return [command.replace("\\|", "|") for _, command in spans]
+
+
+def _fix_targets(output_format: str, out: str, name: str) -> list[list[Path]]:
+    """What bloatguard's own parser makes of each suggested command that quotes `name`."""
+    from bloatguard.cli import build_parser
+
+    targets = []
+    for command in _fix_commands(output_format, out):
+        if name not in command:
+            continue
+        try:
+            targets.append(build_parser().parse_args(shlex.split(command)[1:]).paths)
+        except SystemExit:
+            targets.append([])
+    return targets
+
+
+@pytest.mark.parametrize("output_format", ["text", "markdown"])
+def test_fix_hints_name_their_model(names, name_reports, output_format):
+    """A suggested command, pasted into a shell, fixes the model it is about (names with control
+    characters excepted: the hint prints them escaped, as every line does)."""
+    _, out, _ = name_reports[output_format, "valid"]
+    checked = 0
+    for name in names.names:
+        if name == DASH_NAME or one_line(name) != name:
+            continue
+        targets = _fix_targets(output_format, out, name)
+        assert targets and all(paths == [Path(name)] for paths in targets), (name, targets)
+        checked += 1
+    assert checked >= 5
+
+
+@pytest.mark.xfail(strict=True, reason="bloatguard bug: the fix hint for a model named `-rf.onnx` "
+                   "is `bloatguard fix -rf.onnx` (shlex.quote leaves a leading `-`), which fix's "
+                   "parser takes for options and refuses")
+@pytest.mark.parametrize("output_format", ["text", "markdown"])
+def test_fix_hint_for_a_leading_dash_name(name_reports, output_format):
+    _, out, _ = name_reports[output_format, "valid"]
+    targets = _fix_targets(output_format, out, DASH_NAME)
+    assert targets and all(paths == [Path(DASH_NAME)] for paths in targets), targets
+
+
+_SARIF_BUG = pytest.mark.xfail(strict=True, reason="bloatguard bug: report/sarif.py quotes the "
+                               "path with urllib.parse.quote, which raises UnicodeEncodeError on a "
+                               "name that is not UTF-8: internal error, no report")
+_JUNIT_BUG = pytest.mark.xfail(strict=True, reason="bloatguard bug: the junit report writes a name "
+                               "that is not UTF-8 as its raw bytes, which no XML parser accepts")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("output_format", [
+    "text", "json", "github", "markdown",
+    pytest.param("sarif", marks=_SARIF_BUG), pytest.param("junit", marks=_JUNIT_BUG)])
+def test_names_that_are_not_utf8(names, name_reports, output_format, kind):
+    if not names.byte_names:
+        pytest.skip("this file system takes only UTF-8 names")
+    code, out, err = name_reports[output_format, f"bytes {kind}"]
+    assert code == EXIT_CODES[kind], (code, err)
+    assert "Traceback" not in err and "internal error" not in err, err
+    _check_report(output_format, out, err, names.byte_names,
+                  set(names.byte_names) if kind == "damaged" else set())
+    assert _forged_commands(output_format, out, err) == []
+
+
+_STRICT_BUG = pytest.mark.xfail(strict=True, reason="bloatguard bug: a report that names a file "
+                                "that is not UTF-8 cannot be encoded as UTF-8 (--output-file writes "
+                                "with errors='strict', as a stdout under a UTF-8 locale other than "
+                                "C.UTF-8 does): internal error, no report")
+
+
+@pytest.mark.parametrize("output_format", [
+    "json", *(pytest.param(f, marks=_STRICT_BUG) for f in ("text", "github", "markdown", "sarif", "junit"))])
+def test_names_that_are_not_utf8_in_a_report_file(names, tmp_path, monkeypatch, output_format):
+    if not names.byte_names:
+        pytest.skip("this file system takes only UTF-8 names")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    report = tmp_path / "report"
+    code, out, err = _in_process(names.root / "bytes", *CHECK, "--output-format", output_format,
+                                 "--output-file", str(report))
+    assert code == 2 and "internal error" not in err, err
+    paths = [f"{kind}/{name}" for kind in KINDS for name in names.byte_names]
+    _check_report(output_format, report.read_bytes().decode("utf-8"), err, paths,
+                  {f"damaged/{name}" for name in names.byte_names})

@@ -7,7 +7,9 @@ archives, and malicious pickles that would create a canary file if anything exec
 From the second red-team round: zips whose record names collide in case or whose records
 overlap, extra pickles in a zip, legacy checkpoints whose magic pickle starts with LONG1, hash
 bombs, huge-int keys, bzip2 bombs, and models that are symlinks or FIFOs. Issue 17: TFLite and
-GGUF seeds and attacks.
+GGUF seeds and attacks. Issue 20: hostile names, valid and damaged models whose file names carry
+line breaks, markdown, HTML, workflow commands, bidi overrides, invalid UTF-8, a leading `-` or
+255 bytes (`hostile_names`).
 """
 
 from __future__ import annotations
@@ -417,7 +419,78 @@ def build(out: Path, canary: Path, *, seed: int = 1234, truncations: int = 24, f
             os.symlink("/etc/hostname", directory / "link.data")
         files.append(target)
     files += _special_files(out, work)
+    names = hostile_names(out / "hostile_names", work)
+    # Not the invalid-UTF-8 names: the in-process harness captures output on strict UTF-8
+    # streams, which a real process's stderr is not. test_fuzz.py runs them in real processes.
+    files += [names.root / kind / name for kind in ("valid", "damaged") for name in names.names]
     return files
+
+
+# --- hostile names (issue 20) ---------------------------------------------------------------------
+
+# A name a pull request chooses, for each kind of trouble it can cause in a report: a line break
+# that would start a line of its own (on a CI log: a workflow command), markdown that would render
+# (a table cell split by `|`, emphasis, a link, an @mention that notifies someone, raw HTML),
+# percent-escapes the workflow-command syntax decodes, a bidi override that reverses what a
+# reviewer reads, a leading `-` that a command line takes for an option, and the longest name a
+# file system allows. At most 10 names: GitHub annotates 10 errors per step, and the `github`
+# report of the damaged ones must show every name. `/` cannot occur in a name, so the link's URL
+# runs across a directory: `link [pwn](http:/x) ...`.
+HOSTILE_NAMES = {
+    "newline": "nl\n::error ::forged by a newline.onnx",
+    "carriage return": "cr\r::warning ::forged by a CR\r\n| forged | row |.onnx",
+    "tab and backticks": "tab\there `code` ``two`` ```.onnx",
+    "pipes and emphasis": "pipe | *bold* _em_ __strong__ | cell.onnx",
+    "mention and html": "@octocat <script>alert(1)<script> <img src=x onerror=alert(1)>.onnx",
+    "link": "link [pwn](http:/x) [ref](x).onnx",
+    "workflow command": "::error file=a.onnx,title=forged::forged %0A::notice ::x.onnx",
+    "non-ascii": "caf\u00e9 \U0001f600 \u202egnp.onnx",
+    "leading dash": "-rf.onnx",
+    "long": "long_" + "x" * (255 - len("long_.onnx")) + ".onnx",
+}
+# Names that are not UTF-8 at all (most Linux file systems take any bytes but `/` and NUL).
+HOSTILE_BYTE_NAMES = {
+    "invalid utf-8": b"utf8 \xff\xfe.onnx",
+    "invalid utf-8 and a newline": b"nl8\n\xc3(::error ::forged.onnx",
+}
+
+
+class HostileNames:
+    """Where `hostile_names` wrote them: `root/valid/<name>` (a valid model with three dead-weight
+    warnings, so the name also reaches fix hints) and `root/damaged/<name>` (the same model cut
+    short: unreadable), each name as the CLI reports it relative to its directory; and likewise
+    under `root/bytes` for the invalid-UTF-8 names (str names hold them surrogate-escaped, as
+    os.fsdecode does), when the file system takes them (`byte_names` is empty when not)."""
+
+    def __init__(self, root: Path, names: list[str], byte_names: list[str]) -> None:
+        self.root, self.names, self.byte_names = root, names, byte_names
+
+
+def hostile_names(root: Path, work: Path) -> HostileNames:
+    import fix_models
+
+    valid = fix_models.messy(work / "seed_messy.onnx").read_bytes()
+    contents = {"valid": valid, "damaged": valid[:50]}
+    names = []
+    for name in HOSTILE_NAMES.values():
+        for kind, data in contents.items():
+            target = root / kind / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        names.append(name)
+    assert len(names) <= 10 and all(len(os.fsencode(Path(name).name)) <= 255 for name in names)
+    byte_names = []
+    for raw in HOSTILE_BYTE_NAMES.values():
+        try:
+            for kind, data in contents.items():
+                directory = os.fsencode(root / "bytes" / kind)
+                os.makedirs(directory, exist_ok=True)
+                with open(os.path.join(directory, raw), "wb") as out:
+                    out.write(data)
+        except (OSError, UnicodeError):  # e.g. APFS refuses names that are not UTF-8
+            continue
+        byte_names.append(os.fsdecode(raw))
+    return HostileNames(root, names, byte_names)
 
 
 def _special_files(out: Path, work: Path) -> list[Path]:
