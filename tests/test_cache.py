@@ -267,3 +267,87 @@ def test_a_linked_cache_directory_is_not_used(repo, run_cli, tmp_path):
     code, _, _ = run(run_cli, "--staged")
     assert code == 2  # the LFS pointer, as always
     assert not any(elsewhere.iterdir())
+
+
+# --- latency (BG004) warm and cold -----------------------------------------------------------
+
+LATENCY_CONFIG = """
+[latency]
+time-budget = "300 ms"
+min-rounds = 3
+block-time = "3 ms"
+warmup = 1
+confirm = false
+
+[budgets."models/slow.onnx"]
+max-latency-increase = "10%"
+
+[budgets."models/tight/**"]
+max-latency = "1 us"
+"""
+
+
+@pytest.fixture
+def latency_repo(tmp_path, monkeypatch):
+    """On branch feature, against main: slow.onnx does four times the MatMul work (a regression
+    however noisy the machine), ext.onnx (external data) changed, new.onnx is new and same.onnx
+    is unchanged; the three under tight/ break an absolute 1 us budget whenever they are timed.
+    Heads whose metrics come from the cache must still be written out and timed."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    repo = Repo(tmp_path / "repo")
+    repo.write("bloatguard.toml", LATENCY_CONFIG)
+    models = repo.root / "models"
+    factories.matmul_chain(models / "slow.onnx", 2)
+    factories.matmul_chain(models / "tight" / "same.onnx", 1, width=64)
+    factories.mlp(models / "tight" / "ext.onnx", sizes=(32, 32), external=True)
+    repo.commit("base models")
+    repo.git("checkout", "-q", "-b", "feature")
+    factories.matmul_chain(models / "slow.onnx", 8)
+    factories.mlp(models / "tight" / "ext.onnx", sizes=(32, 64), external=True)
+    factories.matmul_chain(models / "tight" / "new.onnx", 1, width=32)
+    monkeypatch.chdir(repo.root)
+    return repo
+
+
+def latency_verdicts(result: tuple[int, str, str]) -> dict:
+    """What must not depend on the cache: the exit code, each model's findings (code, severity,
+    which budget) and whether latency was measured; the regression verdict of slow.onnx. Not
+    the timings, which vary from run to run."""
+    code, out, _ = result
+    models = {m["path"]: m for m in json.loads(out)["models"]}
+    return {
+        "exit": code,
+        "findings": {path: sorted((f["code"], f["severity"], str(f["details"].get("key")))
+                                  for f in m["findings"]) for path, m in models.items()},
+        "timed": {path: m["metrics"]["latency_ms"] is not None for path, m in models.items()},
+        "slow": models["models/slow.onnx"]["latency"]["verdict"],
+    }
+
+
+# The head side: the working tree; the index; a pushed commit (pre-push with --latency).
+LATENCY_MODES = {"working tree": ("--base", "main"), "staged": ("--staged", "--latency"),
+                 "pushed": ("--staged", "--latency")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", LATENCY_MODES)
+def test_latency_findings_are_the_same_warm_and_cold(latency_repo, run_cli, monkeypatch, mode):
+    repo = latency_repo
+    if mode == "staged":
+        repo.git("add", "-A")
+    elif mode == "pushed":
+        monkeypatch.setenv("PRE_COMMIT_FROM_REF", repo.git("rev-parse", "main"))
+        monkeypatch.setenv("PRE_COMMIT_TO_REF", repo.commit("grow the models"))
+    args = ("check", "models", *LATENCY_MODES[mode], "--output-format", "json")
+    shutil.rmtree(cache_dir(repo), ignore_errors=True)
+    first = latency_verdicts(run_cli(*args))
+    # The cold run itself is right, or agreeing with it would prove little.
+    assert first["exit"] == 1 and first["slow"] == "regression", first
+    assert {path: [f for f in findings if f[0] == "BG004"]
+            for path, findings in first["findings"].items()} == {
+        "models/slow.onnx": [("BG004", "error", "max-latency-increase")],
+        **{f"models/tight/{name}.onnx": [("BG004", "error", "max-latency")]
+           for name in ("ext", "new", "same")}}, first
+    assert all(first["timed"].values()), first
+    assert any(cache_dir(repo).rglob("*.json"))
+    assert latency_verdicts(run_cli(*args)) == first  # warm
