@@ -386,18 +386,18 @@ def test_pull_request_target_is_warned_about(pr, api, run_cli, monkeypatch):
 
 
 def test_untrusted_report_text_cannot_issue_workflow_commands(pr, api, run_cli, monkeypatch):
-    """A model named like a workflow command shows up in the text report; commands are stopped
-    around it, and in annotations its name is escaped data."""
+    """A model named like a workflow command shows up in the text report; its leading colon is
+    escaped, commands are stopped around the report anyway, and in annotations its name is
+    escaped data."""
     factories.mlp(pr.repo.root / "::error::pwned.onnx", sizes=(4, 4))
     _, out, _ = run_ci(run_cli, monkeypatch, pr.env(api.url, paths="."))
     stop = re.search(r"^::stop-commands::(\w{32})$", out, re.M)
     assert stop, out
     start, end = stop.end(), out.index(f"\n::{stop[1]}::\n")
     lines = out.splitlines()
-    assert "::error::pwned.onnx (onnx) [new]" in lines  # the report line starts like a command...
-    assert [m.start() for m in re.finditer(r"^::error::pwned", out, re.M)] == [
-        out.index("::error::pwned.onnx (onnx)")]  # ...only once, and that is inside the stop
-    assert start < out.index("::error::pwned.onnx (onnx)") < end
+    assert "\\x3a:error::pwned.onnx (onnx) [new]" in lines  # the report's line for the model
+    assert start < out.index("\\x3a:error::pwned.onnx (onnx)") < end
+    assert not re.search(r"^\s*::error::pwned", out, re.M)  # no line starts the command
 
 
 def test_a_marked_comment_by_someone_else_is_never_updated(pr, api, run_cli, monkeypatch):

@@ -27,6 +27,14 @@ from __future__ import annotations
 from bloatguard.fix.kinds import applicable
 
 
+def shell_path(path: str) -> str:
+    """A model path as a shell word for a suggested command: quoted, and `./`-prefixed when it
+    starts with `-` (`bloatguard fix -rf.onnx` would read the name as options)."""
+    import shlex
+
+    return shlex.quote(f"./{path}" if path.startswith("-") else path)
+
+
 def suggestion(kind: str, safe: bool, model_format: str, path: str) -> str | None:
     """The command that would apply a fix of this kind, or None when fix cannot apply it."""
     if not applicable(kind, model_format):
@@ -34,4 +42,4 @@ def suggestion(kind: str, safe: bool, model_format: str, path: str) -> str | Non
     return f"bloatguard fix {path}" if safe else f"bloatguard fix --unsafe-fixes {path}"
 
 
-__all__ = ["applicable", "suggestion"]
+__all__ = ["applicable", "shell_path", "suggestion"]

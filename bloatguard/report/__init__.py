@@ -10,7 +10,7 @@ import functools
 import importlib
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 FORMATS = ("text", "json", "markdown", "github", "sarif", "junit")
 
@@ -19,7 +19,14 @@ def writer(name: str) -> Callable:
     if name not in FORMATS:
         raise ValueError(name)
     # Imported on demand: the pre-commit hook should not pay for writers it does not use.
-    return importlib.import_module(f"bloatguard.report.{name}").render
+    render = importlib.import_module(f"bloatguard.report.{name}").render
+
+    def printable_render(*args: Any, **kwargs: Any) -> str:
+        from bloatguard.untrusted import printable
+
+        return printable(render(*args, **kwargs))
+
+    return printable_render
 
 
 def repo_relative(path: str) -> str:

@@ -91,6 +91,9 @@ def overflow_markdown(results: list[ModelResult]) -> str:
 def append_summary(path: Path | None, markdown: str) -> None:
     if path is None or not markdown:
         return
+    from bloatguard.untrusted import printable
+
+    markdown = printable(markdown)
     data = markdown.encode("utf-8")
     if len(data) > SUMMARY_LIMIT:
         cut = data[:SUMMARY_LIMIT].decode("utf-8", errors="ignore")

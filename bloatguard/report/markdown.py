@@ -223,9 +223,7 @@ def _finding_section(title: str, groups: list) -> list[str]:
 def _suggestions(results: list[ModelResult]) -> list[str]:
     """What to do about the findings: each rule's advice (the "Use instead" of its docs), then
     the `bloatguard fix` commands for the models that have automatic fixes."""
-    import shlex
-
-    from bloatguard.fix import applicable
+    from bloatguard.fix import applicable, shell_path
     from bloatguard.registry import find_rule
     from bloatguard.report import doc_section
 
@@ -250,7 +248,7 @@ def _suggestions(results: list[ModelResult]) -> list[str]:
         for safe, flag, verb in ((True, "", "applies"), (False, " --unsafe-fixes", "tries")):
             kinds = sorted({fix.kind for fix in fixes if fix.safe is safe})
             if kinds:
-                command = f"bloatguard fix{flag} {shlex.quote(result.path)}"
+                command = f"bloatguard fix{flag} {shell_path(result.path)}"
                 note = ("output-equivalent" if safe else "changes outputs; kept only if it meets "
                         "every budget and the fidelity check")
                 lines.append(f"- {code(command)} {verb} {', '.join(kinds)} ({note})")

@@ -51,7 +51,8 @@ def fingerprint(uri: str, finding: Finding, occurrence: int) -> str:
     # details["key"] names the budget (max-params vs max-params-increase); `occurrence`
     # separates several findings of one rule on one file, in the rule's deterministic order.
     identity = [finding.code, uri, str(finding.details.get("key", "")), str(occurrence)]
-    return hashlib.sha256("\0".join(identity).encode()).hexdigest()
+    # surrogateescape: a name that is not UTF-8 is identified by its bytes.
+    return hashlib.sha256("\0".join(identity).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _justification(accepted: dict[str, Any]) -> str:
@@ -68,7 +69,9 @@ def render(results: list[ModelResult], *, rules=None, unmatched=(), **_: Any) ->
     sarif_results = []
     for result in results:
         path = repo_relative(result.path)
-        uri = quote(path)  # a URI reference: spaces and the like percent-encoded, "/" kept
+        # A URI reference: spaces and the like percent-encoded, "/" kept, and the bytes of a name
+        # that is not UTF-8 as themselves (%FF), not as their surrogate escapes.
+        uri = quote(path, errors="surrogateescape")
         seen: Counter = Counter()
         for finding in result.findings:
             if finding.code not in index:

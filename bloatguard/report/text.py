@@ -106,13 +106,11 @@ def _dtype_line(facts: ModelFacts) -> str:
 
 def _fix_suggestion(path: str, model_format: str, finding) -> str:
     """Which `bloatguard fix` command would apply a finding's fix, and what it would save."""
-    import shlex
-
-    from bloatguard.fix import suggestion
+    from bloatguard.fix import shell_path, suggestion
 
     if finding.fix is None:
         return ""
-    command = suggestion(finding.fix.kind, finding.fix.safe, model_format, shlex.quote(path))
+    command = suggestion(finding.fix.kind, finding.fix.safe, model_format, shell_path(path))
     if command is None:
         return ""
     saved = finding.fix.details.get("bytes_saved")
