@@ -13,6 +13,10 @@ from __future__ import annotations
 
 _ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
 _ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+# Bidirectional controls reorder how the rest of a line reads ("Trojan source"): a name holding
+# U+202E shows its tail reversed in a log or a PR comment. Escaped like control characters.
+_ESCAPES.update({code: f"\\u{code:04x}" for code in (0x200E, 0x200F, *range(0x202A, 0x202F),
+                                                     *range(0x2066, 0x206A))})
 # os.fsdecode's surrogate escapes of the bytes 0x80-0xFF of a name that is not UTF-8.
 _SURROGATES = {code: f"\\x{code - 0xDC00:02x}" for code in range(0xDC80, 0xDD00)}
 _ESCAPES.update(_SURROGATES)

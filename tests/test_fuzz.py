@@ -276,6 +276,7 @@ def _check_report(output_format: str, out: str, err: str, paths: list[str], dama
         shown_damaged, shown_paths = set(map(printable, damaged)), set(map(printable, paths))
         assert (shown_damaged <= files if damaged else files) and files <= shown_paths, (files, out)
     elif output_format == "text":
+        assert "\u202e" not in out  # a bidi override would reverse how the rest of the line reads
         headers = {f"{one_line(path)} ({'unknown' if path in damaged else 'onnx'})" for path in paths}
         summary = re.compile(r"\d+ models? checked: .*")
         stray = [line for line in _lines(out) if line and not line.startswith("  ")
@@ -283,6 +284,7 @@ def _check_report(output_format: str, out: str, err: str, paths: list[str], dama
         assert stray == [], out
         assert headers <= set(_lines(out))
     elif output_format == "markdown":
+        assert "\u202e" not in out  # printed as \u202e, in code spans
         lines = _lines(out)
         for path in paths:  # a row of the model table, its name in a code span
             assert any(line.startswith(f"| {icon} | {markdown_code(path)} | ") for icon in ("⚠️", "❌")
@@ -351,7 +353,7 @@ def test_fix_hints_name_their_model(names, name_reports, output_format):
         targets = _fix_targets(output_format, out, name)
         assert targets and all(paths == [Path(name)] for paths in targets), (name, targets)
         checked += 1
-    assert checked >= 5
+    assert checked >= 4
 
 
 @pytest.mark.parametrize("output_format", ["text", "markdown"])
