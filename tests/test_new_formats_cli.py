@@ -75,3 +75,15 @@ def test_init_writes_budgets_for_the_new_formats(repo, run_cli):
     assert code == 0, err
     text = (repo.root / "budgets.toml").read_text()
     assert '"models/det.tflite"' in text and '"models/chat.gguf"' in text
+
+
+def test_text_report_shows_what_only_the_format_reports(repo, run_cli):
+    """A GGUF's bits per weight, architecture, context length and bytes by GGML type reach the
+    text report as they reach JSON's metrics, from the reader's format metrics."""
+    code, out, _ = run_cli("check", "models/chat.gguf", "--no-latency", "--output-format", "json")
+    metrics = json.loads(out)["models"][0]["metrics"]
+    code, text, _ = run_cli("check", "models/chat.gguf", "--no-latency")
+    assert (f"  bits per weight {metrics['bits_per_weight']}, architecture llama, context length "
+            f"{metrics['context_length']}") in text.splitlines()
+    [by_type] = [line for line in text.splitlines() if line.startswith("  bytes by type: ")]
+    assert by_type.count("(") == len(metrics["bytes_by_dtype"])

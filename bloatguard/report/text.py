@@ -94,6 +94,22 @@ def _one_line(facts) -> str:
             f"params, {format_amount(metrics['macs'], 'count')} MACs")
 
 
+def _format_lines(facts: ModelFacts) -> list[str]:
+    """What only this format reports (facts.extra["format_metrics"]: a GGUF's bits per weight,
+    architecture, context length and bytes by GGML type; a sparse TFLite's stored params), as
+    JSON's `metrics` has it."""
+    metrics = facts.extra.get("format_metrics") or {}
+    plain = [f"{key.replace('_', ' ')} {value}" for key, value in metrics.items()
+             if value is not None and not isinstance(value, dict)]
+    lines = [", ".join(plain)] if plain else []
+    by_type = metrics.get("bytes_by_dtype")
+    if by_type:
+        total = sum(by_type.values()) or 1
+        lines.append("bytes by type: " + ", ".join(
+            f"{dtype} {format_amount(size, 'bytes')} ({size / total:.0%})" for dtype, size in by_type.items()))
+    return lines
+
+
 def _dtype_line(facts: ModelFacts) -> str:
     by_dtype = facts.params_by_dtype
     total = sum(by_dtype.values())
@@ -147,6 +163,8 @@ def render(results: list[ModelResult], *, budgets_for=None, unmatched=(), **_: A
                 out.extend(_diff_lines(result.diff))
             if facts and (line := _dtype_line(facts)):
                 out.append("  " + line)
+            if facts:
+                out.extend(one_line("  " + line) for line in _format_lines(facts))
             if facts and (line := _latency_line(facts)):
                 out.append("  " + line)
         for finding in (f for f in result.findings if f.accepted is None):
