@@ -14,6 +14,12 @@ from gitrepo import Repo
 
 @pytest.fixture
 def repo(tmp_path, monkeypatch):
+    repo = build_history(tmp_path)
+    monkeypatch.chdir(repo.root)
+    return repo
+
+
+def build_history(tmp_path) -> Repo:
     """models/a.onnx grows twice, is renamed to models/b.onnx, then reverted to its first
     version; an unrelated commit in between does not count."""
     repo = Repo(tmp_path / "repo")
@@ -26,7 +32,6 @@ def repo(tmp_path, monkeypatch):
     repo.commit("rename")
     factories.mlp(repo.root / "models" / "b.onnx", sizes=(16, 8, 4))
     repo.commit("back to the first width")
-    monkeypatch.chdir(repo.root)
     return repo
 
 

@@ -9,31 +9,18 @@ import subprocess
 import sys
 
 import pytest
+from test_history import build_history, params
 
-import factories
 from gitrepo import Repo
 
 
 @pytest.fixture
 def repo(tmp_path, monkeypatch):
-    """models/a.onnx at widths 8, 16, 32; a docs-only commit; a rename to models/b.onnx; back to
-    width 8. Six commits, five of which changed the model, three distinct versions."""
-    repo = Repo(tmp_path / "repo")
-    for width, message in ((8, "first"), (16, "wider"), (32, "wider again")):
-        factories.mlp(repo.root / "models" / "a.onnx", sizes=(16, width, 4))
-        repo.commit(message)
-    repo.write("README.md", "docs\n")
-    repo.commit("docs only")
-    repo.git("mv", "models/a.onnx", "models/b.onnx")
-    repo.commit("rename")
-    factories.mlp(repo.root / "models" / "b.onnx", sizes=(16, 8, 4))
-    repo.commit("back to the first width")
+    """test_history's six commits: widths 8, 16, 32, a docs-only commit, a rename to
+    models/b.onnx, back to width 8."""
+    repo = build_history(tmp_path)
     monkeypatch.chdir(repo.root)
     return repo
-
-
-def params(width: int) -> int:
-    return factories.mlp_params((16, width, 4))
 
 
 def history(run_cli, *args):
