@@ -123,6 +123,18 @@ def entry() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bloatguard.untrusted import CommandGuard
+
+    # Everything bloatguard prints may reach a CI log: no name may carry a runner command.
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = CommandGuard(stdout), CommandGuard(stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from bloatguard.errors import BloatguardError
 

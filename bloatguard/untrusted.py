@@ -11,6 +11,8 @@ must not begin a command). A file name that is not UTF-8 reaches Python as surro
 
 from __future__ import annotations
 
+from typing import Any
+
 _ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
 _ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
 # Bidirectional controls reorder how the rest of a line reads ("Trojan source"): a name holding
@@ -27,6 +29,23 @@ def one_line(text: str) -> str:
     never as the start of a workflow command."""
     text = text.translate(_ESCAPES)
     return "\\x3a" + text[1:] if text.startswith("::") else text
+
+
+class CommandGuard:
+    """A text stream that never carries a GitHub runner's legacy command. The runner takes
+    `##[command]data` (`##[error]`, `##[add-mask]`, `##[stop-commands]`) from *anywhere* in a
+    log line, not only from its start, so a name holding one would act wherever it is printed:
+    in a text report, a JSON report, a `show` table or an error message. `##[` is written as
+    `#\u0023[`, which JSON reads back as the same name and people read as an escape."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(text.replace("##[", "#\\u0023["))
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding, buffer, ...
+        return getattr(self._stream, name)
 
 
 def printable(text: str) -> str:
