@@ -796,8 +796,10 @@ class _Folder:
         Reshape in a branch whose pads or target shape live outside gets no output shape."""
         copies = []
         for index, name in enumerate(node.input):
-            # values.outer: a nested scope always has one, and a name not local is there or nowhere.
-            if name and name not in values.local and name in values.outer:
+            # values.outer: a nested scope always has one, and a name not local is there or
+            # nowhere. Asked first: most names are no outer constant, and asking the local
+            # scope decodes its constants.
+            if name and name in values.outer and name not in values.local:
                 local = self.fresh_name(name)
                 copies.append(helper.make_node(
                     "Constant", [], [local], value=numpy_helper.from_array(values[name], local)))
