@@ -127,11 +127,15 @@ class MacsBatch:
                 self._new_job(path, shapes)
         pending = self.jobs[self.started:]
         if pending:
-            import onnx  # noqa: F401 - imported once here, inherited by every child
+            import onnx  # imported once here, inherited by every child
 
+            from bloatguard.formats import onnx as _reader  # noqa: F401 - the parent's too
             from bloatguard.isolate import Queue
-            from bloatguard.measure import compute  # noqa: F401
+            from bloatguard.measure import compute, memory  # noqa: F401
 
+            # onnx builds its registry of operator schemas on first use (~15 ms): once here,
+            # not again in each child's first shape inference.
+            onnx.defs.get_schema("Conv")
             workers = max(1, min(len(pending), os.cpu_count() or 1))
             self.queues.append((self.started, Queue(_count_file, pending, workers=workers)))
             self.started = len(self.jobs)

@@ -89,18 +89,21 @@ def read(path: Path, display: str) -> ModelFacts:
     facts.handle = OnnxModel(model)
     facts.opsets = {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
 
+    # Walked once for the tensors, the attribute weights and the ops: the walk reads every
+    # attribute of every node, most of reading a graph with many nodes.
+    scope_list = list(scopes(model))
     external: dict[str, int] = {}
-    for site in tensor_sites(model):
+    for site in tensor_sites(model, scope_list):
         # Every tensor is checked (external data above all), whether it counts as a weight or not.
         info = _tensor_info(site.tensor, site.where, path, external)
         if site.counted:
             facts.tensors.append(info)
-    for where, count, dtype in _attribute_weights(model):
+    for where, count, dtype in _attribute_weights(scope_list):
         facts.tensors.append(TensorInfo(name=where, dtype=dtype, shape=(count,), where=where))
     facts.file_size += sum(external.values())
     facts.external_files = sorted(external)
 
-    facts.ops = Counter(node.op_type for _, node in _all_nodes(model))
+    facts.ops = Counter(node.op_type for _, node in _all_nodes(scope_list))
     initializer_names = {t.name for t in model.graph.initializer}
     facts.inputs = [_value_info(v) for v in model.graph.input if v.name not in initializer_names]
     facts.outputs = [_value_info(v) for v in model.graph.output]
@@ -146,9 +149,9 @@ def _nested(prefix: str, graph, nodes) -> Iterator[tuple[str, GraphProto | None,
                 yield from _nested(f"{label}[{index}]/", graph, graph.node)
 
 
-def _all_nodes(model) -> Iterator[tuple[str, NodeProto]]:
-    """Every node with a label of where it lives, subgraphs and functions included."""
-    for prefix, _, nodes in scopes(model):
+def _all_nodes(scope_list) -> Iterator[tuple[str, NodeProto]]:
+    """Every node of these scopes (`scopes(model)`) with a label of where it lives."""
+    for prefix, _, nodes in scope_list:
         for node in nodes:
             yield prefix, node
 
@@ -164,11 +167,12 @@ def stored_tensors(model) -> Iterator[tuple[str, TensorProto]]:
     return ((site.where, site.tensor) for site in tensor_sites(model) if site.counted)
 
 
-def tensor_sites(model) -> Iterator[TensorSite]:
+def tensor_sites(model, scope_list: list | None = None) -> Iterator[TensorSite]:
     """Every TensorProto the ONNX format lets a model hold: the stored weights, and the places
     that are not weights but may still name external data (sparse indices, lists of sparse
-    attribute values, functions' default attribute values, the graphs of training_info)."""
-    yield from _sites_in(list(scopes(model)), counted=True)
+    attribute values, functions' default attribute values, the graphs of training_info).
+    `scope_list`: `list(scopes(model))`, when the caller has it already."""
+    yield from _sites_in(list(scopes(model)) if scope_list is None else scope_list, counted=True)
     for function in model.functions:
         yield from _default_sites(f"function {function.name}/", function.attribute_proto)
     for index, info in enumerate(model.training_info):
@@ -238,10 +242,11 @@ def _named(tensor, node):
     return tensor
 
 
-def _attribute_weights(model) -> Iterator[tuple[str, int, str]]:
-    """Weights stored as plain attribute lists: Constant value_floats/value_ints, and the float
-    tables (coefficients, thresholds, leaf weights) of ai.onnx.ml operators."""
-    for prefix, node in _all_nodes(model):
+def _attribute_weights(scope_list) -> Iterator[tuple[str, int, str]]:
+    """Weights stored as plain attribute lists in these scopes (`scopes(model)`): Constant
+    value_floats/value_ints, and the float tables (coefficients, thresholds, leaf weights) of
+    ai.onnx.ml operators."""
+    for prefix, node in _all_nodes(scope_list):
         for attribute in node.attribute:
             if node.op_type == "Constant" and attribute.name in ("value_float", "value_floats",
                                                                  "value_int", "value_ints"):

@@ -34,7 +34,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from bloatguard.formats.onnx_wire import EMBEDDED_KEY
-from bloatguard.graph import STANDARD_DOMAINS, constant_value, node_key, subgraphs
+from bloatguard.graph import STANDARD_DOMAINS, STD_OPS_WITH_GRAPHS, constant_value, node_key, subgraphs
 from bloatguard.graph import attribute as _attr
 from bloatguard.measure import fold_ops
 
@@ -443,28 +443,6 @@ def _show_dims(dims: Sequence[int | str | None]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
-def _shape_table(graph) -> dict[str, Dims | None]:
-    """Name -> dims for every value the graph declares or stores."""
-    table: dict[str, Dims | None] = {}
-    for value in [*graph.input, *graph.output, *graph.value_info]:
-        if value.type.HasField("tensor_type"):
-            table[value.name] = _dims(value.type.tensor_type)
-    for tensor in graph.initializer:
-        table[tensor.name] = tuple(int(d) for d in tensor.dims)
-    for sparse in graph.sparse_initializer:
-        table[sparse.values.name] = tuple(int(d) for d in sparse.dims)
-    for node in graph.node:
-        if node.op_type == "Constant" and node.domain in STANDARD_DOMAINS and node.output:
-            dims = _constant_dims(node)
-            if dims is not None:
-                table[node.output[0]] = dims
-        elif (node.domain == "ai.onnx.ml" and node.op_type in _ML_SAME_SHAPE and node.input
-              and node.output and table.get(node.output[0]) is None):
-            # onnx infers no shapes for these; a linear model after a Scaler needs its batch.
-            table[node.output[0]] = table.get(node.input[0])
-    return table
-
-
 _ML_SAME_SHAPE = frozenset({"Scaler", "Normalizer", "Binarizer", "Imputer"})
 
 
@@ -581,19 +559,24 @@ class _Chain:
 
 
 class _ScopeShapes(Mapping):
-    """`_shape_table` of one scope, built on first lookup (many scopes never need one)."""
+    """Name -> dims for every value one scope declares or stores. Indexed on first lookup
+    (many scopes never need one), and a name's dims decoded on its own first lookup: folding
+    and counting read the dims of a few of a scope's values, not of all of them."""
 
     def __init__(self, graph) -> None:
         self.graph = graph
-        self.table: dict[str, Dims | None] | None = None
+        self.sources: dict[str, Callable[[], Dims | None]] | None = None
+        self.known: dict[str, Dims | None] = {}
 
-    def _built(self) -> dict[str, Dims | None]:
-        if self.table is None:
-            self.table = _shape_table(self.graph)
-        return self.table
+    def _built(self) -> dict[str, Callable[[], Dims | None]]:
+        if self.sources is None:
+            self.sources = _shape_sources(self.graph)
+        return self.sources
 
     def __getitem__(self, name: str):
-        return self._built()[name]
+        if name not in self.known:
+            self.known[name] = self._built()[name]()
+        return self.known[name]
 
     def __contains__(self, name) -> bool:
         return name in self._built()
@@ -603,6 +586,41 @@ class _ScopeShapes(Mapping):
 
     def __len__(self) -> int:
         return len(self._built())
+
+
+def _shape_sources(graph) -> dict[str, Callable[[], Dims | None]]:
+    """For each value `graph` declares or stores, a function returning its dims; a later
+    source of a name (an initializer after its input) overrides an earlier one."""
+    sources: dict[str, Callable[[], Dims | None]] = {}
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.type.HasField("tensor_type"):
+            sources[value.name] = functools.partial(_dims, value.type.tensor_type)
+    for tensor in graph.initializer:
+        sources[tensor.name] = functools.partial(_stored_dims, tensor)
+    for sparse in graph.sparse_initializer:
+        sources[sparse.values.name] = functools.partial(_stored_dims, sparse)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in STANDARD_DOMAINS and node.output:
+            dims = _constant_dims(node)  # cheap, and whether the name is in the table at all
+            if dims is not None:
+                sources[node.output[0]] = functools.partial(_same, dims)
+        elif (node.domain == "ai.onnx.ml" and node.op_type in _ML_SAME_SHAPE and node.input
+              and node.output):
+            # onnx infers no shapes for these; a linear model after a Scaler needs its batch.
+            # Rare, and it depends on the entries so far: decided now, in this order.
+            output, source = sources.get(node.output[0]), sources.get(node.input[0])
+            if output is None or output() is None:
+                dims = None if source is None else source()
+                sources[node.output[0]] = functools.partial(_same, dims)
+    return sources
+
+
+def _stored_dims(tensor) -> Dims:
+    return tuple(int(d) for d in tensor.dims)
+
+
+def _same(dims: Dims | None) -> Dims | None:
+    return dims
 
 
 def _opset(model) -> int:
@@ -685,17 +703,27 @@ def _graphs(graph) -> Iterator:
     """The graph and every subgraph nested in it."""
     yield graph
     for node in graph.node:
-        for sub in subgraphs(node):
+        for sub in _subgraphs(node):
             yield from _graphs(sub)
 
 
-def _defined_names(graph) -> Iterator[str]:
+def _subgraphs(node) -> list:
+    """`subgraphs(node)`, with the test it starts with made here: nearly every node is a plain
+    standard op, and the walks over every node run several times per shape-inference round."""
+    if node.domain in STANDARD_DOMAINS and node.op_type not in STD_OPS_WITH_GRAPHS:
+        return []
+    return subgraphs(node)
+
+
+def _defined_names(graph) -> list[str]:
+    names: list[str] = []
     for sub in _graphs(graph):
-        yield from (v.name for v in sub.input)
-        yield from (t.name for t in sub.initializer)
-        yield from (s.values.name for s in sub.sparse_initializer)
+        names += [v.name for v in sub.input]
+        names += [t.name for t in sub.initializer]
+        names += [s.values.name for s in sub.sparse_initializer]
         for node in sub.node:
-            yield from (o for o in node.output if o)
+            names += [o for o in node.output if o]
+    return names
 
 
 # Ops evaluated when all their inputs are known small tensors: the arithmetic exporters use to
@@ -721,8 +749,16 @@ class _Folder:
         self.opset = _opset(model)
         self.ir_version = model.ir_version
         self.model = model
-        self.name_counts = Counter(_defined_names(model.graph))
+        self._names: Counter | None = None
         self.changed = False
+
+    def names(self) -> Counter:
+        """Every name the model defines, with how often, as they were before this pass changed
+        the graph: counted on first use, which `graph` makes come before its first change. A
+        pass that changes nothing, as every model's last one, never needs them."""
+        if self._names is None:
+            self._names = Counter(_defined_names(self.model.graph))
+        return self._names
 
     def fold(self) -> bool:
         self.graph(self.model.graph, None, None, None)
@@ -741,7 +777,7 @@ class _Folder:
                 new_nodes.extend(local)
             replacement = self.node(node, shapes, values, partial)
             if replacement is None:
-                for sub in subgraphs(node):
+                for sub in _subgraphs(node):
                     self.graph(sub, shapes, values, partial, nested=True)
                 new_nodes.append(node)
             else:
@@ -749,6 +785,7 @@ class _Folder:
                 new_nodes.extend(replacement)
         if replaced:
             self.changed = True
+            self.names()  # counted before the graph changes
             copies = [_copy_node(n) for n in new_nodes]  # clearing the field detaches the old ones
             graph.ClearField("node")
             graph.node.extend(copies)
@@ -759,7 +796,10 @@ class _Folder:
         Reshape in a branch whose pads or target shape live outside gets no output shape."""
         copies = []
         for index, name in enumerate(node.input):
-            if name and name not in values.local and name in values:
+            # values.outer: a nested scope always has one, and a name not local is there or
+            # nowhere. Asked first: most names are no outer constant, and asking the local
+            # scope decodes its constants.
+            if name and name in values.outer and name not in values.local:
                 local = self.fresh_name(name)
                 copies.append(helper.make_node(
                     "Constant", [], [local], value=numpy_helper.from_array(values[name], local)))
@@ -768,11 +808,12 @@ class _Folder:
         return copies
 
     def fresh_name(self, base: str) -> str:
-        index = len(self.name_counts)
-        while f"{base}__local{index}" in self.name_counts:
+        names = self.names()
+        index = len(names)
+        while f"{base}__local{index}" in names:
             index += 1
         name = f"{base}__local{index}"
-        self.name_counts[name] += 1
+        names[name] += 1
         return name
 
     def node(self, node, shapes, values, partial) -> list | None:
@@ -843,7 +884,7 @@ class _Folder:
             return None
         hoisted = [t.name for t in branch.initializer]
         hoisted += [out for inner in branch.node for out in inner.output if out]
-        if any(self.name_counts[name] > 1 for name in hoisted):
+        if any(self.names()[name] > 1 for name in hoisted):
             return None
         nodes = [helper.make_node("Constant", [], [t.name], value=t) for t in branch.initializer]
         nodes += [helper.make_node("Constant", [], [s.values.name], sparse_value=s)
@@ -1030,7 +1071,7 @@ class _MacCounter:
                          by_node=Counter({node_key(node): macs}))
         elif domain and not _is_pointwise(domain, node.op_type):
             self.uncounted[f"{domain}:{node.op_type}"] += 1
-        for sub in subgraphs(node):  # e.g. an onnxruntime contrib op with a body: count once
+        for sub in _subgraphs(node):  # e.g. an onnxruntime contrib op with a body: count once
             self.notes.add(f"subgraph of {_label(node)} counted once")
             cost.add(self.graph(sub, shapes, values))
         return cost
