@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from bloatguard.facts import ModelFacts, WeightView
+    from bloatguard.opgraph import OpGraph
 
 
 class RuleConfig(Protocol):
@@ -124,6 +125,16 @@ class RuleContext:
 
             self._values = TensorValues(self.facts)
         return self._values
+
+    def op_graph(self) -> OpGraph | None:
+        """The model's operator graph in no format's terms (bloatguard.opgraph.OpGraph: scopes,
+        nodes with plain attributes, consumers, liveness, constants), built by the reader's
+        handle on first use and shared by the rules; None for a format without an op graph,
+        an unreadable model, or facts restored without their model."""
+        facts = self.facts
+        if facts.unreadable or not hasattr(facts.handle, "op_graph"):
+            return None
+        return facts.handle.op_graph(facts)
 
     def onnx_graph(self):
         """The model's bloatguard.graph.ModelGraph, built once and shared by the rules; None
