@@ -136,14 +136,6 @@ class RuleContext:
             return None
         return facts.handle.op_graph(facts)
 
-    def onnx_graph(self):
-        """The model's bloatguard.graph.ModelGraph, built once and shared by the rules; None
-        unless this is a readable ONNX model."""
-        facts = self.facts
-        if facts.unreadable or facts.format != "onnx" or facts.handle is None:
-            return None
-        return facts.handle.graph
-
     def weight_uses(self) -> WeightView | None:
         """Where the stored weights go, in no format's terms (bloatguard.facts.WeightView: the
         layers each weight feeds and their kind, what nothing reads, dead operators), from the

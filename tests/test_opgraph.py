@@ -1,5 +1,9 @@
-"""The format-neutral op graph (bloatguard.opgraph): the ONNX reader's view keeps the ONNX
-graph's scopes, labels and constants, in plain values."""
+"""The format-neutral op graph (bloatguard.opgraph) that BG102 and BG104 read.
+
+Those rules handle plain values, never a protobuf: a made-up format whose handle supplies an
+OpGraph gets their findings, and the ONNX reader's view keeps the ONNX graph's scopes, labels
+and constants.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
+from bloatguard.facts import ModelFacts, ValueInfo
+from bloatguard.opgraph import Node, OpGraph, Scope, Tensor
 from bloatguard.values import TensorValues
 
 import factories
@@ -17,6 +23,21 @@ import factories
 pytestmark = pytest.mark.usefixtures("debug_mode")
 
 ROOT = Path(__file__).resolve().parent.parent
+GRAPH_RULES = ("redundant_features", "unfused_ops")
+
+
+@pytest.mark.parametrize("module", GRAPH_RULES)
+def test_the_graph_rules_see_only_the_neutral_view(module):
+    tree = ast.parse((ROOT / "rules" / f"{module}.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            assert node.attr not in ("onnx_graph", "handle", "proto", "format"), ast.unparse(node)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [alias.name for alias in node.names]
+            for name in names:
+                assert name.split(".")[0] != "onnx" and name not in ("bloatguard.graph",) \
+                    and not name.startswith("bloatguard.formats"), ast.unparse(node)
 
 
 def test_the_view_imports_no_format():
@@ -25,6 +46,71 @@ def test_the_view_imports_no_format():
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                  for alias in node.names}
     assert imported <= {"__future__", "dataclasses", "typing", "numpy", "bloatguard.facts"}
+
+
+def _tensor(name: str, array: np.ndarray) -> Tensor:
+    return Tensor(name, str(array.dtype), array.shape, lambda: array)
+
+
+def _node(op: str, inputs: list[str], outputs: list[str], name: str = "", **attributes) -> Node:
+    return Node(op, "", name, inputs, outputs, lambda: dict(attributes))
+
+
+class MadeUpHandle:
+    """What a reader of a format with an op graph provides for the graph rules."""
+
+    def __init__(self, graph: OpGraph) -> None:
+        self.graph = graph
+
+    def op_graph(self, facts):
+        return self.graph
+
+
+def made_up_model() -> ModelFacts:
+    """x[batch, 4] -> MatMul (rows 1 and 3 zero) -> Conv-like Gemm -> BatchNorm -> Identity."""
+    weight = np.ones((4, 3), dtype=np.float32)
+    weight[[1, 3]] = 0
+    constants = {"w": weight, "g": np.ones((3, 3), np.float32), "b": np.zeros(3, np.float32),
+                 **{k: np.ones(3, np.float32) for k in ("scale", "bias", "mean", "var")}}
+    nodes = [_node("MatMul", ["x", "w"], ["h"], "mm"),
+             _node("Gemm", ["h", "g", "b"], ["y"], "fc"),
+             _node("BatchNormalization", ["y", "scale", "bias", "mean", "var"], ["z"], "bn"),
+             _node("Identity", ["z"], ["out"], "copy")]
+    main = Scope("", nodes, ["x"], ["out"], {k: _tensor(k, v) for k, v in constants.items()})
+    facts = ModelFacts(path="model.madeup", format="madeup", file_size=1)
+    facts.inputs = [ValueInfo("x", "float32", ("batch", 4))]
+    facts.handle = MadeUpHandle(OpGraph(main, []))
+    return facts
+
+
+def run(facts: ModelFacts, code: str):
+    from bloatguard.config import Config
+    from bloatguard.engine import run_rules
+    from bloatguard.registry import find_rule
+
+    (outcome,) = run_rules(facts, None, Path(facts.path), Config(), [find_rule(code)])
+    assert not outcome.failed, facts.notes
+    return outcome.findings
+
+
+def test_a_new_format_with_an_op_graph_gets_the_graph_rules():
+    facts = made_up_model()
+    (features,) = run(facts, "BG102")
+    assert [(f["input"], f["index"]) for f in features.details["features"]] == [("x", 1), ("x", 3)]
+    assert "zero weights in MatMul mm" in features.message
+    assert features.fix is not None and features.fix.kind == "remove-features"
+
+    batchnorm, copies = run(facts, "BG104")
+    assert batchnorm.details["batchnorm"] == [{"node": "BatchNormalization bn", "into": "Gemm fc",
+                                               "channels": 3, "params_saved": 12,
+                                               "bytes_saved": 48}]
+    assert copies.details["nodes"] == [{"node": "Identity copy", "op": "Identity"}]
+
+
+def test_no_op_graph_no_graph_findings():
+    facts = made_up_model()
+    facts.handle = None  # a format without a graph, or facts restored without their model
+    assert run(facts, "BG102") == [] and run(facts, "BG104") == []
 
 
 def test_onnx_view_keeps_scopes_labels_and_constants(tmp_path):
