@@ -6,6 +6,10 @@ from its ModelGraph: `formats.onnx.OnnxModel.op_graph`), and rules reach it thro
 helper library. Scopes are the main graph and the graphs nested in it (`If` branches, loop
 bodies) and the model-local functions; each lists its nodes in order and the names it declares.
 
+Op names, domains and attribute names are ONNX's operator set, the vocabulary the rules'
+patterns are written in ("Conv", "BatchNormalization", "ai.onnx.ml"); a reader of another
+format maps its operators onto it.
+
 Subgraphs may read any name of the scopes around them without declaring it, so every answer
 here counts such outer-scope references as uses (as bloatguard.graph does for the ONNX protos).
 
@@ -23,7 +27,7 @@ from bloatguard.facts import dtype_nbytes
 if TYPE_CHECKING:
     import numpy as np
 
-STANDARD_DOMAINS = ("", "ai.onnx")
+STANDARD_DOMAINS = ("", "ai.onnx")  # the standard operator set, as ONNX spells its domain
 
 
 @dataclass(eq=False)
