@@ -1,11 +1,11 @@
 """ModelFacts: everything a reader learns about one model file, independent of its format.
 
 Rules see these facts (and the base version's) and the format-neutral views built from them
-(the WeightView, the weight values, the samples), never a pickle or a reader, so a new format
-is a new reader and a rule works on every format that provides what it reads. Two rules are
-ONNX-only by nature and still walk the ONNX graph through `bloatguard.graph` (RuleContext.
-onnx_graph): BG102's column tracing and BG104's fusion patterns. A neutral op graph would free
-them; until then they say nothing about other formats.
+(the WeightView, the op graph of `bloatguard.opgraph`, the weight values, the samples), never a
+pickle, a protobuf or a reader, so a new format is a new reader and a rule works on every format
+that provides what it reads. The two rules that read a graph's structure (BG102's column
+tracing, BG104's fusion patterns) walk the neutral OpGraph (RuleContext.op_graph); only the
+ONNX reader builds one today, so they say nothing about formats without it.
 """
 
 from __future__ import annotations

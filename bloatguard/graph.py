@@ -317,10 +317,13 @@ def reads_columns_linearly(readers, name: str) -> bool:
     """Whether every reader takes `name` as the left operand of a MatMul or Gemm (not
     transposed): the layout remove-features can cut input columns out of, together with the
     matching rows of the constant weights."""
+    from bloatguard.opgraph import linear_column_reader
+
+    # One predicate with BG102's, which asks it of the neutral op graph: hint and fix agree.
     return bool(readers) and all(
-        reader.op_type in ("MatMul", "Gemm") and reader.domain in STANDARD_DOMAINS
-        and reader.input[0] == name
-        and not (reader.op_type == "Gemm" and attribute(reader, "transA", 0))
+        linear_column_reader(reader.op_type, reader.domain, list(reader.input),
+                             attribute(reader, "transA", 0) if reader.op_type == "Gemm" else 0,
+                             name)
         for reader in readers)
 
 

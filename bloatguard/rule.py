@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from bloatguard.facts import ModelFacts, WeightView
+    from bloatguard.opgraph import OpGraph
 
 
 class RuleConfig(Protocol):
@@ -125,13 +126,15 @@ class RuleContext:
             self._values = TensorValues(self.facts)
         return self._values
 
-    def onnx_graph(self):
-        """The model's bloatguard.graph.ModelGraph, built once and shared by the rules; None
-        unless this is a readable ONNX model."""
+    def op_graph(self) -> OpGraph | None:
+        """The model's operator graph in no format's terms (bloatguard.opgraph.OpGraph: scopes,
+        nodes with plain attributes, consumers, liveness, constants), built by the reader's
+        handle on first use and shared by the rules; None for a format without an op graph,
+        an unreadable model, or facts restored without their model."""
         facts = self.facts
-        if facts.unreadable or facts.format != "onnx" or facts.handle is None:
+        if facts.unreadable or not hasattr(facts.handle, "op_graph"):
             return None
-        return facts.handle.graph
+        return facts.handle.op_graph(facts)
 
     def weight_uses(self) -> WeightView | None:
         """Where the stored weights go, in no format's terms (bloatguard.facts.WeightView: the

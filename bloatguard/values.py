@@ -11,11 +11,14 @@ from __future__ import annotations
 import mmap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from bloatguard.facts import NUMPY_DTYPES, ModelFacts
+
+if TYPE_CHECKING:
+    from bloatguard import opgraph
 
 _DIRECT = NUMPY_DTYPES  # raw little-endian bytes of these can be viewed as arrays directly
 
@@ -108,6 +111,14 @@ class TensorValues:
             return numpy_helper.to_array(tensor)
         except Exception:
             return None
+
+    def array(self, tensor: opgraph.Tensor) -> np.ndarray | None:
+        """The value of a constant of the op graph (bloatguard.opgraph.Tensor), read from the
+        model's file when the graph does not hold it (weights); None when it cannot be read.
+        A tensor the view made up (a Constant's `value_ints`) has no `ref`: the graph holds it."""
+        if self.path is not None and self.facts.format == "onnx" and tensor.ref is not None:
+            return self.onnx_array(tensor.ref)
+        return tensor.inline()
 
     @staticmethod
     def _view(mapped: mmap.mmap, offset: int, dtype: str, shape: tuple[int, ...]) -> np.ndarray:

@@ -5,8 +5,8 @@ from typing import TYPE_CHECKING, Any, Iterator, cast
 
 from bloatguard.errors import ConfigError
 from bloatguard.facts import ValueInfo
-from bloatguard.graph import Scope, attribute, constant_tensor, node_label, reads_columns_linearly, tensor_array
 from bloatguard.hygiene import listing, parse_fraction, parse_tolerance
+from bloatguard.opgraph import Node, Scope, Tensor, reads_columns_linearly
 from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext, Severity
 from bloatguard.units import parse_count
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 # feature the next layer ignores is ignored by the model (checked further in _passes_through).
 _ELEMENTWISE = ("Add", "Sub", "Mul", "Div")
 _TREES = ("TreeEnsembleClassifier", "TreeEnsembleRegressor", "TreeEnsemble")
-_DOT_KERNELS = (b"LINEAR", b"POLY", b"SIGMOID")  # kernels that read x only through <sv, x>
+_DOT_KERNELS = ("LINEAR", "POLY", "SIGMOID")  # kernels that read x only through <sv, x>
 
 
 @dataclass
@@ -120,14 +120,14 @@ class RedundantFeatures(Rule):
     reads = frozenset({"model"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
-        graph = ctx.onnx_graph()
+        graph = ctx.op_graph()
         if graph is None:
             return
         tolerance = self.option(ctx, "tolerance")
-        root = graph.roots[0]
+        root = graph.main
         live = graph.live_nodes(root)
         # Only readers that reach an output count: an input feeding a dead branch is unused.
-        readers = {name: [n for n in nodes if id(n) in live]
+        readers = {name: [n for n in nodes if n in live]
                    for name, nodes in graph.consumers(root).items()}
         found = {value.name: _static(ctx, root, readers, value, tolerance)
                  for value in ctx.facts.inputs}
@@ -246,7 +246,7 @@ def _describe(entry: _Input, indices: list[int]) -> str:
 
 # --- static analysis ---------------------------------------------------------------------------
 
-def _static(ctx: RuleContext, root: Scope, readers: dict[str, list], value: ValueInfo,
+def _static(ctx: RuleContext, root: Scope, readers: dict[str, list[Node]], value: ValueInfo,
             tolerance: float) -> _Input:
     entry = _Input(value.name)
     if not readers.get(value.name) and value.name not in root.outputs:
@@ -288,10 +288,10 @@ def _terminals(ctx, scope: Scope, readers, value: ValueInfo, rank, tolerance) ->
         if name in scope.outputs:
             return None  # the features themselves are an output
         for node in readers.get(name, []):
-            if name not in node.input:
+            if name not in node.inputs:
                 return None  # read from inside a subgraph: not followed
             if _passes_through(scope, node, name, rank, count):
-                stack.append(node.output[0])
+                stack.append(node.outputs[0])
                 continue
             terminal = _terminal(ctx, scope, node, name, tolerance, count)
             if terminal is None:
@@ -300,33 +300,36 @@ def _terminals(ctx, scope: Scope, readers, value: ValueInfo, rank, tolerance) ->
     return found
 
 
-def _passes_through(scope: Scope, node, name: str, rank, count) -> bool:
-    op = node.op_type
-    if node.input[0] != name or len(node.output) < 1:
+def _passes_through(scope: Scope, node: Node, name: str, rank, count) -> bool:
+    op = node.op
+    if node.inputs[0] != name or len(node.outputs) < 1:
         return False
     if op in ("Cast", "Identity") or (op == "Scaler" and node.domain == "ai.onnx.ml"):
         return True
     if op == "Flatten":
-        return rank == 2 and attribute(node, "axis", 1) in (1, -1)
+        return rank == 2 and node.attribute("axis", 1) in (1, -1)
     if op == "Reshape":
-        target = _array(None, constant_tensor(scope, node.input[1])) if len(node.input) > 1 else None
+        # The target as the graph holds it: a shape is small, never a weight to read.
+        target = _array(None, scope.constant(node.inputs[1])) if len(node.inputs) > 1 else None
         return (rank == 2 and count is not None and target is not None and target.size == 2
                 and int(target[-1]) == count)
-    if op in _ELEMENTWISE and node.domain in ("", "ai.onnx") and len(node.input) == 2:
-        other = constant_tensor(scope, node.input[1])
+    if op in _ELEMENTWISE and node.standard and len(node.inputs) == 2:
+        other = scope.constant(node.inputs[1])
         # Broadcasting a constant of shape (), (1,), (F,) or (1, F) keeps every feature apart.
-        dims = [int(d) for d in other.dims] if other is not None else None
+        dims = list(other.shape) if other is not None else None
         return dims is not None and len(dims) <= 2 and all(d == 1 for d in dims[:-1]) and (
             not dims or dims[-1] in (1, count))
     return False
 
 
-def _array(ctx, tensor) -> np.ndarray | None:
+def _array(ctx: RuleContext | None, tensor: Tensor | None) -> np.ndarray | None:
+    """A constant's value: read from the model (weights) with a context, else only what the
+    graph holds."""
     if tensor is None:
         return None
-    if ctx is not None and ctx.values().available:
-        return ctx.values().onnx_array(tensor)
-    return tensor_array(tensor)
+    if ctx is not None:
+        return ctx.values().array(tensor)
+    return tensor.inline()
 
 
 def _zero(values: np.ndarray, tolerance: float, axis: int) -> set[int]:
@@ -337,33 +340,33 @@ def _zero(values: np.ndarray, tolerance: float, axis: int) -> set[int]:
     return set(np.flatnonzero(np.all(moved <= tolerance, axis=1)).tolist())
 
 
-def _terminal(ctx, scope: Scope, node, name: str, tolerance: float, count) -> _Terminal | None:
-    op, label = node.op_type, node_label(node)
-    if list(node.input).count(name) != 1:
+def _terminal(ctx, scope: Scope, node: Node, name: str, tolerance: float, count) -> _Terminal | None:
+    op, label = node.op, node.label
+    if node.inputs.count(name) != 1:
         return None  # e.g. Gemm(x, W, x): x also arrives as the bias, every feature counts
-    if node.domain in ("", "ai.onnx") and node.input[0] == name:
-        weight = _array(ctx, constant_tensor(scope, node.input[1])) if len(node.input) > 1 else None
+    if node.standard and node.inputs[0] == name:
+        weight = _array(ctx, scope.constant(node.inputs[1])) if len(node.inputs) > 1 else None
         if weight is None:
             return None
         if op == "MatMul" and weight.ndim == 2:
             return _Terminal(-1, weight.shape[0], _zero(weight, tolerance, 0), f"zero weights in {label}")
         if op == "Gemm" and weight.ndim == 2:
-            axis = 1 if attribute(node, "transB", 0) else 0
-            return _Terminal(-2 if attribute(node, "transA", 0) else -1, weight.shape[axis],
+            axis = 1 if node.attribute("transB", 0) else 0
+            return _Terminal(-2 if node.attribute("transA", 0) else -1, weight.shape[axis],
                              _zero(weight, tolerance, axis), f"zero weights in {label}")
         if op == "Conv" and weight.ndim >= 3:
             return _conv(node, weight, tolerance, label)
         return None
-    if node.domain == "ai.onnx.ml" and node.input[0] == name:
+    if node.domain == "ai.onnx.ml" and node.inputs[0] == name:
         return _ml(node, op, label, tolerance, count)
     return None
 
 
-def _conv(node, weight: np.ndarray, tolerance: float, label: str) -> _Terminal:
+def _conv(node: Node, weight: np.ndarray, tolerance: float, label: str) -> _Terminal:
     """Input channel c of a grouped Conv is read by its group's output channels only."""
     import numpy as np
 
-    groups = attribute(node, "group", 1)
+    groups = node.attribute("group", 1)
     per_group, out_per_group = weight.shape[1], weight.shape[0] // groups
     dead = set()
     for channel in range(per_group * groups):
@@ -374,36 +377,36 @@ def _conv(node, weight: np.ndarray, tolerance: float, label: str) -> _Terminal:
     return _Terminal(-(weight.ndim - 1), per_group * groups, dead, f"zero input channel in {label}")
 
 
-def _ml(node, op: str, label: str, tolerance: float, count) -> _Terminal | None:
+def _ml(node: Node, op: str, label: str, tolerance: float, count) -> _Terminal | None:
     import numpy as np
 
     if op in _TREES:
         if count is None:
             return None  # cannot list features never used without knowing how many there are
-        features = attribute(node, "nodes_featureids", [])
-        modes = attribute(node, "nodes_modes", None)
+        features = node.attribute("nodes_featureids", [])
+        modes = node.attribute("nodes_modes", None)
         if op == "TreeEnsemble":  # opset 5: nodes_* describe interior nodes only
             used = set(features)
         else:
-            used = {f for f, mode in zip(features, modes or []) if mode != b"LEAF"}
+            used = {f for f, mode in zip(features, modes or []) if mode != "LEAF"}
         return _Terminal(-1, count, set(range(count)) - used, f"no tree of {label} splits on it")
     if op in ("LinearClassifier", "LinearRegressor"):
-        coefficients = np.asarray(attribute(node, "coefficients", []), dtype=np.float64)
-        rows = len(attribute(node, "intercepts", [])) or attribute(node, "targets", 1)
+        coefficients = np.asarray(node.attribute("coefficients", []), dtype=np.float64)
+        rows = len(node.attribute("intercepts", [])) or node.attribute("targets", 1)
         width = count or (coefficients.size // rows if rows else None)
         if not width or coefficients.size % width:
             return None
         table = coefficients.reshape(-1, width)  # [n_targets, n_features]
         return _Terminal(-1, width, _zero(table, tolerance, 1), f"zero coefficients in {label}")
     if op in ("SVMClassifier", "SVMRegressor"):
-        if attribute(node, "kernel_type", b"LINEAR") not in _DOT_KERNELS:
+        if node.attribute("kernel_type", "LINEAR") not in _DOT_KERNELS:
             return None  # RBF reads every feature through ||sv - x||
-        vectors = np.asarray(attribute(node, "support_vectors", []), dtype=np.float64)
+        vectors = np.asarray(node.attribute("support_vectors", []), dtype=np.float64)
         if vectors.size == 0 and op == "SVMRegressor":  # a linear SVR stores w directly
-            vectors = np.asarray(attribute(node, "coefficients", []), dtype=np.float64)
+            vectors = np.asarray(node.attribute("coefficients", []), dtype=np.float64)
         width = count or None
         if width is None:
-            supports = attribute(node, "n_supports", 0) or sum(attribute(node, "vectors_per_class", []))
+            supports = node.attribute("n_supports", 0) or sum(node.attribute("vectors_per_class", []))
             width = vectors.size // supports if supports else None
         if not width or vectors.size % width:
             return None

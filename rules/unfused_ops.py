@@ -5,22 +5,8 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from bloatguard.facts import DTYPE_SIZES
-from bloatguard.graph import (
-    STANDARD_DOMAINS,
-    ModelGraph,
-    Scope,
-    attribute,
-    constant_node_outputs,
-    constant_tensor,
-    dtype_name,
-    inherited_constants,
-    initializer_constants,
-    node_label,
-    subgraphs,
-    tensor_array,
-    tensor_nbytes,
-)
 from bloatguard.hygiene import capped, listing, parse_bool
+from bloatguard.opgraph import Node, OpGraph, Scope, Tensor
 from bloatguard.rule import Finding, Fix, Option, Rule, RuleContext
 from bloatguard.units import human_bytes, human_count
 
@@ -104,16 +90,16 @@ class UnfusedOps(Rule):
     reads = frozenset({"model"})
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
-        graph = ctx.onnx_graph()
+        graph = ctx.op_graph()
         if graph is None:
             return
         found = _Found()
         shape_ops = self.option(ctx, "fold-shape-ops")
         # Dead code is BG103's: here only what runs counts.
         for scope in graph.live_scopes():
-            constants = _constants(scope)
+            constants = scope.constants()
             live = graph.live_nodes(scope)
-            nodes = [node for node in scope.nodes if id(node) in live]
+            nodes = [node for node in scope.nodes if node in live]
             _batchnorm(graph, scope, nodes, constants, found)
             _passthrough(graph, scope, nodes, constants, found)
             found.foldable += _foldable(scope, nodes, constants, shape_ops)
@@ -166,160 +152,144 @@ class UnfusedOps(Rule):
                 fix=Fix("fold-constants", safe=True, details={"nodes": nodes}))
 
 
-def _constants(scope: Scope) -> set[str]:
-    return initializer_constants(scope) | constant_node_outputs(scope) | inherited_constants(scope)
-
-
-def _label(scope: Scope, node) -> str:
-    return f"{scope.prefix}{node_label(node)}"
-
-
-def _standard(node) -> bool:
-    return node.domain in STANDARD_DOMAINS
-
-
-def _batchnorm(graph: ModelGraph, scope: Scope, nodes: list, constants: set[str],
+def _batchnorm(graph: OpGraph, scope: Scope, nodes: list[Node], constants: set[str],
                found: _Found) -> None:
     producers = scope.producers()
     readers = graph.consumers(scope)
     for node in nodes:
-        if node.op_type != "BatchNormalization" or not _standard(node):
+        if node.op != "BatchNormalization" or not node.standard:
             continue
-        if attribute(node, "training_mode", 0) == 1:
-            found.training.append(_label(scope, node))
+        if node.attribute("training_mode", 0) == 1:
+            found.training.append(scope.label(node))
             continue
-        x = node.input[0]
+        x = node.inputs[0]
         layer = producers.get(x)
-        if layer is None or layer.op_type not in _FOLDS_INTO or not _standard(layer):
+        if layer is None or layer.op not in _FOLDS_INTO or not layer.standard:
             continue
         # Folding rewrites the layer's weights: nothing else may read its output or weights
         # must be constants, and the BatchNorm's statistics too.
         if len(readers.get(x, [])) != 1 or x in scope.outputs:
             continue
-        layer_params = [name for name in layer.input[1:] if name]
-        if not all(name in constants for name in [*node.input[1:5], *layer_params]):
+        layer_params = [name for name in layer.inputs[1:] if name]
+        if not all(name in constants for name in [*node.inputs[1:5], *layer_params]):
             continue
-        scale = constant_tensor(scope, node.input[1])
-        channels = int(scale.dims[0]) if scale is not None and len(scale.dims) == 1 else 0
-        width = DTYPE_SIZES.get(dtype_name(scale.data_type), 4) if scale is not None else 4
-        has_bias = len(layer.input) > 2 and bool(layer.input[2])
+        scale = scope.constant(node.inputs[1])
+        channels = scale.shape[0] if scale is not None and len(scale.shape) == 1 else 0
+        width = DTYPE_SIZES.get(scale.dtype, 4) if scale is not None else 4
+        has_bias = len(layer.inputs) > 2 and bool(layer.inputs[2])
         # Four vectors go; a layer without bias gains one.
         params = channels * (4 if has_bias else 3)
-        found.batchnorm.append({"node": _label(scope, node), "into": _label(scope, layer),
+        found.batchnorm.append({"node": scope.label(node), "into": scope.label(layer),
                                 "channels": channels, "params_saved": params,
                                 "bytes_saved": int(params * width)})
 
 
-def _passthrough(graph: ModelGraph, scope: Scope, nodes: list, constants: set[str],
+def _passthrough(graph: OpGraph, scope: Scope, nodes: list[Node], constants: set[str],
                  found: _Found) -> None:
     producers = scope.producers()
     readers = graph.consumers(scope)
     for node in nodes:
-        if node.op_type not in _PASS_THROUGH or not _standard(node) or not node.input:
+        if node.op not in _PASS_THROUGH or not node.standard or not node.inputs:
             continue
-        if node.op_type == "Dropout":
+        if node.op == "Dropout":
             mode = _dropout_training(scope, node, constants)
             if mode is None:
                 continue  # training_mode is a runtime input: the caller decides
             if mode:
-                found.training.append(_label(scope, node))
+                found.training.append(scope.label(node))
                 continue
-            mask = node.output[1] if len(node.output) > 1 else ""
+            mask = node.outputs[1] if len(node.outputs) > 1 else ""
             if mask and (mask in readers or mask in scope.outputs):
                 continue  # the mask is used; stripping needs more than a rename
-        source, target = node.input[0], node.output[0]
+        source, target = node.inputs[0], node.outputs[0]
         # Removing the node means renaming: either its readers read the source instead, or,
         # when it produces a graph output, the source's producer writes that output directly.
         # A graph input or a value of an enclosing scope cannot be renamed into an output.
         if target in scope.outputs and (source not in producers or source in scope.outputs):
             continue
-        found.passthrough.append({"node": _label(scope, node), "op": node.op_type})
+        found.passthrough.append({"node": scope.label(node), "op": node.op})
 
 
-def _dropout_training(scope: Scope, node, constants: set[str]) -> bool | None:
-    if len(node.input) < 3 or not node.input[2]:
+def _dropout_training(scope: Scope, node: Node, constants: set[str]) -> bool | None:
+    if len(node.inputs) < 3 or not node.inputs[2]:
         return False  # opset >= 12 default; earlier opsets are inference-only in every runtime
-    name = node.input[2]
+    name = node.inputs[2]
     if name not in constants:
         return None
-    tensor = constant_tensor(scope, name)
+    tensor = scope.constant(name)
     if tensor is None:
         return None
-    value = tensor_array(tensor)
-    return None if value is None else bool(value.any())  # None: value not in the proto
+    value = tensor.inline()
+    return None if value is None else bool(value.any())  # None: value not in the graph
 
 
-def _foldable(scope: Scope, nodes: list, constants: set[str], shape_ops: bool) -> list[dict]:
+def _foldable(scope: Scope, nodes: list[Node], constants: set[str], shape_ops: bool) -> list[dict]:
     """Nodes all of whose inputs are constants, propagating through foldable nodes."""
     known = set(constants)
-    folded: list = []
+    folded: list[Node] = []
     changed = True
     pending = [n for n in nodes if _can_fold(scope, n)]
     while changed:
         changed = False
         for node in list(pending):
-            inputs = [name for name in node.input if name]
+            inputs = [name for name in node.inputs if name]
             if inputs and all(name in known for name in inputs):
-                known.update(o for o in node.output if o)
+                known.update(o for o in node.outputs if o)
                 folded.append(node)
                 pending.remove(node)
                 changed = True
     if not shape_ops:
-        by_output = {o: n for n in folded for o in n.output}
+        by_output = {o: n for n in folded for o in n.outputs}
         folded = [n for n in folded if not _shape_arithmetic(scope, n, by_output)]
-    return [{"node": _label(scope, n), "op": n.op_type, "weights": _weights(scope, n)}
+    return [{"node": scope.label(n), "op": n.op, "weights": _weights(scope, n)}
             for n in folded]
 
 
-def _weights(scope: Scope, node) -> dict[str, int]:
+def _weights(scope: Scope, node: Node) -> dict[str, int]:
     """Stored weights (not small shape constants) a foldable node reads: name -> bytes."""
     weights = {}
-    for name in node.input:
-        tensor = constant_tensor(scope, name) if name else None
+    for name in node.inputs:
+        tensor = scope.constant(name) if name else None
         if tensor is not None and not _small_int(tensor):
-            weights[name] = tensor_nbytes(tensor)
+            weights[name] = tensor.nbytes
     return weights
 
 
-def _can_fold(scope: Scope, node) -> bool:
-    if not _standard(node) or node.op_type in _NEVER_FOLD or subgraphs(node):
+def _can_fold(scope: Scope, node: Node) -> bool:
+    if not node.standard or node.op in _NEVER_FOLD or node.subgraphs:
         return False
-    if node.op_type == "Cast" and node.input:
-        source = constant_tensor(scope, node.input[0])
-        target = attribute(node, "to")
+    if node.op == "Cast" and node.inputs:
+        source = scope.constant(node.inputs[0])
+        target = node.attribute("to")  # a dtype name
         if source is not None and target is not None:
             # A stored float16 weight cast up to float32 is compression, not waste.
-            return DTYPE_SIZES.get(dtype_name(target), 0) <= DTYPE_SIZES.get(
-                dtype_name(source.data_type), 0)
+            return DTYPE_SIZES.get(target, 0) <= DTYPE_SIZES.get(source.dtype, 0)
     return True
 
 
-def _shape_arithmetic(scope: Scope, node, by_output: dict) -> bool:
+def _shape_arithmetic(scope: Scope, node: Node, by_output: dict[str, Node]) -> bool:
     """True for a shape op whose constant leaves are all small integer tensors."""
-    if node.op_type not in _SHAPE_OPS:
+    if node.op not in _SHAPE_OPS:
         return False
     stack, seen = [node], set()
     while stack:
         current = stack.pop()
-        if id(current) in seen:
+        if current in seen:
             continue
-        seen.add(id(current))
-        if current.op_type not in _SHAPE_OPS:
+        seen.add(current)
+        if current.op not in _SHAPE_OPS:
             return False
-        for name in current.input:
+        for name in current.inputs:
             if not name:
                 continue
             if name in by_output:
                 stack.append(by_output[name])
                 continue
-            tensor = constant_tensor(scope, name)
+            tensor = scope.constant(name)
             if tensor is None or not _small_int(tensor):
                 return False
     return True
 
 
-def _small_int(tensor) -> bool:
-    count = 1
-    for dim in tensor.dims:
-        count *= int(dim)
-    return dtype_name(tensor.data_type).startswith(("int", "uint", "bool")) and count <= _SMALL_INT
+def _small_int(tensor: Tensor) -> bool:
+    return tensor.dtype.startswith(("int", "uint", "bool")) and tensor.numel <= _SMALL_INT

@@ -22,6 +22,9 @@ from bloatguard.graph import dtype_name, node_label
 if TYPE_CHECKING:
     from onnx import GraphProto, NodeProto, TensorProto
 
+    from bloatguard.graph import ModelGraph, Scope
+    from bloatguard.opgraph import OpGraph
+
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 # The ai.onnx ops with graph attributes (tests/test_compute.py checks this against onnx's schemas).
 # Analyses of what runs (MACs, the hygiene rules' graph) look for subgraphs only in these.
@@ -35,6 +38,7 @@ class OnnxModel:
     def __init__(self, proto) -> None:
         self.proto = proto
         self._view: WeightView | None = None
+        self._op_graph: OpGraph | None = None
 
     @functools.cached_property
     def graph(self):
@@ -64,6 +68,98 @@ class OnnxModel:
 
             self._view = weight_view(facts, self)
         return self._view
+
+    def op_graph(self, facts: ModelFacts) -> OpGraph:
+        """The format-neutral bloatguard.opgraph.OpGraph of this model, built once on first
+        use (only the rules that read the graph's structure ask for it)."""
+        if self._op_graph is None:
+            self._op_graph = neutral_graph(self.graph)
+        return self._op_graph
+
+
+# --- the neutral op graph (bloatguard.opgraph) -------------------------------------------------
+
+# Attributes of standard ops that name an element type by its TensorProto number; the view
+# gives them as dtype names, so a rule compares dtypes without ONNX's numbering.
+_DTYPE_ATTRIBUTES = ("to", "dtype", "output_dtype")
+
+
+def neutral_graph(graph: ModelGraph) -> OpGraph:
+    """The OpGraph of a ModelGraph: the same scopes, labels and subgraphs (so that the rules'
+    labels match the weight view's), with plain values in place of protos."""
+    from bloatguard.opgraph import OpGraph
+
+    main, *functions = (_neutral_scope(root, None, None) for root in graph.roots)
+    for scope, root in zip(functions, graph.roots[1:]):
+        owner = root.owner  # the FunctionProto: a node calls it by (domain, name)
+        scope.function = (owner.domain, owner.name) if owner is not None else None
+    return OpGraph(main, functions)
+
+
+def _neutral_scope(scope: Scope, parent, owner):
+    from bloatguard.opgraph import Node
+    from bloatguard.opgraph import Scope as NeutralScope
+
+    neutral = NeutralScope(scope.prefix, [], list(scope.inputs), list(scope.outputs),
+                           {name: _neutral_tensor(t, name) for name, t in scope.initializers.items()},
+                           parent, owner)
+    nodes: dict[int, Node] = {}
+    for proto in scope.nodes:
+        # A slice copies a repeated field into a list twice as fast as list() does.
+        node = Node(proto.op_type, proto.domain, proto.name, proto.input[:], proto.output[:],
+                    functools.partial(_neutral_attributes, proto))
+        nodes[id(proto)] = node
+        neutral.nodes.append(node)
+    for child in scope.children:  # in node order, as graph._with_children built them
+        node = nodes[id(child.owner)]
+        sub = _neutral_scope(child, neutral, node)
+        node.subgraphs.append(sub)
+        neutral.children.append(sub)
+    return neutral
+
+
+def _neutral_tensor(tensor, name: str | None = None):
+    from bloatguard.graph import tensor_array
+    from bloatguard.opgraph import Tensor
+
+    return Tensor(name or tensor.name, dtype_name(tensor.data_type), tuple(int(d) for d in tensor.dims),
+                  functools.partial(tensor_array, tensor), ref=tensor)
+
+
+def _neutral_attributes(node) -> dict:
+    """A node's attributes as plain values: strings decoded (losslessly), tensors as
+    opgraph.Tensor. Graphs are the node's subgraphs instead; sparse tensors, type protos and
+    references to a calling function's attributes (values unknown here) are left out."""
+    from onnx import AttributeProto as A
+
+    standard = node.domain in ("", "ai.onnx")
+    values: dict = {}
+    for attr in node.attribute:
+        if attr.ref_attr_name:
+            continue
+        kind = attr.type
+        if kind == A.INT:
+            value = dtype_name(attr.i) if standard and attr.name in _DTYPE_ATTRIBUTES else attr.i
+        elif kind == A.FLOAT:
+            value = attr.f
+        elif kind == A.STRING:
+            value = attr.s.decode("utf-8", "surrogateescape")
+        elif kind == A.INTS:
+            value = list(attr.ints)
+        elif kind == A.FLOATS:
+            value = list(attr.floats)
+        elif kind == A.STRINGS:
+            value = [s.decode("utf-8", "surrogateescape") for s in attr.strings]
+        elif kind == A.TENSOR:
+            value = _neutral_tensor(attr.t)
+        elif kind == A.TENSORS:
+            value = [_neutral_tensor(t) for t in attr.tensors]
+        elif kind == A.UNDEFINED:
+            value = None
+        else:
+            continue
+        values[attr.name] = value
+    return values
 
 
 def read_proto(path: Path):
