@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
 from bloatguard.facts import dtype_nbytes
+from bloatguard.opgraph import live_ops, readers_of
 
 if TYPE_CHECKING:
     from onnx import FunctionProto, GraphProto, NodeProto, TensorProto
@@ -192,13 +193,10 @@ class ModelGraph:
 
     def consumers(self, scope: Scope) -> dict[str, list]:
         """name -> nodes of the scope that read it, directly or from inside their subgraphs."""
-        readers = self._readers.get(id(scope))
-        if readers is None:
-            readers = self._readers[id(scope)] = {}
-            for node in scope.nodes:
-                for name in dict.fromkeys(self.node_uses(node)):
-                    readers.setdefault(name, []).append(node)
-        return readers
+        found = self._readers.get(id(scope))
+        if found is None:
+            found = self._readers[id(scope)] = readers_of(scope.nodes, self.node_uses)
+        return found
 
     def live_nodes(self, scope: Scope) -> set[int]:
         """ids of the nodes whose outputs reach one of the scope's outputs.
@@ -208,20 +206,9 @@ class ModelGraph:
         """
         if id(scope) in self._live:
             return self._live[id(scope)]
-        producers = scope.producers()
-        live = {id(node) for node in scope.nodes if not any(node.output)}
-        stack = list(scope.outputs)
-        stack += [n for node in scope.nodes if not any(node.output) for n in self.node_uses(node)]
-        seen: set[str] = set()
-        while stack:
-            name = stack.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            node = producers.get(name)
-            if node is not None and id(node) not in live:
-                live.add(id(node))
-                stack.extend(self.node_uses(node))
+        silent = [node for node in scope.nodes if not any(node.output)]
+        live = {id(node) for node in live_ops(scope.outputs, scope.producers(), silent,
+                                                         self.node_uses)}
         self._live[id(scope)] = live
         return live
 

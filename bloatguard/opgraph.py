@@ -20,7 +20,7 @@ of small constants): it sits below the rules, next to facts.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, Mapping, TypeVar
 
 from bloatguard.facts import dtype_nbytes
 
@@ -234,13 +234,10 @@ class OpGraph:
 
     def consumers(self, scope: Scope) -> dict[str, list[Node]]:
         """name -> nodes of the scope that read it, directly or from inside their subgraphs."""
-        readers = self._readers.get(id(scope))
-        if readers is None:
-            readers = self._readers[id(scope)] = {}
-            for node in scope.nodes:
-                for name in dict.fromkeys(self.node_uses(node)):
-                    readers.setdefault(name, []).append(node)
-        return readers
+        found = self._readers.get(id(scope))
+        if found is None:
+            found = self._readers[id(scope)] = readers_of(scope.nodes, self.node_uses)
+        return found
 
     def live_nodes(self, scope: Scope) -> set[Node]:
         """The nodes whose outputs reach one of the scope's outputs.
@@ -250,20 +247,8 @@ class OpGraph:
         live = self._live.get(id(scope))
         if live is not None:
             return live
-        producers = scope.producers()
         silent = [node for node in scope.nodes if not any(node.outputs)]
-        live = set(silent)
-        stack = list(scope.outputs) + [name for node in silent for name in self.node_uses(node)]
-        seen: set[str] = set()
-        while stack:
-            name = stack.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            node = producers.get(name)
-            if node is not None and node not in live:
-                live.add(node)
-                stack.extend(self.node_uses(node))
+        live = set(live_ops(scope.outputs, scope.producers(), silent, self.node_uses))
         self._live[id(scope)] = live
         return live
 
@@ -293,3 +278,42 @@ def reads_columns_linearly(readers: list[Node], name: str) -> bool:
     return bool(readers) and all(
         linear_column_reader(node.op, node.domain, node.inputs, node.attribute("transA", 0), name)
         for node in readers)
+
+
+# --- walks every graph format shares -----------------------------------------------------------
+#
+# The ONNX protos (graph.ModelGraph), this view and the TFLite reader describe operators their own
+# way; they pass in how an operator's reads are found, so each walk is written once.
+
+_Name = TypeVar("_Name", bound=Hashable)
+_Op = TypeVar("_Op")
+
+
+def live_ops(outputs: Iterable[_Name], producers: Mapping[_Name, _Op], silent: Iterable[_Op],
+             reads: Callable[[_Op], Iterable[_Name]]) -> list[_Op]:
+    """The operators whose results reach `outputs`, walking back through `producers` (name ->
+    operator). `silent` operators, which have no outputs, are kept: a custom op may act through
+    side effects, so it cannot be judged dead. Operators are told apart by identity (protobuf
+    messages do not hash)."""
+    live = {id(op): op for op in silent}
+    stack = list(outputs) + [name for op in live.values() for name in reads(op)]
+    seen: set[_Name] = set()
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        op = producers.get(name)
+        if op is not None and id(op) not in live:
+            live[id(op)] = op
+            stack.extend(reads(op))
+    return list(live.values())
+
+
+def readers_of(ops: Iterable[_Op], reads: Callable[[_Op], Iterable[_Name]]) -> dict[_Name, list[_Op]]:
+    """name -> the operators that read it, each listed once per name, in operator order."""
+    found: dict[_Name, list[_Op]] = {}
+    for op in ops:
+        for name in dict.fromkeys(reads(op)):
+            found.setdefault(name, []).append(op)
+    return found

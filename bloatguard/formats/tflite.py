@@ -666,17 +666,13 @@ def _unused_and_dead(model: _Model, stored: dict[int, _Stored], consumers):
 
 
 def _live(graph: _Subgraph) -> set[int]:
+    """Indices of the operators whose results reach the subgraph's outputs."""
+    from bloatguard.opgraph import live_ops
+
     producers = {out: op for op in graph.ops for out in op.outputs if out >= 0}
-    live = {op.index for op in graph.ops if not any(out >= 0 for out in op.outputs)}
-    stack = list(graph.outputs) + [i for op in graph.ops if op.index in live for i in op.inputs if i >= 0]
-    seen: set[int] = set()
-    while stack:
-        index = stack.pop()
-        if index in seen:
-            continue
-        seen.add(index)
-        op = producers.get(index)
-        if op is not None and op.index not in live:
-            live.add(op.index)
-            stack.extend(i for i in op.inputs if i >= 0)
-    return live
+    silent = [op for op in graph.ops if not any(out >= 0 for out in op.outputs)]
+    return {op.index for op in live_ops(graph.outputs, producers, silent, _inputs)}
+
+
+def _inputs(op: _Op) -> list[int]:
+    return [i for i in op.inputs if i >= 0]  # -1 marks an optional input left out
