@@ -53,7 +53,7 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", type=_shard, metavar="K/N",
                        help="check only the K-th of N parts of the models (split by a hash of each "
                             "path), for parallel CI jobs; `bloatguard merge` joins their JSON reports")
-    parser.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+    parser.add_argument("--jobs", type=at_least_one("a number of processes"), default=1, metavar="N",
                        help="check N models at a time in worker processes: the rules that read "
                             "the weights; latency is still timed one model at a time")
     parser.add_argument("--strict", action="store_true",
@@ -102,24 +102,19 @@ def _shard(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def at_least_one(what: str):
+    """An argparse type: a whole number >= 1, `what` naming it in the error."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError("must be at least 1")
+        return value
 
-def _jobs(text: str) -> int:
-    try:
-        jobs = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of processes, got {text!r}") from None
-    if jobs < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return jobs
+    return parse
 
 
 def collect(args: argparse.Namespace) -> CheckRun:

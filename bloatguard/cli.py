@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "followed), each distinct version measured once through the metric cache.")
     history.add_argument("path", type=Path, metavar="PATH", help="a committed model file")
     history.add_argument("--since", metavar="REF", help="only commits after this one")
-    history.add_argument("--max-count", type=app._positive, metavar="N", help="at most N commits")
+    history.add_argument("--max-count", type=app.at_least_one("a whole number"), metavar="N", help="at most N commits")
     history.add_argument("--metric", default="params", choices=CHARTED,
                          help="what the text, markdown and chart show (default: params)")
     history.add_argument("--output-format", choices=("text", "json", "markdown", "csv"),
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("path", type=Path, metavar="PATH", help="a model file")
     show.add_argument("--sort", default="params", choices=tuple(SHOW_SORT_KEYS),
                       help="largest first by this (order: the model's own; default: params)")
-    show.add_argument("--top", type=app._positive, metavar="N", help="only the N largest rows")
+    show.add_argument("--top", type=app.at_least_one("a whole number"), metavar="N", help="only the N largest rows")
     show.add_argument("--by", default="layer", choices=SHOW_GROUPINGS,
                       help="one row per layer (default), per op type, or per weight dtype")
     show.add_argument("--output-format", choices=SHOW_FORMATS, default="text")
