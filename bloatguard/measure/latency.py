@@ -470,14 +470,7 @@ def _child_measure(job: dict[str, Any], started: float) -> dict[str, Any]:
     def run(index: int) -> float:
         label, runner, feeds = runners[index]
         start = time.perf_counter()
-        try:
-            runner(None, feeds)
-        except MemoryError:
-            raise
-        except Exception as exc:
-            raise _ort_failure(job, f"inference failed on {label} with generated inputs (pin "
-                               "meaningful values in [tool.bloatguard.latency.values] or give a "
-                               "samples file)", exc) from None
+        _infer(job, label, runner, feeds)
         return time.perf_counter() - start
 
     stage("warming up")
@@ -635,14 +628,7 @@ def _child_peak(job: dict[str, Any]) -> dict[str, Any]:
         raise _ChildFailure(f"cannot build the inputs of {label}: {type(exc).__name__}: {exc}") from None
     stage("running")
     for _ in range(job["runs"]):
-        try:
-            run(None, feeds)
-        except MemoryError:
-            raise
-        except Exception as exc:
-            raise _ort_failure(job, f"inference failed on {label} with generated inputs (pin "
-                               "meaningful values in [tool.bloatguard.latency.values] or give a "
-                               "samples file)", exc) from None
+        _infer(job, label, run, feeds)
     peak = _high_water_mark()
     if peak is None or before is None:
         raise _ChildFailure("this system reports no resident memory high-water mark "
@@ -724,24 +710,27 @@ def _high_water_mark() -> int | None:
     return _proc_status("VmHWM")
 
 
-def _reset_high_water_mark() -> bool:
-    """Set VmHWM to the current VmRSS (Linux >= 4.0: writing 5 to /proc/self/clear_refs).
+def _infer(job: dict[str, Any], label: str, run, feeds) -> None:
+    """One inference, a runtime's failure turned into the one-line reason the user sees."""
+    try:
+        run(None, feeds)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise _ort_failure(job, f"inference failed on {label} with generated inputs (pin "
+                           "meaningful values in [tool.bloatguard.latency.values] or give a "
+                           "samples file)", exc) from None
 
-    Checked by reading both back; a few tries, because resident memory can move between the
-    reset and the reading (pages the allocator hands back, on a machine under load), which
-    would make a working reset look like a failed one."""
-    for _ in range(3):
-        try:
-            with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
-                handle.write("5")
-        except OSError:
-            return False
-        peak, now = _high_water_mark(), _resident()
-        if peak is None or now is None:
-            return False
-        if peak <= now + 64 * 1024:
-            return True
-    return False
+
+def _reset_high_water_mark() -> bool:
+    """Set VmHWM to the current VmRSS (Linux >= 4.0: writing 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+    except OSError:
+        return False
+    peak, now = _high_water_mark(), _resident()
+    return peak is not None and now is not None and peak <= now + 64 * 1024
 
 
 def _onnxruntime_runners(job: dict[str, Any], rng) -> tuple[list, dict[str, Any]]:
