@@ -145,26 +145,21 @@ class _Scope:
                 self.kinds[value.name] = VARYING
 
     def kind(self, name: str) -> str | None:
-        scope: _Scope | None = self
-        while scope is not None:
-            if name in scope.kinds:
-                return scope.kinds[name]
-            scope = scope.outer
-        return None
+        return self._visible("kinds", name)
 
     def producer(self, name: str):
-        scope: _Scope | None = self
-        while scope is not None:
-            if name in scope.producers:
-                return scope.producers[name]
-            scope = scope.outer
-        return None
+        return self._visible("producers", name)
 
     def type(self, name: str):
+        return self._visible("types", name)
+
+    def _visible(self, table: str, name: str) -> Any:
+        """`name` in this scope's `table`, else in the nearest enclosing scope's that has it."""
         scope: _Scope | None = self
         while scope is not None:
-            if name in scope.types:
-                return scope.types[name]
+            entries = getattr(scope, table)
+            if name in entries:
+                return entries[name]
             scope = scope.outer
         return None
 
